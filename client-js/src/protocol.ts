@@ -1,0 +1,281 @@
+// The palaver event contract, v1: the types of docs/protocol.md, nothing more.
+//
+// Usable on its own with a plain socket.io-client:
+//
+//   import { io, type Socket } from "socket.io-client";
+//   import type { ServerToClientEvents, ClientToServerEvents } from "@palaver/client";
+//   const socket: Socket<ServerToClientEvents, ClientToServerEvents> = io(url, { auth: { name: "ada" } });
+//   const res = await socket.emitWithAck("room:join", { room: "general" });
+
+// ---------------------------------------------------------------------------------------------
+// ids and entities
+
+/** A user id: a JWT's `sub`, or `anon-…` for a guest (fresh per connection). */
+export type UserId = string;
+
+/** 1–64 of `[A-Za-z0-9_.:-]`; ids starting with `dm:` are reserved for DMs. */
+export type RoomId = string;
+
+export type RoomKind = "group" | "dm";
+export type Visibility = "public" | "private";
+
+export interface User {
+  id: UserId;
+  name: string;
+  anonymous: boolean;
+}
+
+export interface Room {
+  id: RoomId;
+  name: string;
+  kind: RoomKind;
+  visibility: Visibility;
+  /** RFC 3339. */
+  createdAt: string;
+}
+
+export interface RoomSummary extends Room {
+  /** 0 when the room has no message yet. */
+  lastSeq: number;
+  /** The user is a member (always true for DMs listed). */
+  member: boolean;
+  /** For a DM: the other user, as last seen. */
+  peer?: User;
+}
+
+export interface Message {
+  /** Unique across the server. */
+  id: string;
+  room: RoomId;
+  /** 1, 2, 3… per room, gap-free, in commit order. */
+  seq: number;
+  /** The display name as it was when sent. */
+  from: { id: UserId; name: string };
+  text: string;
+  clientId?: string;
+  /** RFC 3339, UTC. */
+  at: string;
+}
+
+// ---------------------------------------------------------------------------------------------
+// errors and acknowledgements
+
+export type ErrorCode =
+  /** The payload is malformed: missing or wrong-typed field, bad room name, empty text. */
+  | "bad_request"
+  /** Missing or invalid credentials (HTTP API). */
+  | "unauthorized"
+  /** You may not do this: private room you are not a member of, reserved room name. */
+  | "forbidden"
+  /** The room does not exist, or a guest you DM is no longer online. */
+  | "not_found"
+  /** Text over the namespace's limit, too many rooms on this socket, too many members. */
+  | "too_large"
+  /** More sends than the per-socket rate allows; retry later. */
+  | "rate_limited"
+  /** The database is unreachable; nothing was stored, retry later. */
+  | "unavailable"
+  /** A bug on the server's side; it is logged. */
+  | "internal";
+
+export interface ChatError {
+  code: ErrorCode;
+  message: string;
+}
+
+/** Every acknowledgement: `{ ok: true, ...data }` or `{ ok: false, error }`. */
+export type Ack<T> = ({ ok: true } & T) | { ok: false; error: ChatError };
+
+/** The data of an ack that carries nothing but `ok: true`. */
+export type EmptyReply = Record<never, never>;
+
+/**
+ * Why a connection was refused: `connect_error` carries `"unauthorized: <code>: <why>"` as its message.
+ */
+export type ConnectErrorCode =
+  /** Anonymous access is off and `auth.token` is absent. */
+  | "missing_token"
+  /** The token is not a JWT, or its payload is not valid claims. */
+  | "invalid_token"
+  /** The signature does not verify with the configured key. */
+  | "bad_signature"
+  /** `exp` is in the past. */
+  | "expired"
+  /** The token has no `sub` claim (or an empty one). */
+  | "missing_sub"
+  /** The token's `alg` is not one the server is configured for. */
+  | "wrong_algorithm"
+  /** `auth.name` is not 1–32 printable characters. */
+  | "invalid_name"
+  /** A token was sent but the server has no JWT key configured. */
+  | "not_configured";
+
+/** The `auth` object of the Socket.IO handshake. */
+export interface Auth {
+  /** A signed-in user: the JWT's `sub` is the user id. */
+  token?: string;
+  /** A guest with this display name (1–32 printable characters after trimming). */
+  name?: string;
+}
+
+// ---------------------------------------------------------------------------------------------
+// client → server payloads and replies
+
+export interface RoomCreatePayload {
+  name: RoomId;
+  visibility?: Visibility;
+  /** Up to 100 user ids added as members. */
+  members?: UserId[];
+}
+export interface RoomCreateReply {
+  room: Room;
+}
+
+export interface RoomJoinPayload {
+  room: RoomId;
+  /** 1–100, default 50. */
+  limit?: number;
+  /**
+   * The last seq the client holds in the room: `history` is then every message after it (up to the server's
+   * recovery limit) instead of the latest `limit`.
+   */
+  since?: number;
+}
+export interface RoomJoinReply {
+  room: Room;
+  /** The latest `limit` messages (with `since`: every message after `since`), oldest first. */
+  history: Message[];
+  /** Older messages exist (with `since`: messages older than `since` exist). */
+  hasMore: boolean;
+  /** The users online in the room now. */
+  members: User[];
+  /** With `since`: more messages were missed than returned; page on with `history:fetch { after }`. */
+  truncated?: boolean;
+}
+
+export interface RoomLeavePayload {
+  room: RoomId;
+}
+export type RoomLeaveReply = EmptyReply;
+
+export interface MessageSendPayload {
+  room: RoomId;
+  text: string;
+  /** 1–64 characters; the same user reusing it in the room gets the original message back. */
+  clientId?: string;
+}
+export interface MessageSendReply {
+  message: Message;
+}
+
+export interface DmSendPayload {
+  to: UserId;
+  text: string;
+  clientId?: string;
+}
+export type DmSendReply = MessageSendReply;
+
+export interface HistoryFetchPayload {
+  room: RoomId;
+  /** The `limit` messages just below this seq (paging back). */
+  before?: number;
+  /** The `limit` messages just above this seq (catching up). */
+  after?: number;
+  /** 1–100, default 50. */
+  limit?: number;
+}
+export interface HistoryFetchReply {
+  /** Always oldest first. */
+  messages: Message[];
+  /** More exist in the direction paged. */
+  hasMore: boolean;
+}
+
+export type RoomsListPayload = EmptyReply;
+export interface RoomsListReply {
+  /** Most recently active first. */
+  rooms: RoomSummary[];
+}
+
+export interface PresenceListPayload {
+  room: RoomId;
+}
+export interface PresenceListReply {
+  users: User[];
+}
+
+export interface TypingPayload {
+  room: RoomId;
+}
+export type TypingReply = EmptyReply;
+
+export interface SyncPayload {
+  /** For each room, the last seq the client holds. */
+  rooms: { [room: RoomId]: number };
+}
+/** One room of a `sync` reply: the messages after the given seq, or why the room cannot be read. */
+export type SyncRoomResult = { messages: Message[]; truncated: boolean } | { error: ChatError };
+export interface SyncReply {
+  rooms: { [room: RoomId]: SyncRoomResult };
+}
+
+// ---------------------------------------------------------------------------------------------
+// server → client payloads
+
+/** Sent right after connecting (again after every reconnection). */
+export interface Session {
+  user: User;
+  rooms: RoomSummary[];
+}
+
+export type NoticeKind = "join" | "leave";
+
+export interface RoomNotice {
+  room: RoomId;
+  kind: NoticeKind;
+  user: User;
+  /** RFC 3339. */
+  at: string;
+}
+
+export interface TypingEvent {
+  room: RoomId;
+  user: User;
+}
+
+/** Only for events sent without an ack callback. */
+export interface ChatErrorEvent {
+  event: string;
+  error: ChatError;
+}
+
+// ---------------------------------------------------------------------------------------------
+// the socket.io typing pair: Socket<ServerToClientEvents, ClientToServerEvents>
+
+export interface ServerToClientEvents {
+  session: (session: Session) => void;
+  message: (message: Message) => void;
+  "room:notice": (notice: RoomNotice) => void;
+  typing: (event: TypingEvent) => void;
+  "chat:error": (event: ChatErrorEvent) => void;
+}
+
+export interface ClientToServerEvents {
+  "room:create": (payload: RoomCreatePayload, ack: (res: Ack<RoomCreateReply>) => void) => void;
+  "room:join": (payload: RoomJoinPayload, ack: (res: Ack<RoomJoinReply>) => void) => void;
+  "room:leave": (payload: RoomLeavePayload, ack: (res: Ack<RoomLeaveReply>) => void) => void;
+  "message:send": (payload: MessageSendPayload, ack: (res: Ack<MessageSendReply>) => void) => void;
+  "dm:send": (payload: DmSendPayload, ack: (res: Ack<DmSendReply>) => void) => void;
+  "history:fetch": (payload: HistoryFetchPayload, ack: (res: Ack<HistoryFetchReply>) => void) => void;
+  "rooms:list": (payload: RoomsListPayload, ack: (res: Ack<RoomsListReply>) => void) => void;
+  "presence:list": (payload: PresenceListPayload, ack: (res: Ack<PresenceListReply>) => void) => void;
+  /** Usually sent without an ack. */
+  typing: (payload: TypingPayload, ack?: (res: Ack<TypingReply>) => void) => void;
+  /** After a reconnect: every message after the given seq, for each room. */
+  sync: (payload: SyncPayload, ack: (res: Ack<SyncReply>) => void) => void;
+}
+
+/** The names of the client → server events. */
+export type ClientEventName = keyof ClientToServerEvents;
+/** The names of the server → client events. */
+export type ServerEventName = keyof ServerToClientEvents;

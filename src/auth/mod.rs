@@ -1,0 +1,145 @@
+//! Who is on the other end of a socket: a JWT-verified user or an anonymous guest.
+
+mod jwt;
+mod names;
+
+use serde::{Deserialize, Serialize};
+
+pub use jwt::JwtVerifier;
+pub use names::{random_name, validate_display_name};
+
+use crate::store::Author;
+
+/// A connected user, as the `session` event and `room:notice` show it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct User {
+    pub id: String,
+    pub name: String,
+    pub anonymous: bool,
+}
+
+impl User {
+    pub fn author(&self) -> Author {
+        Author {
+            id: self.id.clone(),
+            name: self.name.clone(),
+        }
+    }
+}
+
+/// The `auth` object a client passes to `io(url, { auth })`. Unknown fields are ignored.
+#[derive(Debug, Default, Deserialize)]
+pub struct AuthPayload {
+    #[serde(default)]
+    pub token: Option<String>,
+    #[serde(default)]
+    pub name: Option<serde_json::Value>,
+}
+
+/// Why a connection was refused. Sent as the `connect_error` message `unauthorized: <code>: <message>`.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("unauthorized: {code}: {message}")]
+pub struct AuthError {
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl AuthError {
+    pub fn new(code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+/// Guest ids are minted here with this prefix; JWT subjects are whatever the identity provider says.
+const GUEST_PREFIX: &str = "anon-";
+
+/// Whether a user id belongs to a guest (its id lives only as long as its connection).
+pub fn is_guest_id(id: &str) -> bool {
+    id.starts_with(GUEST_PREFIX)
+}
+
+/// Decides who a connection is, given its `auth` payload and whether the namespace admits guests.
+pub fn authenticate(
+    payload: Option<&serde_json::Value>,
+    verifier: Option<&JwtVerifier>,
+    anonymous_allowed: bool,
+) -> Result<User, AuthError> {
+    let payload: AuthPayload = match payload {
+        None | Some(serde_json::Value::Null) => AuthPayload::default(),
+        Some(value) => serde_json::from_value(value.clone()).map_err(|e| {
+            AuthError::new(
+                "invalid_token",
+                format!("auth must be an object like {{ token }} or {{ name }}: {e}"),
+            )
+        })?,
+    };
+    if let Some(token) = payload.token.as_deref().filter(|t| !t.is_empty()) {
+        let verifier = verifier.ok_or_else(|| {
+            AuthError::new(
+                "not_configured",
+                "this server has no JWT key configured; connect without a token",
+            )
+        })?;
+        return verifier.verify(token);
+    }
+    if !anonymous_allowed {
+        return Err(AuthError::new(
+            "missing_token",
+            "sign in: this namespace needs auth.token (a JWT)",
+        ));
+    }
+    let name = match payload.name {
+        None | Some(serde_json::Value::Null) => random_name(),
+        Some(serde_json::Value::String(name)) => {
+            validate_display_name(&name).map_err(|reason| AuthError::new("invalid_name", reason))?
+        }
+        Some(_) => {
+            return Err(AuthError::new("invalid_name", "auth.name must be a string"));
+        }
+    };
+    Ok(User {
+        id: format!("{GUEST_PREFIX}{}", uuid::Uuid::new_v4().simple()),
+        name,
+        anonymous: true,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn guest_without_payload_gets_a_random_name() {
+        let user = authenticate(None, None, true).expect("guest");
+        assert!(user.anonymous);
+        assert!(user.id.starts_with("anon-"));
+        assert_eq!(user.name.split('-').count(), 3, "{}", user.name);
+    }
+
+    #[test]
+    fn guest_name_is_trimmed_and_checked() {
+        let user = authenticate(Some(&json!({ "name": "  ada  " })), None, true).expect("guest");
+        assert_eq!(user.name, "ada");
+        let err = authenticate(Some(&json!({ "name": "   " })), None, true).expect_err("blank");
+        assert_eq!(err.code, "invalid_name");
+        let err = authenticate(Some(&json!({ "name": 7 })), None, true).expect_err("number");
+        assert_eq!(err.code, "invalid_name");
+    }
+
+    #[test]
+    fn guests_can_be_refused() {
+        let err = authenticate(None, None, false).expect_err("refused");
+        assert_eq!(err.code, "missing_token");
+        assert!(err.to_string().starts_with("unauthorized: missing_token: "));
+    }
+
+    #[test]
+    fn token_without_configured_key_is_refused() {
+        let err = authenticate(Some(&json!({ "token": "a.b.c" })), None, true).expect_err("no key");
+        assert_eq!(err.code, "not_configured");
+    }
+}

@@ -1,0 +1,227 @@
+//! `room:create`, `room:join`, `room:leave` and `rooms:list`.
+
+use socketioxide::{adapter::Adapter, extract::SocketRef};
+
+use super::{
+    Call, Chat, Conn, Reply, payload,
+    presence::{self, in_room},
+    recovery, room_key, user_key,
+};
+use crate::cluster;
+use crate::{
+    error::{ChatError, ChatResult},
+    store::{Author, HistoryQuery, Room, RoomKind, Visibility},
+};
+
+pub fn not_in_room(room: &str) -> ChatError {
+    ChatError::forbidden(format!("join room {room:?} first (room:join)"))
+}
+
+/// Private rooms are for members; public rooms can be read by anyone in the namespace.
+pub async fn authorize_member<A: Adapter>(
+    chat: &Chat<A>,
+    socket: &SocketRef<A>,
+    conn: &Conn,
+    room: &str,
+) -> ChatResult<()> {
+    if in_room(socket, room) {
+        return Ok(());
+    }
+    let ns = &conn.ns.path;
+    let found = chat
+        .store
+        .room(ns, room)
+        .await?
+        .ok_or_else(|| ChatError::room_not_found(room))?;
+    if found.visibility == Visibility::Public
+        || chat.store.is_member(ns, room, &conn.user.id).await?
+    {
+        Ok(())
+    } else {
+        Err(ChatError::forbidden(format!(
+            "room {room:?} is private and you are not a member"
+        )))
+    }
+}
+
+/// Refuses a new room when the socket already is in as many rooms as allowed.
+fn check_room_budget<A: Adapter>(
+    chat: &Chat<A>,
+    socket: &SocketRef<A>,
+    room: &str,
+) -> ChatResult<()> {
+    let max = chat.limits.max_rooms_per_socket;
+    let joined = socket
+        .rooms()
+        .iter()
+        .filter(|r| r.starts_with("r:"))
+        .count();
+    if !in_room(socket, room) && joined >= max {
+        return Err(ChatError::too_large(format!(
+            "this connection is already in {joined} rooms, the most allowed ({max}); leave one first"
+        )));
+    }
+    Ok(())
+}
+
+/// `room:create { name, visibility?, members? }` → `{ room }`
+pub async fn create<A: Adapter>(mut call: Call<A>) -> ChatResult<Reply> {
+    let p: payload::RoomCreate = payload::parse(
+        "room:create",
+        "{ name: \"team-a\", visibility: \"private\", members: [\"user-id\"] }",
+        call.payload.take(),
+    )?;
+    let id = payload::new_room_id(&p.name)?;
+    if p.members.len() > payload::MAX_INITIAL_MEMBERS {
+        return Err(ChatError::too_large(format!(
+            "at most {} members can be added at creation",
+            payload::MAX_INITIAL_MEMBERS
+        )));
+    }
+    for member in &p.members {
+        payload::user_id(member, "members[]")?;
+    }
+    check_room_budget(&call.chat, &call.socket, id)?;
+    let room = Room {
+        id: id.to_owned(),
+        name: id.to_owned(),
+        kind: RoomKind::Group,
+        visibility: p.visibility,
+        created_at: crate::store::now(),
+    };
+    let mut members = vec![call.conn.user.author()];
+    members.extend(
+        p.members
+            .iter()
+            .filter(|m| **m != call.conn.user.id)
+            .map(|m| Author {
+                id: m.clone(),
+                name: m.clone(),
+            }),
+    );
+    if !call
+        .chat
+        .store
+        .create_room(call.ns(), &room, &members)
+        .await?
+    {
+        return Err(ChatError::bad_request(format!(
+            "room {id:?} already exists; join it with room:join"
+        )));
+    }
+    presence::enter_room(&call.chat, &call.socket, &call.conn, id).await;
+    Ok(Reply::Room { room })
+}
+
+/// `room:join { room, limit? }` → `{ room, history, hasMore, members }`
+pub async fn join<A: Adapter>(mut call: Call<A>) -> ChatResult<Reply> {
+    let p: payload::RoomJoin = payload::parse(
+        "room:join",
+        "{ room: \"general\", limit: 50 }",
+        call.payload.take(),
+    )?;
+    let id = payload::room_id(&p.room)?;
+    let limit = payload::limit(p.limit)?;
+    let (chat, conn, ns) = (&call.chat, &call.conn, call.conn.ns.path.as_str());
+    check_room_budget(chat, &call.socket, id)?;
+    let room = match chat.store.room(ns, id).await? {
+        Some(room) => room,
+        None if chat.limits.auto_create_rooms && !id.starts_with(payload::DM_PREFIX) => {
+            let room = Room {
+                id: id.to_owned(),
+                name: id.to_owned(),
+                kind: RoomKind::Group,
+                visibility: Visibility::Public,
+                created_at: crate::store::now(),
+            };
+            chat.store.ensure_room(ns, &room).await?
+        }
+        None => return Err(ChatError::room_not_found(id)),
+    };
+    if room.visibility == Visibility::Private
+        && !chat.store.is_member(ns, id, &conn.user.id).await?
+    {
+        return Err(ChatError::forbidden(format!(
+            "room {id:?} is private and you are not a member"
+        )));
+    }
+    // A guest's id lives only as long as its connection: a membership of a public room would never be used
+    // again, and would only grow the table.
+    if !(conn.user.anonymous && room.visibility == Visibility::Public) {
+        chat.store.add_member(ns, id, &conn.user.author()).await?;
+    }
+    // Enter before reading history: a message committed in between then arrives as an event (the client
+    // drops it by seq if history has it too) instead of being missed.
+    presence::enter_room(chat, &call.socket, conn, id).await;
+    let (history, has_more, truncated) = match p.since {
+        Some(since) => {
+            let since = payload::since(since)?;
+            let missed = recovery::missed(chat, conn, id, since).await?;
+            (missed.messages, since > 0, Some(missed.has_more))
+        }
+        None if conn.ns.history => {
+            let page = chat
+                .store
+                .history(ns, id, HistoryQuery::latest(limit))
+                .await?;
+            (page.messages, page.has_more, None)
+        }
+        None => (Vec::new(), false, None),
+    };
+    Ok(Reply::Joined {
+        room,
+        history,
+        has_more,
+        members: chat.presence.users(ns, id).await,
+        truncated,
+    })
+}
+
+/// `room:leave { room }` → `{}`: the user leaves, on every socket.
+pub async fn leave<A: Adapter>(mut call: Call<A>) -> ChatResult<Reply> {
+    let p: payload::RoomOnly =
+        payload::parse("room:leave", "{ room: \"general\" }", call.payload.take())?;
+    let id = payload::room_id(&p.room)?;
+    let (chat, conn, ns) = (&call.chat, &call.conn, call.conn.ns.path.as_str());
+    let removed = chat.store.remove_member(ns, id, &conn.user.id).await?;
+    let (key, mine) = (room_key(id), user_key(&conn.user.id));
+    let mut was_in = false;
+    for socket in chat
+        .io
+        .of(ns)
+        .map(|op| op.within(mine.clone()).sockets())
+        .unwrap_or_default()
+    {
+        if in_room(&socket, id) {
+            was_in = true;
+            socket.leave(key.clone());
+            chat.presence.local.exit(ns, id, &conn.user.id, socket.id);
+        }
+    }
+    if let Some(op) = chat.io.of(ns) {
+        let operation = op.to(mine).leave(key);
+        cluster::on_every_node(chat.redis.as_ref(), "room:leave", operation).await;
+    }
+    chat.presence.forget_user(ns, id, &conn.user.id).await;
+    if !removed && !was_in {
+        return Err(ChatError::not_found(format!("you are not in room {id:?}")));
+    }
+    let kind = presence::NoticeKind::Leave;
+    presence::announce(chat.redis.as_ref(), &call.socket, id, kind, &conn.user).await;
+    Ok(Reply::Done {})
+}
+
+/// `rooms:list {}` → `{ rooms }`
+pub async fn list<A: Adapter>(call: Call<A>) -> ChatResult<Reply> {
+    if !call.payload.is_object() {
+        return Err(ChatError::bad_request(
+            "rooms:list takes one object as payload: {}",
+        ));
+    }
+    let rooms = call
+        .chat
+        .store
+        .list_rooms(call.ns(), &call.conn.user.id, true)
+        .await?;
+    Ok(Reply::Rooms { rooms })
+}

@@ -1,0 +1,295 @@
+//! Configuration: command-line flags with environment fallbacks, plus an optional namespaces file.
+
+use std::{fmt, net::SocketAddr, path::PathBuf};
+
+use clap::Parser;
+use serde::Deserialize;
+
+/// Everything palaver can be told at start-up. `palaver --help` prints it.
+#[derive(Clone, Parser)]
+#[command(name = "palaver", version, about)]
+pub struct Config {
+    /// Address to listen on. When unset, `0.0.0.0:$PORT` (PORT defaults to 3000).
+    #[arg(long, env = "PALAVER_LISTEN")]
+    pub listen: Option<SocketAddr>,
+
+    /// Port used when --listen is not given.
+    #[arg(long, env = "PORT", default_value_t = 3000)]
+    pub port: u16,
+
+    /// `sqlite://path.db` (created if missing) or `postgres://user@host/db`.
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        default_value = "sqlite://palaver.db",
+        hide_env_values = true
+    )]
+    pub database_url: String,
+
+    /// Database connections in the pool.
+    #[arg(long, env = "PALAVER_DB_POOL_SIZE", default_value_t = 16)]
+    pub db_pool_size: u32,
+
+    /// Redis URL (`redis://host:6379`): run as one node of several, synced through Redis. Unset: a single node.
+    #[arg(long, env = "REDIS_URL", hide_env_values = true)]
+    pub redis_url: Option<String>,
+
+    /// Prefix of palaver's Redis keys and channels, so several deployments can share one Redis.
+    #[arg(long, env = "PALAVER_REDIS_PREFIX", default_value = "palaver")]
+    pub redis_prefix: String,
+
+    /// Shared secret for HS256 JWTs.
+    #[arg(long, env = "JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<String>,
+
+    /// PEM file holding the public key for RS256 or ES256 JWTs.
+    #[arg(long, env = "JWT_PUBLIC_KEY")]
+    pub jwt_public_key: Option<PathBuf>,
+
+    /// Algorithm of --jwt-public-key.
+    #[arg(long, env = "JWT_ALGORITHM", value_enum, default_value_t = PublicKeyAlgorithm::Rs256)]
+    pub jwt_algorithm: PublicKeyAlgorithm,
+
+    /// Allow connections without a token (default for every namespace).
+    #[arg(long, env = "PALAVER_ANONYMOUS", default_value_t = true, action = clap::ArgAction::Set)]
+    pub anonymous: bool,
+
+    /// Allowed CORS origins, comma separated; `*` allows any origin.
+    #[arg(
+        long,
+        env = "PALAVER_CORS_ORIGINS",
+        default_value = "*",
+        value_delimiter = ','
+    )]
+    pub cors_origins: Vec<String>,
+
+    /// Longest message text, in characters (default for every namespace).
+    #[arg(long, env = "PALAVER_MAX_MESSAGE_LENGTH", default_value_t = 4000)]
+    pub max_message_length: usize,
+
+    /// Rooms one socket may be in at once.
+    #[arg(long, env = "PALAVER_MAX_ROOMS_PER_SOCKET", default_value_t = 100)]
+    pub max_rooms_per_socket: usize,
+
+    /// Sends (message:send and dm:send) per second allowed per socket.
+    #[arg(long, env = "PALAVER_SEND_RATE", default_value_t = 10)]
+    pub send_rate: u32,
+
+    /// Sends a socket may make in a burst above the rate.
+    #[arg(long, env = "PALAVER_SEND_BURST", default_value_t = 20)]
+    pub send_burst: u32,
+
+    /// Largest Socket.IO packet in bytes; a bigger one closes that client's connection.
+    #[arg(long, env = "PALAVER_MAX_PAYLOAD", default_value_t = 64 * 1024)]
+    pub max_payload: u64,
+
+    /// Most missed messages per room that one recovery (`since`, `sync`) returns; past it the reply says
+    /// `truncated` and the client pages the rest with `history:fetch`.
+    #[arg(long, env = "PALAVER_RECOVERY_LIMIT", default_value_t = 1000)]
+    pub recovery_limit: u32,
+
+    /// Joining a public room that does not exist creates it.
+    #[arg(long, env = "PALAVER_AUTO_CREATE_ROOMS", default_value_t = true, action = clap::ArgAction::Set)]
+    pub auto_create_rooms: bool,
+
+    /// TOML file with extra namespaces and per-namespace settings (see README).
+    #[arg(long, env = "PALAVER_NAMESPACES")]
+    pub namespaces: Option<PathBuf>,
+
+    /// Folder served at `/` (the demo chat once built).
+    #[arg(
+        long,
+        env = "PALAVER_STATIC_DIR",
+        default_value = "client-js/demo/dist"
+    )]
+    pub static_dir: PathBuf,
+
+    /// Seconds to let pending work finish on shutdown.
+    #[arg(long, env = "PALAVER_SHUTDOWN_GRACE", default_value_t = 10)]
+    pub shutdown_grace_secs: u64,
+}
+
+/// Algorithms accepted for a public-key JWT configuration.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum PublicKeyAlgorithm {
+    #[value(name = "RS256")]
+    Rs256,
+    #[value(name = "ES256")]
+    Es256,
+}
+
+impl Config {
+    /// The address to bind: `--listen`, else `0.0.0.0:$PORT`.
+    pub fn listen_addr(&self) -> SocketAddr {
+        self.listen
+            .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], self.port)))
+    }
+
+    /// Settings of every namespace served: `/` first, then those of the namespaces file.
+    pub fn namespaces(&self) -> Result<Vec<NamespaceSettings>, ConfigError> {
+        let defaults = NamespaceSettings {
+            path: "/".to_owned(),
+            anonymous: self.anonymous,
+            history: true,
+            max_message_length: self.max_message_length,
+        };
+        let mut all = vec![defaults.clone()];
+        let Some(path) = &self.namespaces else {
+            return Ok(all);
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Namespaces {
+            path: path.clone(),
+            reason: e.to_string(),
+        })?;
+        let file: NamespacesFile = toml::from_str(&text).map_err(|e| ConfigError::Namespaces {
+            path: path.clone(),
+            reason: e.to_string(),
+        })?;
+        for entry in file.namespace {
+            if !entry.path.starts_with('/') {
+                return Err(ConfigError::Namespaces {
+                    path: path.clone(),
+                    reason: format!("namespace path {:?} must start with '/'", entry.path),
+                });
+            }
+            let settings = NamespaceSettings {
+                path: entry.path,
+                anonymous: entry.anonymous.unwrap_or(defaults.anonymous),
+                history: entry.history.unwrap_or(true),
+                max_message_length: entry
+                    .max_message_length
+                    .unwrap_or(defaults.max_message_length),
+            };
+            match all.iter_mut().find(|ns| ns.path == settings.path) {
+                Some(existing) => *existing = settings,
+                None => all.push(settings),
+            }
+        }
+        Ok(all)
+    }
+}
+
+/// Secrets are shown as `<redacted>` so that `Debug` output can be logged safely.
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Config")
+            .field("listen", &self.listen_addr())
+            .field("database_url", &redact_url(&self.database_url))
+            .field("db_pool_size", &self.db_pool_size)
+            .field("redis_url", &self.redis_url.as_deref().map(redact_url))
+            .field("redis_prefix", &self.redis_prefix)
+            .field(
+                "jwt_secret",
+                &self.jwt_secret.as_ref().map(|_| "<redacted>"),
+            )
+            .field("jwt_public_key", &self.jwt_public_key)
+            .field("jwt_algorithm", &self.jwt_algorithm)
+            .field("anonymous", &self.anonymous)
+            .field("cors_origins", &self.cors_origins)
+            .field("max_message_length", &self.max_message_length)
+            .field("max_rooms_per_socket", &self.max_rooms_per_socket)
+            .field("send_rate", &self.send_rate)
+            .field("send_burst", &self.send_burst)
+            .field("max_payload", &self.max_payload)
+            .field("auto_create_rooms", &self.auto_create_rooms)
+            .field("recovery_limit", &self.recovery_limit)
+            .field("namespaces", &self.namespaces)
+            .field("static_dir", &self.static_dir)
+            .field("shutdown_grace_secs", &self.shutdown_grace_secs)
+            .finish()
+    }
+}
+
+/// Hides the password of a `scheme://user:password@host/db` URL.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    match rest.rsplit_once('@') {
+        Some((credentials, host)) => {
+            let user = credentials.split(':').next().unwrap_or_default();
+            if credentials.contains(':') {
+                format!("{scheme}://{user}:<redacted>@{host}")
+            } else {
+                format!("{scheme}://{user}@{host}")
+            }
+        }
+        None => url.to_owned(),
+    }
+}
+
+/// One chat space: its own rooms, history and rules.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NamespaceSettings {
+    pub path: String,
+    pub anonymous: bool,
+    pub history: bool,
+    pub max_message_length: usize,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NamespacesFile {
+    #[serde(default)]
+    namespace: Vec<NamespaceEntry>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NamespaceEntry {
+    path: String,
+    anonymous: Option<bool>,
+    history: Option<bool>,
+    max_message_length: Option<usize>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("namespaces file {path:?}: {reason}")]
+    Namespaces { path: PathBuf, reason: String },
+    #[error("JWT public key {path:?}: {reason}")]
+    PublicKey { path: PathBuf, reason: String },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_hides_secrets() {
+        let config = Config::parse_from([
+            "palaver",
+            "--jwt-secret",
+            "hunter2",
+            "--database-url",
+            "postgres://app:s3cret@db/chat",
+        ]);
+        let shown = format!("{config:?}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(!shown.contains("s3cret"), "{shown}");
+        assert!(
+            shown.contains("postgres://app:<redacted>@db/chat"),
+            "{shown}"
+        );
+    }
+
+    #[test]
+    fn namespaces_file_overrides_and_adds() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("ns.toml");
+        std::fs::write(
+            &path,
+            "[[namespace]]\npath = \"/game\"\nanonymous = false\nmax_message_length = 500\n",
+        )
+        .expect("write");
+        let config = Config::parse_from(["palaver", "--namespaces", path.to_str().expect("utf8")]);
+        let all = config.namespaces().expect("parse");
+        assert_eq!(all.len(), 2);
+        assert_eq!(all[0].path, "/");
+        assert!(all[0].anonymous);
+        assert_eq!(all[1].path, "/game");
+        assert!(!all[1].anonymous);
+        assert!(all[1].history);
+        assert_eq!(all[1].max_message_length, 500);
+    }
+}

@@ -1,0 +1,134 @@
+//! Plain HTTP next to Socket.IO: health and readiness probes, history for server-side rendering, and the demo
+//! page at `/`.
+
+use std::time::Duration;
+
+use axum::{
+    Json, Router,
+    extract::{Path, Query, State, rejection::QueryRejection},
+    http::{HeaderMap, StatusCode, header},
+    response::{Html, IntoResponse, Response},
+    routing::get,
+};
+use serde::Deserialize;
+use serde_json::json;
+use socketioxide::adapter::Adapter;
+use tower_http::services::ServeDir;
+
+use crate::{
+    chat::{SharedChat, payload},
+    config::Config,
+    error::{ChatError, ChatResult},
+    store::{HistoryPage, Visibility},
+};
+
+/// The HTTP routes; Socket.IO is layered on top by the server.
+pub fn router<A: Adapter>(chat: SharedChat<A>, config: &Config) -> Router {
+    let router = Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz::<A>))
+        .route("/api/rooms/{room}/messages", get(room_messages::<A>))
+        .with_state(chat);
+    let index = config.static_dir.join("index.html");
+    if index.is_file() {
+        router.fallback_service(ServeDir::new(&config.static_dir))
+    } else {
+        router.fallback(get(not_built))
+    }
+}
+
+async fn healthz() -> Json<serde_json::Value> {
+    Json(json!({ "status": "ok" }))
+}
+
+/// Ready when the database answers within a second and, with several nodes, Redis is reachable.
+async fn readyz<A: Adapter>(State(chat): State<SharedChat<A>>) -> Response {
+    let database = match tokio::time::timeout(Duration::from_secs(1), chat.store.ping()).await {
+        Ok(Ok(())) => "ok",
+        Ok(Err(e)) => {
+            tracing::debug!(error = %e, "not ready: database");
+            "unreachable"
+        }
+        Err(_) => "timeout",
+    };
+    let redis = chat
+        .redis
+        .as_ref()
+        .map(|link| if link.is_up() { "ok" } else { "unreachable" });
+    let ready = database == "ok" && redis.is_none_or(|r| r == "ok");
+    let mut checks = json!({ "database": database });
+    if let Some(redis) = redis {
+        checks["redis"] = json!(redis);
+    }
+    let body = json!({
+        "status": if ready { "ready" } else { "unavailable" },
+        "checks": checks,
+    });
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(body)).into_response()
+}
+
+#[derive(Deserialize)]
+struct HistoryParams {
+    before: Option<i64>,
+    after: Option<i64>,
+    limit: Option<i64>,
+    ns: Option<String>,
+}
+
+/// `GET /api/rooms/{room}/messages` with `Authorization: Bearer <jwt>`: what `history:fetch` answers.
+async fn room_messages<A: Adapter>(
+    State(chat): State<SharedChat<A>>,
+    Path(room): Path<String>,
+    params: Result<Query<HistoryParams>, QueryRejection>,
+    headers: HeaderMap,
+) -> ChatResult<Json<HistoryPage>> {
+    let Query(params) = params.map_err(|e| ChatError::bad_request(e.body_text()))?;
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .ok_or_else(|| ChatError::unauthorized("send Authorization: Bearer <jwt>"))?;
+    let verifier = chat
+        .verifier
+        .as_ref()
+        .ok_or_else(|| ChatError::unauthorized("this server has no JWT key configured"))?;
+    let user = verifier
+        .verify(token)
+        .map_err(|e| ChatError::unauthorized(format!("{}: {}", e.code, e.message)))?;
+    let ns = params.ns.unwrap_or_else(|| "/".to_owned());
+    let room = payload::room_id(&room)?;
+    let query = payload::history_query(&payload::HistoryFetch {
+        room: room.to_owned(),
+        before: params.before,
+        after: params.after,
+        limit: params.limit,
+    })?;
+    let found = chat
+        .store
+        .room(&ns, room)
+        .await?
+        .ok_or_else(|| ChatError::room_not_found(room))?;
+    if found.visibility == Visibility::Private && !chat.store.is_member(&ns, room, &user.id).await?
+    {
+        return Err(ChatError::forbidden(format!(
+            "room {room:?} is private and you are not a member"
+        )));
+    }
+    Ok(Json(chat.store.history(&ns, room, query).await?))
+}
+
+/// `/` before the demo chat is built.
+async fn not_built() -> Html<&'static str> {
+    Html(
+        "<!doctype html><meta charset=utf-8><title>palaver</title>\
+         <h1>palaver is running</h1>\
+         <p>Socket.IO is served on this address: connect with <code>io(\"http://localhost:3000\")</code>.</p>\
+         <p>To serve the demo chat here, build it: <code>cd client-js &amp;&amp; npm ci &amp;&amp; npm run build</code>, \
+         then restart palaver.</p>",
+    )
+}

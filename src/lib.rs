@@ -1,0 +1,24 @@
+//! palaver: a Socket.IO-compatible chat server. A stock `socket.io-client` v4 connects unchanged; rooms, DMs,
+//! join/leave notices and history are kept durably.
+//!
+//! Where things are:
+//! * [`config`]: flags and environment, the namespaces file;
+//! * [`server`]: [`serve`] wires everything on a bound listener and shuts down gracefully;
+//! * [`auth`]: who a connection is (JWT or guest);
+//! * [`chat`]: the event contract, one file per area (`rooms`, `messages`, `dm`, `presence`, `session`);
+//! * [`cluster`]: several nodes through Redis: adapter link, cluster-wide presence, local fallback;
+//! * [`store`]: rooms, memberships and messages behind one trait, SQLite and Postgres backends;
+//! * [`http`]: `/healthz`, `/readyz`, the history API and the demo page;
+//! * [`error`]: the `{ code, message }` error every client sees.
+
+pub mod auth;
+pub mod chat;
+pub mod cluster;
+pub mod config;
+pub mod error;
+pub mod http;
+pub mod server;
+pub mod store;
+
+pub use config::Config;
+pub use server::{Error, serve};

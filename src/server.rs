@@ -1,0 +1,198 @@
+//! Puts the pieces together: storage, identity, the Socket.IO layer with every namespace, HTTP routes, CORS,
+//! and a graceful shutdown that lets pending writes commit.
+
+use std::{future::Future, sync::Arc, time::Duration};
+
+use socketioxide::{SocketIo, adapter::Adapter, layer::SocketIoLayer};
+use socketioxide_redis::{FredAdapter, RedisAdapterConfig, RedisAdapterCtr};
+use tokio::net::TcpListener;
+use tokio_util::task::TaskTracker;
+use tower::ServiceBuilder;
+use tower_http::cors::{AllowOrigin, Any, CorsLayer};
+
+use crate::{
+    auth::JwtVerifier,
+    chat::{self, Chat, Limits, LocalPresence, Presence},
+    cluster::{RedisLink, presence::ClusterPresence},
+    config::{Config, ConfigError},
+    http,
+    store::{self, StoreError},
+};
+
+/// Why the server could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("i/o: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("redis: {0}")]
+    Redis(String),
+}
+
+/// Packets a socket may have waiting to be written before further emits to it are refused.
+const SOCKET_BUFFER: usize = 1024;
+/// Bytes each WebSocket connection reads into at once; chat packets are small, and this is paid per idle connection.
+const WS_READ_BUFFER: usize = 1024;
+
+/// Runs palaver on an already-bound listener until `shutdown` resolves, then closes every socket with the
+/// Socket.IO "server shutting down" reason, waits for pending events to commit, and returns.
+pub async fn serve(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), Error> {
+    let namespaces = config.namespaces()?;
+    let verifier = JwtVerifier::from_config(&config)?;
+    let store = store::open(&config.database_url, config.db_pool_size).await?;
+    tracing::info!(database = %crate::config::redact_url(&config.database_url), "store ready");
+    let socket_io = SocketIo::builder()
+        .max_payload(config.max_payload)
+        .max_buffer_size(SOCKET_BUFFER)
+        .ws_read_buffer_size(WS_READ_BUFFER);
+    let parts = Parts {
+        config,
+        store,
+        verifier,
+    };
+
+    let Some(url) = parts.config.redis_url.clone() else {
+        let (layer, io) = socket_io.build_layer();
+        let chat = parts.chat(io, None, Presence::local_only());
+        for settings in namespaces {
+            chat::register_namespace(&chat, settings);
+        }
+        return run(parts.config, listener, shutdown, chat, layer).await;
+    };
+
+    let link = RedisLink::connect(&url, &parts.config.redis_prefix)
+        .await
+        .map_err(|e| Error::Redis(e.to_string()))?;
+    let adapter_config = RedisAdapterConfig::new()
+        .with_prefix(format!("{}-sio", parts.config.redis_prefix))
+        .with_request_timeout(Duration::from_secs(2))
+        // The driver drops the whole subscription task if this buffer ever fills; keep it deep.
+        .with_stream_buffer(64 * 1024);
+    let adapter = RedisAdapterCtr::new_with_fred_config(link.subscriber.clone(), adapter_config)
+        .await
+        .map_err(|e| Error::Redis(e.to_string()))?;
+    let (layer, io) = socket_io
+        .with_adapter::<FredAdapter<_>>(adapter)
+        .build_layer();
+    let local = Arc::new(LocalPresence::default());
+    let sockets = io.clone();
+    let still_there = Box::new(move |ns: &str, room: &str, sid| {
+        let socket = sockets.of(ns).and_then(|op| op.get_socket(sid));
+        socket.is_some_and(|s| chat::in_room(&s, room))
+    });
+    let cluster = Arc::new(ClusterPresence::new(
+        link.clone(),
+        local.clone(),
+        still_there,
+    ));
+    link.spawn_watchers(cluster.clone());
+    let presence = Presence {
+        local,
+        cluster: Some(cluster.clone()),
+    };
+    let chat = parts.chat(io, Some(link), presence);
+    for settings in namespaces {
+        chat::register_namespace(&chat, settings)
+            .await
+            .map_err(|e| Error::Redis(e.to_string()))?;
+    }
+    tracing::info!(node = %chat.redis.as_ref().map(|l| l.node_id.as_str()).unwrap_or_default(), "joined the cluster through Redis");
+    let result = run(parts.config, listener, shutdown, chat, layer).await;
+    cluster.leave().await;
+    result
+}
+
+/// What every server needs whatever its adapter.
+struct Parts {
+    config: Config,
+    store: store::SharedStore,
+    verifier: Option<JwtVerifier>,
+}
+
+impl Parts {
+    fn chat<A: Adapter>(
+        &self,
+        io: SocketIo<A>,
+        redis: Option<RedisLink>,
+        presence: Presence,
+    ) -> Arc<Chat<A>> {
+        let config = &self.config;
+        Arc::new(Chat {
+            store: self.store.clone(),
+            verifier: self.verifier.clone(),
+            limits: Limits {
+                max_rooms_per_socket: config.max_rooms_per_socket,
+                send_rate: config.send_rate,
+                send_burst: config.send_burst,
+                auto_create_rooms: config.auto_create_rooms,
+                max_payload: config.max_payload,
+                recovery_limit: config.recovery_limit,
+            },
+            presence,
+            redis,
+            io,
+            tasks: TaskTracker::new(),
+        })
+    }
+}
+
+/// Serves HTTP and Socket.IO until `shutdown`, then shuts down gracefully.
+async fn run<A: Adapter>(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    chat: Arc<Chat<A>>,
+    socket_layer: SocketIoLayer<A>,
+) -> Result<(), Error> {
+    let app = http::router(chat.clone(), &config).layer(
+        ServiceBuilder::new()
+            .layer(cors(&config.cors_origins))
+            .layer(socket_layer),
+    );
+    tracing::info!(addr = %listener.local_addr()?, "listening");
+    let grace = Duration::from_secs(config.shutdown_grace_secs);
+    let io = chat.io.clone();
+    // One service for the whole process: layering per connection would give each TCP connection its own
+    // Engine.IO session table, and long-polling requests that arrive on another connection would be refused.
+    axum::serve(listener, app.into_make_service())
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            tracing::info!("shutting down: closing sockets");
+            io.close().await;
+            chat.tasks.close();
+            if tokio::time::timeout(grace, chat.tasks.wait())
+                .await
+                .is_err()
+            {
+                tracing::warn!(?grace, "pending events did not finish in time");
+            }
+        })
+        .await?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+fn cors(origins: &[String]) -> CorsLayer {
+    let layer = CorsLayer::new().allow_methods(Any).allow_headers(Any);
+    if origins.is_empty() || origins.iter().any(|o| o == "*") {
+        return layer.allow_origin(Any);
+    }
+    let list = origins
+        .iter()
+        .filter_map(|o| match o.trim().parse() {
+            Ok(value) => Some(value),
+            Err(_) => {
+                tracing::warn!(origin = %o, "ignoring an invalid CORS origin");
+                None
+            }
+        })
+        .collect::<Vec<_>>();
+    layer.allow_origin(AllowOrigin::list(list))
+}

@@ -1,0 +1,436 @@
+//! Durable storage of rooms, memberships and messages behind one small trait, with a SQLite and a Postgres backend.
+//!
+//! Both backends keep the same invariants, which the rest of palaver relies on:
+//! * `seq` is gap-free per room and grows in commit order: the room row's `last_seq` is bumped inside the
+//!   transaction that inserts the message, so the row lock orders concurrent writers and a rollback leaves no gap;
+//! * a message is returned only once committed;
+//! * a `client_id` is unique per (room, sender): a retry returns the original message.
+
+mod batch;
+mod postgres;
+mod sql;
+mod sqlite;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use crate::error::ChatError;
+
+pub use postgres::PostgresStore;
+pub use sqlite::SqliteStore;
+
+/// Most messages one history page may hold.
+pub const MAX_PAGE: u32 = 100;
+/// The current time at the precision both databases store (microseconds), so that a message answered in an ack
+/// is equal to the same message read back from history.
+pub fn now() -> DateTime<Utc> {
+    use chrono::SubsecRound;
+    Utc::now().trunc_subsecs(6)
+}
+
+/// Messages in a history page when the client does not say.
+pub const DEFAULT_PAGE: u32 = 50;
+/// Most rooms `rooms:list` returns.
+pub const MAX_LISTED_ROOMS: i64 = 500;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RoomKind {
+    Group,
+    Dm,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Visibility {
+    Public,
+    Private,
+}
+
+impl RoomKind {
+    fn as_str(self) -> &'static str {
+        match self {
+            RoomKind::Group => "group",
+            RoomKind::Dm => "dm",
+        }
+    }
+    fn parse(s: &str) -> Self {
+        if s == "dm" {
+            RoomKind::Dm
+        } else {
+            RoomKind::Group
+        }
+    }
+}
+
+impl Visibility {
+    fn as_str(self) -> &'static str {
+        match self {
+            Visibility::Public => "public",
+            Visibility::Private => "private",
+        }
+    }
+    fn parse(s: &str) -> Self {
+        if s == "public" {
+            Visibility::Public
+        } else {
+            Visibility::Private
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Room {
+    pub id: String,
+    pub name: String,
+    pub kind: RoomKind,
+    pub visibility: Visibility,
+    pub created_at: DateTime<Utc>,
+}
+
+/// A user as other users see them: id and display name.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Author {
+    pub id: String,
+    pub name: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RoomSummary {
+    #[serde(flatten)]
+    pub room: Room,
+    pub last_seq: i64,
+    pub member: bool,
+    /// For a DM: the other user.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub peer: Option<crate::auth::User>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Message {
+    pub id: String,
+    pub room: String,
+    pub seq: i64,
+    pub from: Author,
+    pub text: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<String>,
+    pub at: DateTime<Utc>,
+}
+
+/// A message on its way in.
+#[derive(Clone, Debug)]
+pub struct NewMessage {
+    pub room: String,
+    pub from: Author,
+    pub text: String,
+    pub client_id: Option<String>,
+}
+
+/// What `append_message` did.
+#[derive(Clone, Debug)]
+pub struct Appended {
+    pub message: Message,
+    /// The client id had been used before: `message` is the original and nothing new was stored.
+    pub duplicate: bool,
+}
+
+/// Which slice of a room's history to read. Pages are always returned oldest first.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HistoryQuery {
+    /// Only messages with a lower seq (paging back).
+    pub before: Option<i64>,
+    /// Only messages with a higher seq (catching up); the page starts right after it.
+    pub after: Option<i64>,
+    pub limit: u32,
+}
+
+impl HistoryQuery {
+    pub fn latest(limit: u32) -> Self {
+        Self {
+            limit,
+            ..Self::default()
+        }
+    }
+    /// Pages that start right after `after` read upwards; all others read down from the newest end.
+    fn ascending(&self) -> bool {
+        self.after.is_some()
+    }
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HistoryPage {
+    pub messages: Vec<Message>,
+    pub has_more: bool,
+}
+
+impl HistoryPage {
+    /// Builds a page from rows read with `LIMIT limit + 1` in the query's direction.
+    fn from_rows(mut rows: Vec<Message>, query: &HistoryQuery) -> Self {
+        let has_more = rows.len() > query.limit as usize;
+        rows.truncate(query.limit as usize);
+        if !query.ascending() {
+            rows.reverse();
+        }
+        Self {
+            messages: rows,
+            has_more,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database could not be reached or stopped answering.
+    #[error("database unavailable: {0}")]
+    Unavailable(sqlx::Error),
+    #[error("database error: {0}")]
+    Other(sqlx::Error),
+    /// A batch this message was part of failed; every message of it gets this error.
+    #[error("{reason}")]
+    Failed { unavailable: bool, reason: String },
+    #[error("room {0:?} does not exist")]
+    NoSuchRoom(String),
+    #[error("migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("unsupported DATABASE_URL {0:?}: use sqlite://file.db or postgres://…")]
+    UnsupportedUrl(String),
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        if is_unavailable(&e) {
+            StoreError::Unavailable(e)
+        } else {
+            StoreError::Other(e)
+        }
+    }
+}
+
+impl From<StoreError> for ChatError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Unavailable(_)
+            | StoreError::Failed {
+                unavailable: true, ..
+            } => ChatError::unavailable(&e),
+            StoreError::NoSuchRoom(room) => ChatError::room_not_found(&room),
+            other => ChatError::internal(&other),
+        }
+    }
+}
+
+/// Errors that mean "the database is not there right now", as opposed to a bug in a query.
+fn is_unavailable(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed
+        | sqlx::Error::Protocol(_) => true,
+        sqlx::Error::Database(db) => db.code().is_some_and(|code| {
+            // Postgres: connection exceptions (08…), shutdown / cannot connect now (57P…), too many
+            // connections (53300), read-only replica during failover (25006), database not accepting
+            // connections (55000). SQLite: BUSY (5), IOERR (10), CANTOPEN (14), FULL (13).
+            code.starts_with("08")
+                || code.starts_with("57P")
+                || matches!(code.as_ref(), "53300" | "25006" | "55000")
+                || matches!(code.as_ref(), "5" | "10" | "13" | "14")
+        }),
+        _ => false,
+    }
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// Everything the chat needs from a database. `ns` is the Socket.IO namespace: each is an isolated chat space.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Answers when the database is reachable.
+    async fn ping(&self) -> StoreResult<()>;
+
+    async fn room(&self, ns: &str, room: &str) -> StoreResult<Option<Room>>;
+
+    /// Creates the room with its members; `false` if a room with that id exists (nothing is changed then).
+    async fn create_room(&self, ns: &str, room: &Room, members: &[Author]) -> StoreResult<bool>;
+
+    /// Creates the room unless it exists, and returns the stored one.
+    async fn ensure_room(&self, ns: &str, room: &Room) -> StoreResult<Room>;
+
+    /// Records (or refreshes) a membership.
+    async fn add_member(&self, ns: &str, room: &str, user: &Author) -> StoreResult<()>;
+
+    /// Removes a membership; `false` if there was none.
+    async fn remove_member(&self, ns: &str, room: &str, user_id: &str) -> StoreResult<bool>;
+
+    async fn is_member(&self, ns: &str, room: &str, user_id: &str) -> StoreResult<bool>;
+
+    /// Ids of the rooms the user is a member of, most recently joined first.
+    async fn member_rooms(&self, ns: &str, user_id: &str, limit: usize)
+    -> StoreResult<Vec<String>>;
+
+    /// The user's rooms and DMs, plus every public room when `with_public`, most recently active first.
+    async fn list_rooms(
+        &self,
+        ns: &str,
+        user_id: &str,
+        with_public: bool,
+    ) -> StoreResult<Vec<RoomSummary>>;
+
+    /// The write path of every message: numbers it, stores it, commits, and returns it.
+    async fn append_message(&self, ns: &str, message: NewMessage) -> StoreResult<Appended>;
+
+    /// Numbers a message without storing it (namespaces that keep no history).
+    async fn next_seq(&self, ns: &str, room: &str) -> StoreResult<i64>;
+
+    async fn history(&self, ns: &str, room: &str, query: HistoryQuery) -> StoreResult<HistoryPage>;
+}
+
+pub type SharedStore = Arc<dyn Store>;
+
+/// Opens the database named by the URL and applies pending migrations.
+pub async fn open(url: &str, pool_size: u32) -> StoreResult<SharedStore> {
+    if url.starts_with("sqlite:") {
+        Ok(Arc::new(SqliteStore::open(url, pool_size).await?))
+    } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+        Ok(Arc::new(PostgresStore::open(url, pool_size).await?))
+    } else {
+        Err(StoreError::UnsupportedUrl(crate::config::redact_url(url)))
+    }
+}
+
+/// A message row as both backends store it.
+#[derive(sqlx::FromRow)]
+struct MessageRow {
+    id: i64,
+    room: String,
+    seq: i64,
+    sender_id: String,
+    sender_name: String,
+    text: String,
+    client_id: Option<String>,
+    created_at: DateTime<Utc>,
+}
+
+impl From<MessageRow> for Message {
+    fn from(row: MessageRow) -> Self {
+        Message {
+            id: row.id.to_string(),
+            room: row.room,
+            seq: row.seq,
+            from: Author {
+                id: row.sender_id,
+                name: row.sender_name,
+            },
+            text: row.text,
+            client_id: row.client_id,
+            at: row.created_at,
+        }
+    }
+}
+
+/// A room row as both backends store it.
+#[derive(sqlx::FromRow)]
+struct RoomRow {
+    id: String,
+    name: String,
+    kind: String,
+    visibility: String,
+    created_at: DateTime<Utc>,
+}
+
+impl From<RoomRow> for Room {
+    fn from(row: RoomRow) -> Self {
+        Room {
+            id: row.id,
+            name: row.name,
+            kind: RoomKind::parse(&row.kind),
+            visibility: Visibility::parse(&row.visibility),
+            created_at: row.created_at,
+        }
+    }
+}
+
+/// A `rooms:list` row: the room, its last seq, whether the user is a member, and a DM's other member.
+#[derive(sqlx::FromRow)]
+struct SummaryRow {
+    #[sqlx(flatten)]
+    room: RoomRow,
+    last_seq: i64,
+    member: bool,
+    peer_id: Option<String>,
+    peer_name: Option<String>,
+}
+
+impl From<SummaryRow> for RoomSummary {
+    fn from(row: SummaryRow) -> Self {
+        let peer = match (row.peer_id, row.peer_name) {
+            (Some(id), Some(name)) => Some(crate::auth::User {
+                anonymous: crate::auth::is_guest_id(&id),
+                id,
+                name,
+            }),
+            _ => None,
+        };
+        RoomSummary {
+            room: row.room.into(),
+            last_seq: row.last_seq,
+            member: row.member,
+            peer,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn msg(seq: i64) -> Message {
+        Message {
+            id: seq.to_string(),
+            room: "r".into(),
+            seq,
+            from: Author {
+                id: "u".into(),
+                name: "u".into(),
+            },
+            text: "t".into(),
+            client_id: None,
+            at: Utc::now(),
+        }
+    }
+
+    #[test]
+    fn descending_pages_come_back_oldest_first() {
+        let query = HistoryQuery {
+            before: Some(10),
+            after: None,
+            limit: 2,
+        };
+        let page = HistoryPage::from_rows(vec![msg(9), msg(8), msg(7)], &query);
+        assert!(page.has_more);
+        let seqs: Vec<i64> = page.messages.iter().map(|m| m.seq).collect();
+        assert_eq!(seqs, vec![8, 9]);
+    }
+
+    #[test]
+    fn ascending_pages_keep_their_order() {
+        let query = HistoryQuery {
+            before: None,
+            after: Some(3),
+            limit: 5,
+        };
+        let page = HistoryPage::from_rows(vec![msg(4), msg(5)], &query);
+        assert!(!page.has_more);
+        let seqs: Vec<i64> = page.messages.iter().map(|m| m.seq).collect();
+        assert_eq!(seqs, vec![4, 5]);
+    }
+}

@@ -1,0 +1,397 @@
+//! The SQL both backends run, written once: the placeholders (`$1`…) and every statement are valid in Postgres
+//! and in SQLite, so each backend module only opens its pools and applies its migrations.
+//!
+//! A backend is a struct with a `writer` pool (every write) and a `pool` (reads); `sql_store!` implements
+//! [`Store`](super::Store) for it.
+
+/// `SELECT <every message column> FROM messages `, as a literal for `concat!`.
+macro_rules! select_messages {
+    () => {
+        "SELECT id, room, seq, sender_id, sender_name, text, client_id, created_at FROM messages "
+    };
+}
+
+macro_rules! sql_store {
+    ($store:ty, $db:ty) => {
+        impl $store {
+            /// Commits a batch of appends in one transaction and answers each of them.
+            async fn commit_batch(pool: &sqlx::Pool<$db>, batch: Vec<super::batch::Pending>) {
+                match Self::write_batch(pool, &batch).await {
+                    Ok(results) => {
+                        for (pending, result) in batch.into_iter().zip(results) {
+                            pending.answer(result);
+                        }
+                    }
+                    Err(e) => {
+                        let unavailable = matches!(e, super::StoreError::Unavailable(_));
+                        tracing::warn!(error = %e, messages = batch.len(), "message batch failed");
+                        for pending in batch {
+                            pending.answer(Err(super::StoreError::Failed {
+                                unavailable,
+                                reason: e.to_string(),
+                            }));
+                        }
+                    }
+                }
+            }
+
+            /// One transaction for the whole batch. Rooms are locked in (ns, id) order, so writers on several
+            /// nodes cannot deadlock; a room's lock is taken before its client ids are checked, so a retry
+            /// racing on another node cannot slip in between.
+            async fn write_batch(
+                pool: &sqlx::Pool<$db>,
+                batch: &[super::batch::Pending],
+            ) -> StoreResult<Vec<StoreResult<Appended>>> {
+                use std::collections::{BTreeMap, HashMap};
+
+                let at = super::now();
+                /// What became of one append of the batch.
+                enum Outcome {
+                    Unwritten,
+                    Done(StoreResult<Appended>),
+                    /// A retry queued in the same batch as its original (at this index).
+                    SameAs(usize),
+                }
+                let mut results: Vec<Outcome> = batch.iter().map(|_| Outcome::Unwritten).collect();
+                let mut by_room: BTreeMap<(&str, &str), Vec<usize>> = BTreeMap::new();
+                for (i, pending) in batch.iter().enumerate() {
+                    by_room
+                        .entry((pending.ns.as_str(), pending.message.room.as_str()))
+                        .or_default()
+                        .push(i);
+                }
+                let mut tx = pool.begin().await?;
+                // (index in batch, seq) of every message to insert.
+                let mut fresh: Vec<(usize, i64)> = Vec::with_capacity(batch.len());
+                for ((ns, room), indexes) in &by_room {
+                    // A no-op update: takes the row lock and reads the counter.
+                    let last: Option<i64> = sqlx::query_scalar(
+                        "UPDATE rooms SET last_seq = last_seq WHERE ns = $1 AND id = $2 RETURNING last_seq",
+                    )
+                    .bind(*ns)
+                    .bind(*room)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                    let Some(mut seq) = last else {
+                        for &i in indexes {
+                            results[i] = Outcome::Done(Err(super::StoreError::NoSuchRoom((*room).to_owned())));
+                        }
+                        continue;
+                    };
+                    // Originals of the client ids sent to this room, read once for the whole batch, under the lock.
+                    let mut originals: HashMap<(String, String), MessageRow> = HashMap::new();
+                    let client_ids: Vec<&str> =
+                        indexes.iter().filter_map(|&i| batch[i].message.client_id.as_deref()).collect();
+                    if !client_ids.is_empty() {
+                        let mut select = sqlx::QueryBuilder::<$db>::new(select_messages!());
+                        select.push("WHERE ns = ").push_bind(*ns);
+                        select.push(" AND room = ").push_bind(*room);
+                        select.push(" AND client_id IN (");
+                        let mut list = select.separated(", ");
+                        for client_id in &client_ids {
+                            list.push_bind(*client_id);
+                        }
+                        select.push(")");
+                        let rows: Vec<MessageRow> = select.build_query_as().fetch_all(&mut *tx).await?;
+                        for row in rows {
+                            if let Some(client_id) = row.client_id.clone() {
+                                originals.insert((row.sender_id.clone(), client_id), row);
+                            }
+                        }
+                    }
+                    // Client ids already used in this batch: a retry queued next to its original.
+                    let mut seen: HashMap<(&str, &str), usize> = HashMap::new();
+                    for &i in indexes {
+                        let message = &batch[i].message;
+                        if let Some(client_id) = message.client_id.as_deref() {
+                            let key = (message.from.id.as_str(), client_id);
+                            if let Some(&first) = seen.get(&key) {
+                                results[i] = Outcome::SameAs(first);
+                                continue;
+                            }
+                            let original = originals.remove(&(key.0.to_owned(), key.1.to_owned()));
+                            if let Some(original) = original {
+                                results[i] = Outcome::Done(Ok(Appended {
+                                    message: original.into(),
+                                    duplicate: true,
+                                }));
+                                // Later retries in this batch answer with the same original.
+                                seen.insert(key, i);
+                                continue;
+                            }
+                            seen.insert(key, i);
+                        }
+                        seq += 1;
+                        fresh.push((i, seq));
+                    }
+                    sqlx::query(
+                        "UPDATE rooms SET last_seq = $3, last_active_at = $4 WHERE ns = $1 AND id = $2",
+                    )
+                    .bind(*ns)
+                    .bind(*room)
+                    .bind(seq)
+                    .bind(at)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                let mut ids: HashMap<(String, String, i64), i64> = HashMap::with_capacity(fresh.len());
+                if !fresh.is_empty() {
+                    let mut insert = sqlx::QueryBuilder::<$db>::new(
+                        "INSERT INTO messages (ns, room, seq, sender_id, sender_name, text, client_id, created_at) ",
+                    );
+                    insert.push_values(&fresh, |mut row, &(i, seq)| {
+                        let pending = &batch[i];
+                        row.push_bind(pending.ns.clone())
+                            .push_bind(pending.message.room.clone())
+                            .push_bind(seq)
+                            .push_bind(pending.message.from.id.clone())
+                            .push_bind(pending.message.from.name.clone())
+                            .push_bind(pending.message.text.clone())
+                            .push_bind(pending.message.client_id.clone())
+                            .push_bind(at);
+                    });
+                    insert.push(" RETURNING id, ns, room, seq");
+                    let rows: Vec<(i64, String, String, i64)> =
+                        insert.build_query_as().fetch_all(&mut *tx).await?;
+                    ids.extend(rows.into_iter().map(|(id, ns, room, seq)| ((ns, room, seq), id)));
+                }
+                tx.commit().await?;
+
+                for &(i, seq) in &fresh {
+                    let pending = &batch[i];
+                    let key = (pending.ns.clone(), pending.message.room.clone(), seq);
+                    let id = ids.get(&key).copied().unwrap_or_default();
+                    results[i] = Outcome::Done(Ok(Appended {
+                        message: Message {
+                            id: id.to_string(),
+                            room: pending.message.room.clone(),
+                            seq,
+                            from: pending.message.from.clone(),
+                            text: pending.message.text.clone(),
+                            client_id: pending.message.client_id.clone(),
+                            at,
+                        },
+                        duplicate: false,
+                    }));
+                }
+                let answers: Vec<StoreResult<Appended>> = results
+                    .iter()
+                    .map(|outcome| match outcome {
+                        Outcome::Done(Ok(appended)) => Ok(appended.clone()),
+                        Outcome::SameAs(first) => match &results[*first] {
+                            Outcome::Done(Ok(original)) => Ok(Appended {
+                                message: original.message.clone(),
+                                duplicate: true,
+                            }),
+                            _ => Err(super::StoreError::NoSuchRoom(String::new())),
+                        },
+                        Outcome::Done(Err(super::StoreError::NoSuchRoom(room))) => {
+                            Err(super::StoreError::NoSuchRoom(room.clone()))
+                        }
+                        Outcome::Done(Err(_)) | Outcome::Unwritten => Err(super::StoreError::Failed {
+                            unavailable: false,
+                            reason: "message was not written".to_owned(),
+                        }),
+                    })
+                    .collect();
+                Ok(answers)
+            }
+        }
+
+        #[async_trait]
+        impl Store for $store {
+            async fn ping(&self) -> StoreResult<()> {
+                sqlx::query("SELECT 1").execute(&self.pool).await?;
+                Ok(())
+            }
+
+            async fn room(&self, ns: &str, room: &str) -> StoreResult<Option<Room>> {
+                let row: Option<RoomRow> = sqlx::query_as(
+                    "SELECT id, name, kind, visibility, created_at FROM rooms WHERE ns = $1 AND id = $2",
+                )
+                .bind(ns)
+                .bind(room)
+                .fetch_optional(&self.pool)
+                .await?;
+                Ok(row.map(Room::from))
+            }
+
+            async fn create_room(&self, ns: &str, room: &Room, members: &[Author]) -> StoreResult<bool> {
+                let mut tx = self.writer.begin().await?;
+                let inserted = sqlx::query(
+                    "INSERT INTO rooms (ns, id, name, kind, visibility, created_at) VALUES ($1, $2, $3, $4, $5, $6) \
+                     ON CONFLICT DO NOTHING",
+                )
+                .bind(ns)
+                .bind(&room.id)
+                .bind(&room.name)
+                .bind(room.kind.as_str())
+                .bind(room.visibility.as_str())
+                .bind(room.created_at)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected()
+                    == 1;
+                if !inserted {
+                    return Ok(false);
+                }
+                for member in members {
+                    sqlx::query(
+                        "INSERT INTO memberships (ns, room, user_id, user_name, joined_at) VALUES ($1, $2, $3, $4, $5) \
+                         ON CONFLICT DO NOTHING",
+                    )
+                    .bind(ns)
+                    .bind(&room.id)
+                    .bind(&member.id)
+                    .bind(&member.name)
+                    .bind(room.created_at)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                tx.commit().await?;
+                Ok(true)
+            }
+
+            async fn ensure_room(&self, ns: &str, room: &Room) -> StoreResult<Room> {
+                sqlx::query(
+                    "INSERT INTO rooms (ns, id, name, kind, visibility, created_at) VALUES ($1, $2, $3, $4, $5, $6) \
+                     ON CONFLICT DO NOTHING",
+                )
+                .bind(ns)
+                .bind(&room.id)
+                .bind(&room.name)
+                .bind(room.kind.as_str())
+                .bind(room.visibility.as_str())
+                .bind(room.created_at)
+                .execute(&self.writer)
+                .await?;
+                let row: RoomRow = sqlx::query_as(
+                    "SELECT id, name, kind, visibility, created_at FROM rooms WHERE ns = $1 AND id = $2",
+                )
+                .bind(ns)
+                .bind(&room.id)
+                .fetch_one(&self.writer)
+                .await?;
+                Ok(row.into())
+            }
+
+            async fn add_member(&self, ns: &str, room: &str, user: &Author) -> StoreResult<()> {
+                sqlx::query(
+                    "INSERT INTO memberships (ns, room, user_id, user_name, joined_at) VALUES ($1, $2, $3, $4, $5) \
+                     ON CONFLICT (ns, room, user_id) DO UPDATE SET user_name = EXCLUDED.user_name",
+                )
+                .bind(ns)
+                .bind(room)
+                .bind(&user.id)
+                .bind(&user.name)
+                .bind(super::now())
+                .execute(&self.writer)
+                .await?;
+                Ok(())
+            }
+
+            async fn remove_member(&self, ns: &str, room: &str, user_id: &str) -> StoreResult<bool> {
+                let removed =
+                    sqlx::query("DELETE FROM memberships WHERE ns = $1 AND room = $2 AND user_id = $3")
+                        .bind(ns)
+                        .bind(room)
+                        .bind(user_id)
+                        .execute(&self.writer)
+                        .await?
+                        .rows_affected();
+                Ok(removed > 0)
+            }
+
+            async fn is_member(&self, ns: &str, room: &str, user_id: &str) -> StoreResult<bool> {
+                let found: Option<i32> = sqlx::query_scalar(
+                    "SELECT 1 FROM memberships WHERE ns = $1 AND room = $2 AND user_id = $3",
+                )
+                .bind(ns)
+                .bind(room)
+                .bind(user_id)
+                .fetch_optional(&self.pool)
+                .await?;
+                Ok(found.is_some())
+            }
+
+            async fn member_rooms(&self, ns: &str, user_id: &str, limit: usize) -> StoreResult<Vec<String>> {
+                let rooms = sqlx::query_scalar(
+                    "SELECT room FROM memberships WHERE ns = $1 AND user_id = $2 ORDER BY joined_at DESC LIMIT $3",
+                )
+                .bind(ns)
+                .bind(user_id)
+                .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+                .fetch_all(&self.pool)
+                .await?;
+                Ok(rooms)
+            }
+
+            async fn list_rooms(
+                &self,
+                ns: &str,
+                user_id: &str,
+                with_public: bool,
+            ) -> StoreResult<Vec<RoomSummary>> {
+                let rows: Vec<SummaryRow> = sqlx::query_as(
+                    "SELECT r.id, r.name, r.kind, r.visibility, r.created_at, r.last_seq, \
+                            (m.user_id IS NOT NULL) AS member, p.user_id AS peer_id, p.user_name AS peer_name \
+                     FROM rooms r \
+                     LEFT JOIN memberships m ON m.ns = r.ns AND m.room = r.id AND m.user_id = $2 \
+                     LEFT JOIN memberships p ON r.kind = 'dm' AND p.ns = r.ns AND p.room = r.id AND p.user_id <> $2 \
+                     WHERE r.ns = $1 AND (m.user_id IS NOT NULL OR ($4 AND r.visibility = 'public')) \
+                     ORDER BY COALESCE(r.last_active_at, r.created_at) DESC, r.id LIMIT $3",
+                )
+                .bind(ns)
+                .bind(user_id)
+                .bind(super::MAX_LISTED_ROOMS)
+                .bind(with_public)
+                .fetch_all(&self.pool)
+                .await?;
+                Ok(rows.into_iter().map(RoomSummary::from).collect())
+            }
+
+            async fn append_message(&self, ns: &str, new: NewMessage) -> StoreResult<Appended> {
+                self.batcher.append(ns, new).await
+            }
+
+            async fn next_seq(&self, ns: &str, room: &str) -> StoreResult<i64> {
+                let seq = sqlx::query_scalar(
+                    "UPDATE rooms SET last_seq = last_seq + 1 WHERE ns = $1 AND id = $2 RETURNING last_seq",
+                )
+                .bind(ns)
+                .bind(room)
+                .fetch_one(&self.writer)
+                .await?;
+                Ok(seq)
+            }
+
+            async fn history(&self, ns: &str, room: &str, query: HistoryQuery) -> StoreResult<HistoryPage> {
+                // Two static statements: sqlx only runs SQL known at compile time.
+                let sql = if query.ascending() {
+                    concat!(
+                        select_messages!(),
+                        "WHERE ns = $1 AND room = $2 AND seq < $3 AND seq > $4 ORDER BY seq ASC LIMIT $5"
+                    )
+                } else {
+                    concat!(
+                        select_messages!(),
+                        "WHERE ns = $1 AND room = $2 AND seq < $3 AND seq > $4 ORDER BY seq DESC LIMIT $5"
+                    )
+                };
+                let rows: Vec<MessageRow> = sqlx::query_as(sql)
+                .bind(ns)
+                .bind(room)
+                .bind(query.before.unwrap_or(i64::MAX))
+                .bind(query.after.unwrap_or(0))
+                .bind(i64::from(query.limit) + 1)
+                .fetch_all(&self.pool)
+                .await?;
+                let messages = rows.into_iter().map(Message::from).collect();
+                Ok(HistoryPage::from_rows(messages, &query))
+            }
+        }
+    };
+}
+
+pub(crate) use select_messages;
+pub(crate) use sql_store;

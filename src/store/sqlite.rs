@@ -1,0 +1,72 @@
+//! The SQLite backend: an embedded file, the zero-setup default for one node.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sqlx::{
+    SqlitePool,
+    sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous},
+};
+
+use super::batch::Batcher;
+use super::{
+    Appended, Author, HistoryPage, HistoryQuery, Message, MessageRow, NewMessage, Room, RoomRow,
+    RoomSummary, Store, StoreResult, SummaryRow,
+};
+
+pub struct SqliteStore {
+    /// SQLite has one writer at a time; a single-connection pool queues writers in palaver instead of
+    /// letting them collide on the file lock (SQLITE_BUSY).
+    writer: SqlitePool,
+    pool: SqlitePool,
+    batcher: Batcher,
+}
+
+impl SqliteStore {
+    pub async fn open(url: &str, pool_size: u32) -> StoreResult<Self> {
+        // WAL lets readers work while a write commits. With WAL, synchronous=NORMAL makes a commit durable
+        // against a crash of the process (SIGKILL included) without an fsync per commit; only an OS crash or
+        // power loss can take back the last commits. Deployments that need that too run on Postgres.
+        let options: SqliteConnectOptions = url
+            .parse::<SqliteConnectOptions>()?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(5));
+        // Writers queue for the one connection; the wait is a queue, not a sign of an outage, so it may be long.
+        let writer = SqlitePoolOptions::new()
+            .min_connections(1)
+            .max_connections(1)
+            .idle_timeout(None)
+            .max_lifetime(None)
+            .acquire_timeout(Duration::from_secs(30))
+            .connect_with(options.clone())
+            .await?;
+        sqlx::migrate!("./migrations/sqlite").run(&writer).await?;
+        // Readers are opened once, at start-up, and kept: a file handle opened later could fail when the process
+        // is near its descriptor limit with thousands of sockets open.
+        let readers = pool_size.clamp(1, 8);
+        let pool = SqlitePoolOptions::new()
+            .min_connections(readers)
+            .max_connections(readers)
+            .idle_timeout(None)
+            .max_lifetime(None)
+            .acquire_timeout(Duration::from_secs(5))
+            .connect_with(options.read_only(true))
+            .await?;
+        let batch_pool = writer.clone();
+        let batcher = Batcher::spawn(move |batch| {
+            let pool = batch_pool.clone();
+            async move { Self::commit_batch(&pool, batch).await }
+        });
+        Ok(Self {
+            writer,
+            pool,
+            batcher,
+        })
+    }
+}
+
+use super::sql::select_messages;
+super::sql::sql_store!(SqliteStore, sqlx::Sqlite);
