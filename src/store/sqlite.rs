@@ -52,7 +52,9 @@ impl SqliteStore {
             .max_connections(readers)
             .idle_timeout(None)
             .max_lifetime(None)
-            .acquire_timeout(Duration::from_secs(5))
+            // An embedded file has no outage to detect: waiting here only means the node is busy (a connect
+            // storm queues thousands of history reads), and a late answer beats a false `unavailable`.
+            .acquire_timeout(Duration::from_secs(30))
             .connect_with(options.read_only(true))
             .await?;
         let batch_pool = writer.clone();
