@@ -1,6 +1,7 @@
 //! Puts the pieces together: storage, identity, the Socket.IO layer with every namespace, HTTP routes, CORS,
 //! and a graceful shutdown that lets pending writes commit.
 
+use axum::serve::ListenerExt;
 use std::{future::Future, sync::Arc, time::Duration};
 
 use socketioxide::{SocketIo, adapter::Adapter, layer::SocketIoLayer};
@@ -161,6 +162,13 @@ async fn run<A: Adapter>(
     let io = chat.io.clone();
     // One service for the whole process: layering per connection would give each TCP connection its own
     // Engine.IO session table, and long-polling requests that arrive on another connection would be refused.
+    // Chat frames are small and latency-bound: without TCP_NODELAY, Nagle holds a frame back until the peer
+    // acknowledges the previous one, and delayed ACKs turn that into ~40 ms per message.
+    let listener = listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "TCP_NODELAY");
+        }
+    });
     axum::serve(listener, app.into_make_service())
         .with_graceful_shutdown(async move {
             shutdown.await;

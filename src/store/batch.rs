@@ -34,6 +34,9 @@ pub struct Batcher {
 
 impl Batcher {
     /// Starts the writer task; `commit` must answer every `Pending` of the batch it is given.
+    ///
+    /// One writer per node: a second one, gathering while the first commits, measured no faster on Postgres
+    /// (BENCHMARKS.md, durable throughput), because the node's CPU, not the database, is the bound.
     pub fn spawn<F, Fut>(commit: F) -> Self
     where
         F: Fn(Vec<Pending>) -> Fut + Send + 'static,

@@ -44,4 +44,5 @@ impl PostgresStore {
 }
 
 use super::sql::select_messages;
-super::sql::sql_store!(PostgresStore, sqlx::Postgres);
+// Postgres locks the batch's room rows (in the ORDER BY's order); SQLite has one writer, whose transaction is the lock.
+super::sql::sql_store!(PostgresStore, sqlx::Postgres, lock_rows: " FOR UPDATE");

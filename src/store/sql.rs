@@ -12,7 +12,7 @@ macro_rules! select_messages {
 }
 
 macro_rules! sql_store {
-    ($store:ty, $db:ty) => {
+    ($store:ty, $db:ty, lock_rows: $lock_rows:literal) => {
         impl $store {
             /// Commits a batch of appends in one transaction and answers each of them.
             async fn commit_batch(pool: &sqlx::Pool<$db>, batch: Vec<super::batch::Pending>) {
@@ -35,9 +35,11 @@ macro_rules! sql_store {
                 }
             }
 
-            /// One transaction for the whole batch. Rooms are locked in (ns, id) order, so writers on several
-            /// nodes cannot deadlock; a room's lock is taken before its client ids are checked, so a retry
-            /// racing on another node cannot slip in between.
+            /// One transaction for the whole batch, in a fixed number of statements however many rooms it
+            /// touches: lock the rooms' counters, read the originals of any retried client ids, bump the
+            /// counters, insert the messages. Rooms are locked in (ns, id) order, so writers on several nodes
+            /// cannot deadlock; a room's lock is taken before its client ids are checked, so a retry racing on
+            /// another node cannot slip in between.
             async fn write_batch(
                 pool: &sqlx::Pool<$db>,
                 batch: &[super::batch::Pending],
@@ -61,44 +63,83 @@ macro_rules! sql_store {
                         .push(i);
                 }
                 let mut tx = pool.begin().await?;
-                // (index in batch, seq) of every message to insert.
+
+                let mut lock = sqlx::QueryBuilder::<$db>::new(
+                    "SELECT ns, id, last_seq FROM rooms WHERE (ns, id) IN (VALUES ",
+                );
+                let mut list = lock.separated(", ");
+                for (ns, room) in by_room.keys() {
+                    list.push("(").push_bind_unseparated(*ns).push_unseparated(", ");
+                    list.push_bind_unseparated(*room).push_unseparated(")");
+                }
+                lock.push(") ORDER BY ns, id").push($lock_rows);
+                let counters: HashMap<(String, String), i64> = lock
+                    .build_query_as::<(String, String, i64)>()
+                    .fetch_all(&mut *tx)
+                    .await?
+                    .into_iter()
+                    .map(|(ns, room, last)| ((ns, room), last))
+                    .collect();
+
+                // Originals of the client ids sent in this batch, read under the room locks.
+                let mut originals: HashMap<(&str, &str, &str, &str), MessageRow> = HashMap::new();
+                let retried: Vec<&super::batch::Pending> = batch
+                    .iter()
+                    .filter(|p| p.message.client_id.is_some())
+                    .collect();
+                if !retried.is_empty() {
+                    let mut select = sqlx::QueryBuilder::<$db>::new(
+                        "SELECT ns, id, room, seq, sender_id, sender_name, text, client_id, created_at FROM messages \
+                         WHERE client_id IS NOT NULL AND (ns, room, sender_id, client_id) IN (VALUES ",
+                    );
+                    let mut list = select.separated(", ");
+                    for p in &retried {
+                        list.push("(").push_bind_unseparated(p.ns.as_str()).push_unseparated(", ");
+                        list.push_bind_unseparated(p.message.room.as_str()).push_unseparated(", ");
+                        list.push_bind_unseparated(p.message.from.id.as_str()).push_unseparated(", ");
+                        list.push_bind_unseparated(p.message.client_id.as_deref()).push_unseparated(")");
+                    }
+                    select.push(")");
+                    let rows: Vec<(String, MessageRow)> = select
+                        .build()
+                        .fetch_all(&mut *tx)
+                        .await?
+                        .iter()
+                        .map(|row| {
+                            use sqlx::{FromRow, Row};
+                            Ok((row.try_get::<String, _>("ns")?, MessageRow::from_row(row)?))
+                        })
+                        .collect::<Result<_, sqlx::Error>>()?;
+                    for (ns, row) in rows {
+                        let Some(p) = retried.iter().find(|p| {
+                            p.ns == ns
+                                && p.message.room == row.room
+                                && p.message.from.id == row.sender_id
+                                && p.message.client_id == row.client_id
+                        }) else {
+                            continue;
+                        };
+                        let key = (
+                            p.ns.as_str(),
+                            p.message.room.as_str(),
+                            p.message.from.id.as_str(),
+                            p.message.client_id.as_deref().unwrap_or_default(),
+                        );
+                        originals.insert(key, row);
+                    }
+                }
+
+                // (index in batch, seq) of every message to insert, and the new counter of each room.
                 let mut fresh: Vec<(usize, i64)> = Vec::with_capacity(batch.len());
+                let mut bumped: Vec<(&str, &str, i64)> = Vec::with_capacity(by_room.len());
                 for ((ns, room), indexes) in &by_room {
-                    // A no-op update: takes the row lock and reads the counter.
-                    let last: Option<i64> = sqlx::query_scalar(
-                        "UPDATE rooms SET last_seq = last_seq WHERE ns = $1 AND id = $2 RETURNING last_seq",
-                    )
-                    .bind(*ns)
-                    .bind(*room)
-                    .fetch_optional(&mut *tx)
-                    .await?;
-                    let Some(mut seq) = last else {
+                    let Some(&last) = counters.get(&((*ns).to_owned(), (*room).to_owned())) else {
                         for &i in indexes {
                             results[i] = Outcome::Done(Err(super::StoreError::NoSuchRoom((*room).to_owned())));
                         }
                         continue;
                     };
-                    // Originals of the client ids sent to this room, read once for the whole batch, under the lock.
-                    let mut originals: HashMap<(String, String), MessageRow> = HashMap::new();
-                    let client_ids: Vec<&str> =
-                        indexes.iter().filter_map(|&i| batch[i].message.client_id.as_deref()).collect();
-                    if !client_ids.is_empty() {
-                        let mut select = sqlx::QueryBuilder::<$db>::new(select_messages!());
-                        select.push("WHERE ns = ").push_bind(*ns);
-                        select.push(" AND room = ").push_bind(*room);
-                        select.push(" AND client_id IN (");
-                        let mut list = select.separated(", ");
-                        for client_id in &client_ids {
-                            list.push_bind(*client_id);
-                        }
-                        select.push(")");
-                        let rows: Vec<MessageRow> = select.build_query_as().fetch_all(&mut *tx).await?;
-                        for row in rows {
-                            if let Some(client_id) = row.client_id.clone() {
-                                originals.insert((row.sender_id.clone(), client_id), row);
-                            }
-                        }
-                    }
+                    let mut seq = last;
                     // Client ids already used in this batch: a retry queued next to its original.
                     let mut seen: HashMap<(&str, &str), usize> = HashMap::new();
                     for &i in indexes {
@@ -109,30 +150,33 @@ macro_rules! sql_store {
                                 results[i] = Outcome::SameAs(first);
                                 continue;
                             }
-                            let original = originals.remove(&(key.0.to_owned(), key.1.to_owned()));
-                            if let Some(original) = original {
+                            seen.insert(key, i);
+                            if let Some(original) = originals.remove(&(*ns, *room, key.0, key.1)) {
                                 results[i] = Outcome::Done(Ok(Appended {
                                     message: original.into(),
                                     duplicate: true,
                                 }));
-                                // Later retries in this batch answer with the same original.
-                                seen.insert(key, i);
                                 continue;
                             }
-                            seen.insert(key, i);
                         }
                         seq += 1;
                         fresh.push((i, seq));
                     }
-                    sqlx::query(
-                        "UPDATE rooms SET last_seq = $3, last_active_at = $4 WHERE ns = $1 AND id = $2",
-                    )
-                    .bind(*ns)
-                    .bind(*room)
-                    .bind(seq)
-                    .bind(at)
-                    .execute(&mut *tx)
-                    .await?;
+                    if seq > last {
+                        bumped.push((*ns, *room, seq));
+                    }
+                }
+                if !bumped.is_empty() {
+                    let mut update = sqlx::QueryBuilder::<$db>::new("UPDATE rooms SET last_seq = v.column3, last_active_at = ");
+                    update.push_bind(at).push(" FROM (VALUES ");
+                    let mut list = update.separated(", ");
+                    for &(ns, room, seq) in &bumped {
+                        list.push("(").push_bind_unseparated(ns).push_unseparated(", ");
+                        list.push_bind_unseparated(room).push_unseparated(", ");
+                        list.push_bind_unseparated(seq).push_unseparated(")");
+                    }
+                    update.push(") AS v WHERE rooms.ns = v.column1 AND rooms.id = v.column2");
+                    update.build().execute(&mut *tx).await?;
                 }
                 let mut ids: HashMap<(String, String, i64), i64> = HashMap::with_capacity(fresh.len());
                 if !fresh.is_empty() {

@@ -71,4 +71,4 @@ impl SqliteStore {
 }
 
 use super::sql::select_messages;
-super::sql::sql_store!(SqliteStore, sqlx::Sqlite);
+super::sql::sql_store!(SqliteStore, sqlx::Sqlite, lock_rows: "");
