@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Side-by-side benchmark: palaver and the Node.js reference, same tool, same machine, same run.
 #   bench/sweep.sh [results-dir]        (default bench/results; needs Postgres and Redis on localhost)
-#   SCENARIOS="durable cluster" bench/sweep.sh   runs only some of them
+#   SCENARIOS="durable cluster" bench/sweep.sh   runs only some of them; FANOUT_RATES, DURABLE_RATES,
+#   CLUSTER_RATES (sends/s, space-separated) and DURATION (s) override the defaults
 # Scenarios: fanout (1000 clients, 10 rooms of 100), durable (1000 clients, 100 rooms of 10, Postgres),
 # idle (10k connections: memory and connect storm), cluster (palaver: clients on one node vs across two nodes).
 set -euo pipefail
@@ -45,18 +46,27 @@ run() { # name, url, pid, args...
 stop() { kill "$1" 2>/dev/null || true; wait "$1" 2>/dev/null || true; }
 
 # 1. Fan-out, history kept (palaver stores every message in SQLite; the reference keeps 50 in memory).
-if want fanout || want idle; then
+if want fanout; then
 rm -f /tmp/sweep-palaver.db*
 p=$(start_palaver 3100 --database-url sqlite:///tmp/sweep-palaver.db)
 n=$(start_node 3101)
-want fanout && for rate in 500 1000 2000 4000; do
+for rate in ${FANOUT_RATES:-500 1000 2000 4000 6000 8000}; do
   run "palaver-fanout-$rate" http://127.0.0.1:3100 "$p" --clients 1000 --rooms 10 --rate "$rate" --duration "$duration" --warmup 2 --drain 40
   run "node-fanout-$rate" http://127.0.0.1:3101 "$n" --clients 1000 --rooms 10 --rate "$rate" --duration "$duration" --warmup 2 --drain 40
 done
-# 4. Connect storm and memory: 10k connections at once, 100 rooms, then idle.
-want idle && run palaver-idle-10k http://127.0.0.1:3100 "$p" --clients 10000 --rooms 1000 --rate 0 --duration 10 --connect-concurrency 2000 --source-addrs 127.0.0.2-127.0.0.11
-want idle && run node-idle-10k http://127.0.0.1:3101 "$n" --clients 10000 --rooms 1000 --rate 0 --duration 10 --connect-concurrency 2000 --source-addrs 127.0.0.2-127.0.0.11
 stop "$p"; stop "$n"
+fi
+
+# 4. Connect storm and memory: 10k connections at once into 1000 rooms, then idle. Fresh processes, one at a
+# time: a server that already served a load reuses freed heap, which would hide what a connection costs.
+if want idle; then
+rm -f /tmp/sweep-palaver.db*
+p=$(start_palaver 3100 --database-url sqlite:///tmp/sweep-palaver.db)
+run palaver-idle-10k http://127.0.0.1:3100 "$p" --clients 10000 --rooms 1000 --rate 0 --duration 10 --connect-concurrency 2000 --source-addrs 127.0.0.2-127.0.0.11
+stop "$p"
+n=$(start_node 3101)
+run node-idle-10k http://127.0.0.1:3101 "$n" --clients 10000 --rooms 1000 --rate 0 --duration 10 --connect-concurrency 2000 --source-addrs 127.0.0.2-127.0.0.11
+stop "$n"
 fi
 
 # 2. Durable: Postgres, every message acked after its commit.
@@ -64,7 +74,7 @@ if want durable; then
 fresh_db sweep_palaver; fresh_db sweep_reference
 p=$(start_palaver 3100 --database-url "$pg/sweep_palaver")
 n=$(start_node 3101 DATABASE_URL="$pg/sweep_reference")
-for rate in 2000 5000 10000; do
+for rate in ${DURABLE_RATES:-2000 5000 10000 15000 20000}; do
   run "palaver-durable-$rate" http://127.0.0.1:3100 "$p" --clients 1000 --rooms 100 --rate "$rate" --duration "$duration" --warmup 2 --drain 40
   run "node-durable-$rate" http://127.0.0.1:3101 "$n" --clients 1000 --rooms 100 --rate "$rate" --duration "$duration" --warmup 2 --drain 40
 done
@@ -77,7 +87,7 @@ fresh_db sweep_cluster
 prefix="bench-$RANDOM"
 a=$(start_palaver 3100 --database-url "$pg/sweep_cluster" --redis-url redis://127.0.0.1:6379 --redis-prefix "$prefix")
 b=$(start_palaver 3102 --database-url "$pg/sweep_cluster" --redis-url redis://127.0.0.1:6379 --redis-prefix "$prefix")
-for rate in 1000 2000; do
+for rate in ${CLUSTER_RATES:-1000 2000 4000}; do
   run "palaver1node-cluster-$rate" http://127.0.0.1:3100 "$a" --clients 1000 --rooms 10 --rate "$rate" --duration "$duration" --warmup 2 --drain 40
   run "palaver2nodes-cluster-$rate" http://127.0.0.1:3100,http://127.0.0.1:3102 "$a" --clients 1000 --rooms 10 --rate "$rate" --duration "$duration" --warmup 2 --drain 40
 done
