@@ -81,19 +81,20 @@ macro_rules! sql_store {
                     .map(|(ns, room, last)| ((ns, room), last))
                     .collect();
 
-                // Originals of the client ids sent in this batch, read under the room locks.
+                // Messages already stored under the client ids of this batch (the originals of retries), read under the
+                // room locks.
                 let mut originals: HashMap<(&str, &str, &str, &str), MessageRow> = HashMap::new();
-                let retried: Vec<&super::batch::Pending> = batch
+                let with_client_id: Vec<&super::batch::Pending> = batch
                     .iter()
                     .filter(|p| p.message.client_id.is_some())
                     .collect();
-                if !retried.is_empty() {
+                if !with_client_id.is_empty() {
                     let mut select = sqlx::QueryBuilder::<$db>::new(
                         "SELECT ns, id, room, seq, sender_id, sender_name, text, client_id, created_at FROM messages \
                          WHERE client_id IS NOT NULL AND (ns, room, sender_id, client_id) IN (VALUES ",
                     );
                     let mut list = select.separated(", ");
-                    for p in &retried {
+                    for p in &with_client_id {
                         list.push("(").push_bind_unseparated(p.ns.as_str()).push_unseparated(", ");
                         list.push_bind_unseparated(p.message.room.as_str()).push_unseparated(", ");
                         list.push_bind_unseparated(p.message.from.id.as_str()).push_unseparated(", ");
@@ -111,7 +112,7 @@ macro_rules! sql_store {
                         })
                         .collect::<Result<_, sqlx::Error>>()?;
                     for (ns, row) in rows {
-                        let Some(p) = retried.iter().find(|p| {
+                        let Some(p) = with_client_id.iter().find(|p| {
                             p.ns == ns
                                 && p.message.room == row.room
                                 && p.message.from.id == row.sender_id
