@@ -81,8 +81,8 @@ macro_rules! sql_store {
                     .map(|(ns, room, last)| ((ns, room), last))
                     .collect();
 
-                // Messages already stored under the client ids of this batch (the originals of retries), read under the
-                // room locks.
+                // Messages already stored under this batch's client ids (the originals of retries), read under
+                // the room locks.
                 let mut originals: HashMap<(&str, &str, &str, &str), MessageRow> = HashMap::new();
                 let with_client_id: Vec<&super::batch::Pending> = batch
                     .iter()
