@@ -1,9 +1,9 @@
 //! Puts the pieces together: storage, identity, the Socket.IO layer with every namespace, HTTP routes, CORS,
 //! and a graceful shutdown that lets pending writes commit.
 
-use axum::serve::ListenerExt;
 use std::{future::Future, sync::Arc, time::Duration};
 
+use axum::serve::ListenerExt;
 use socketioxide::{SocketIo, adapter::Adapter, layer::SocketIoLayer};
 use socketioxide_redis::{FredAdapter, RedisAdapterConfig, RedisAdapterCtr};
 use tokio::net::TcpListener;

@@ -82,8 +82,8 @@ macro_rules! sql_store {
                     .collect();
 
                 // Messages already stored under this batch's client ids (the originals of retries), read under
-                // the room locks.
-                let mut originals: HashMap<(&str, &str, &str, &str), MessageRow> = HashMap::new();
+                // the room locks, by (ns, room, sender, client id).
+                let mut originals: HashMap<(String, String, String, String), MessageRow> = HashMap::new();
                 let with_client_id: Vec<&super::batch::Pending> = batch
                     .iter()
                     .filter(|p| p.message.client_id.is_some())
@@ -101,31 +101,11 @@ macro_rules! sql_store {
                         list.push_bind_unseparated(p.message.client_id.as_deref()).push_unseparated(")");
                     }
                     select.push(")");
-                    let rows: Vec<(String, MessageRow)> = select
-                        .build()
-                        .fetch_all(&mut *tx)
-                        .await?
-                        .iter()
-                        .map(|row| {
-                            use sqlx::{FromRow, Row};
-                            Ok((row.try_get::<String, _>("ns")?, MessageRow::from_row(row)?))
-                        })
-                        .collect::<Result<_, sqlx::Error>>()?;
-                    for (ns, row) in rows {
-                        let Some(p) = with_client_id.iter().find(|p| {
-                            p.ns == ns
-                                && p.message.room == row.room
-                                && p.message.from.id == row.sender_id
-                                && p.message.client_id == row.client_id
-                        }) else {
-                            continue;
-                        };
-                        let key = (
-                            p.ns.as_str(),
-                            p.message.room.as_str(),
-                            p.message.from.id.as_str(),
-                            p.message.client_id.as_deref().unwrap_or_default(),
-                        );
+                    for row in select.build().fetch_all(&mut *tx).await? {
+                        use sqlx::{FromRow, Row};
+                        let ns: String = row.try_get("ns")?;
+                        let row = MessageRow::from_row(&row)?;
+                        let key = (ns, row.room.clone(), row.sender_id.clone(), row.client_id.clone().unwrap_or_default());
                         originals.insert(key, row);
                     }
                 }
@@ -152,7 +132,13 @@ macro_rules! sql_store {
                                 continue;
                             }
                             seen.insert(key, i);
-                            if let Some(original) = originals.remove(&(*ns, *room, key.0, key.1)) {
+                            let original = if originals.is_empty() {
+                                None
+                            } else {
+                                let stored = ((*ns).to_owned(), (*room).to_owned(), key.0.to_owned(), key.1.to_owned());
+                                originals.remove(&stored)
+                            };
+                            if let Some(original) = original {
                                 results[i] = Outcome::Done(Ok(Appended {
                                     message: original.into(),
                                     duplicate: true,
