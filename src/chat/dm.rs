@@ -62,7 +62,7 @@ pub async fn send<A: Adapter>(mut call: Call<A>) -> ChatResult<Reply> {
         let me = conn.user.author();
         if !chat
             .store
-            .create_room(ns, &room, &[me.clone(), peer])
+            .create_dm(ns, &room, [&me, &peer])
             .await?
         {
             chat.store.add_member(ns, &room_id, &me).await?;

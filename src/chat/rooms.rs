@@ -89,20 +89,19 @@ pub async fn create<A: Adapter>(mut call: Call<A>) -> ChatResult<Reply> {
         visibility: p.visibility,
         created_at: crate::store::now(),
     };
-    let mut members = vec![call.conn.user.author()];
-    members.extend(
-        p.members
-            .iter()
-            .filter(|m| **m != call.conn.user.id)
-            .map(|m| Author {
-                id: m.clone(),
-                name: m.clone(),
-            }),
-    );
+    let invited: Vec<Author> = p
+        .members
+        .iter()
+        .filter(|m| **m != call.conn.user.id)
+        .map(|m| Author {
+            id: m.clone(),
+            name: m.clone(),
+        })
+        .collect();
     if !call
         .chat
         .store
-        .create_room(call.ns(), &room, &members)
+        .create_room(call.ns(), &room, &call.conn.user.author(), &invited)
         .await?
     {
         return Err(ChatError::bad_request(format!(
@@ -134,7 +133,7 @@ pub async fn join<A: Adapter>(mut call: Call<A>) -> ChatResult<Reply> {
                 visibility: Visibility::Public,
                 created_at: crate::store::now(),
             };
-            chat.store.ensure_room(ns, &room).await?
+            chat.store.ensure_room(ns, &room, &conn.user.id).await?.0
         }
         None => return Err(ChatError::room_not_found(id)),
     };

@@ -86,13 +86,14 @@ async fn connected<A: Adapter>(chat: SharedChat<A>, socket: SocketRef<A>) {
     if !conn.user.anonymous {
         match chat
             .store
-            .member_rooms(ns, &conn.user.id, chat.limits.max_rooms_per_socket)
+            .user_rooms(ns, &conn.user.id, chat.limits.max_rooms_per_socket)
             .await
         {
-            Ok(ids) => {
-                for id in ids {
-                    presence::enter_room(&chat, &socket, &conn, &id).await;
+            Ok(list) => {
+                for room in &list {
+                    presence::enter_room(&chat, &socket, &conn, &room.room.id).await;
                 }
+                rooms = list;
             }
             Err(e) => tracing::warn!(user = %conn.user.id, error = %e, "could not re-enter rooms"),
         }

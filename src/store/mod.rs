@@ -105,7 +105,10 @@ pub struct RoomSummary {
     #[serde(flatten)]
     pub room: Room,
     pub last_seq: i64,
+    /// The user has joined the room (their own `room:join`, `room:create`, or a DM).
     pub member: bool,
+    /// Someone else added the user: they see the room but enter it only by accepting (`room:join`).
+    pub invited: bool,
     /// For a DM: the other user.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub peer: Option<crate::auth::User>,
@@ -121,6 +124,15 @@ pub struct Message {
     pub text: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub client_id: Option<String>,
+    pub at: DateTime<Utc>,
+}
+
+/// An open invitation: the room, who invited the user, and when.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Invitation {
+    pub room: Room,
+    pub by: Author,
     pub at: DateTime<Utc>,
 }
 
@@ -259,25 +271,68 @@ pub trait Store: Send + Sync + 'static {
 
     async fn room(&self, ns: &str, room: &str) -> StoreResult<Option<Room>>;
 
-    /// Creates the room with its members; `false` if a room with that id exists (nothing is changed then).
-    async fn create_room(&self, ns: &str, room: &Room, members: &[Author]) -> StoreResult<bool>;
+    /// Creates the room: `creator` joins it, each of `invited` gets an invitation from the creator (a DM passes
+    /// both users as joined through [`Store::create_dm`] instead). `false` if a room with that id exists (nothing
+    /// is changed then). The room records its creator, for creation quotas.
+    async fn create_room(
+        &self,
+        ns: &str,
+        room: &Room,
+        creator: &Author,
+        invited: &[Author],
+    ) -> StoreResult<bool>;
 
-    /// Creates the room unless it exists, and returns the stored one.
-    async fn ensure_room(&self, ns: &str, room: &Room) -> StoreResult<Room>;
+    /// Creates a DM room with both users as members unless it exists; `true` if it was created.
+    async fn create_dm(&self, ns: &str, room: &Room, users: [&Author; 2]) -> StoreResult<bool>;
 
-    /// Records (or refreshes) a membership.
+    /// Creates the room unless it exists (auto-created on `room:join`, recording `creator`), and returns the
+    /// stored one and whether this call created it.
+    async fn ensure_room(&self, ns: &str, room: &Room, creator: &str) -> StoreResult<(Room, bool)>;
+
+    /// Rooms `creator` created in the namespace since `since` (creation quotas).
+    async fn rooms_created_since(
+        &self,
+        ns: &str,
+        creator: &str,
+        since: DateTime<Utc>,
+    ) -> StoreResult<i64>;
+
+    /// The user joins the room: records the membership, or turns their invitation into one.
     async fn add_member(&self, ns: &str, room: &str, user: &Author) -> StoreResult<()>;
 
-    /// Removes a membership; `false` if there was none.
+    /// Invites users to the room on behalf of `by`. Users who are already members or invited are skipped;
+    /// returns the ids of those newly invited.
+    async fn invite(
+        &self,
+        ns: &str,
+        room: &str,
+        by: &Author,
+        users: &[Author],
+    ) -> StoreResult<Vec<String>>;
+
+    /// Declines (removes) the user's invitation to the room; `false` if there was none.
+    async fn decline(&self, ns: &str, room: &str, user_id: &str) -> StoreResult<bool>;
+
+    /// Removes a membership or an invitation; `false` if there was none.
     async fn remove_member(&self, ns: &str, room: &str, user_id: &str) -> StoreResult<bool>;
 
+    /// Whether the user has joined the room (an invitation does not count).
     async fn is_member(&self, ns: &str, room: &str, user_id: &str) -> StoreResult<bool>;
 
-    /// Ids of the rooms the user is a member of, most recently joined first.
-    async fn member_rooms(&self, ns: &str, user_id: &str, limit: usize)
-    -> StoreResult<Vec<String>>;
+    /// Whether the user holds an open invitation to the room.
+    async fn is_invited(&self, ns: &str, room: &str, user_id: &str) -> StoreResult<bool>;
 
-    /// The user's rooms and DMs, plus every public room when `with_public`, most recently active first.
+    /// The rooms of this user: every room (DMs included) the user has joined, most recently active first, at
+    /// most `limit`. The one query behind both the `session` event's `rooms` and re-entry on connect, so the
+    /// two can never disagree.
+    async fn user_rooms(&self, ns: &str, user_id: &str, limit: usize)
+    -> StoreResult<Vec<RoomSummary>>;
+
+    /// The user's open invitations, newest first, at most [`MAX_LISTED_ROOMS`].
+    async fn invitations(&self, ns: &str, user_id: &str) -> StoreResult<Vec<Invitation>>;
+
+    /// The user's rooms and DMs (joined or invited), plus every public room when `with_public`, most recently
+    /// active first.
     async fn list_rooms(
         &self,
         ns: &str,
@@ -366,6 +421,8 @@ struct SummaryRow {
     room: RoomRow,
     last_seq: i64,
     member: bool,
+    #[sqlx(default)]
+    invited: bool,
     peer_id: Option<String>,
     peer_name: Option<String>,
 }
@@ -384,6 +441,7 @@ impl From<SummaryRow> for RoomSummary {
             room: row.room.into(),
             last_seq: row.last_seq,
             member: row.member,
+            invited: row.invited,
             peer,
         }
     }

@@ -247,43 +247,41 @@ macro_rules! sql_store {
                 Ok(row.map(Room::from))
             }
 
-            async fn create_room(&self, ns: &str, room: &Room, members: &[Author]) -> StoreResult<bool> {
-                let mut tx = self.writer.begin().await?;
-                let inserted = sqlx::query(
-                    "INSERT INTO rooms (ns, id, name, kind, visibility, created_at) VALUES ($1, $2, $3, $4, $5, $6) \
-                     ON CONFLICT DO NOTHING",
-                )
-                .bind(ns)
-                .bind(&room.id)
-                .bind(&room.name)
-                .bind(room.kind.as_str())
-                .bind(room.visibility.as_str())
-                .bind(room.created_at)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected()
-                    == 1;
-                if !inserted {
-                    return Ok(false);
-                }
-                for member in members {
-                    sqlx::query(
-                        "INSERT INTO memberships (ns, room, user_id, user_name, joined_at) VALUES ($1, $2, $3, $4, $5) \
-                         ON CONFLICT DO NOTHING",
-                    )
-                    .bind(ns)
-                    .bind(&room.id)
-                    .bind(&member.id)
-                    .bind(&member.name)
-                    .bind(room.created_at)
-                    .execute(&mut *tx)
-                    .await?;
-                }
-                tx.commit().await?;
-                Ok(true)
+            async fn create_room(&self, ns: &str, room: &Room, creator: &Author, invited: &[Author]) -> StoreResult<bool> {
+                let _ = (ns, room, creator, invited);
+                Err(super::StoreError::Failed { unavailable: false, reason: "todo".into() })
+            }
+            async fn create_dm(&self, ns: &str, room: &Room, users: [&Author; 2]) -> StoreResult<bool> {
+                let _ = (ns, room, users);
+                Err(super::StoreError::Failed { unavailable: false, reason: "todo".into() })
+            }
+            async fn rooms_created_since(&self, ns: &str, creator: &str, since: chrono::DateTime<chrono::Utc>) -> StoreResult<i64> {
+                let _ = (ns, creator, since);
+                Err(super::StoreError::Failed { unavailable: false, reason: "todo".into() })
+            }
+            async fn invite(&self, ns: &str, room: &str, by: &Author, users: &[Author]) -> StoreResult<Vec<String>> {
+                let _ = (ns, room, by, users);
+                Err(super::StoreError::Failed { unavailable: false, reason: "todo".into() })
+            }
+            async fn decline(&self, ns: &str, room: &str, user_id: &str) -> StoreResult<bool> {
+                let _ = (ns, room, user_id);
+                Err(super::StoreError::Failed { unavailable: false, reason: "todo".into() })
+            }
+            async fn is_invited(&self, ns: &str, room: &str, user_id: &str) -> StoreResult<bool> {
+                let _ = (ns, room, user_id);
+                Err(super::StoreError::Failed { unavailable: false, reason: "todo".into() })
+            }
+            async fn user_rooms(&self, ns: &str, user_id: &str, limit: usize) -> StoreResult<Vec<RoomSummary>> {
+                let _ = (ns, user_id, limit);
+                Err(super::StoreError::Failed { unavailable: false, reason: "todo".into() })
+            }
+            async fn invitations(&self, ns: &str, user_id: &str) -> StoreResult<Vec<super::Invitation>> {
+                let _ = (ns, user_id);
+                Err(super::StoreError::Failed { unavailable: false, reason: "todo".into() })
             }
 
-            async fn ensure_room(&self, ns: &str, room: &Room) -> StoreResult<Room> {
+            async fn ensure_room(&self, ns: &str, room: &Room, creator: &str) -> StoreResult<(Room, bool)> {
+                let _ = creator;
                 sqlx::query(
                     "INSERT INTO rooms (ns, id, name, kind, visibility, created_at) VALUES ($1, $2, $3, $4, $5, $6) \
                      ON CONFLICT DO NOTHING",
@@ -303,7 +301,7 @@ macro_rules! sql_store {
                 .bind(&room.id)
                 .fetch_one(&self.writer)
                 .await?;
-                Ok(row.into())
+                Ok((row.into(), false))
             }
 
             async fn add_member(&self, ns: &str, room: &str, user: &Author) -> StoreResult<()> {
@@ -343,18 +341,6 @@ macro_rules! sql_store {
                 .fetch_optional(&self.pool)
                 .await?;
                 Ok(found.is_some())
-            }
-
-            async fn member_rooms(&self, ns: &str, user_id: &str, limit: usize) -> StoreResult<Vec<String>> {
-                let rooms = sqlx::query_scalar(
-                    "SELECT room FROM memberships WHERE ns = $1 AND user_id = $2 ORDER BY joined_at DESC LIMIT $3",
-                )
-                .bind(ns)
-                .bind(user_id)
-                .bind(i64::try_from(limit).unwrap_or(i64::MAX))
-                .fetch_all(&self.pool)
-                .await?;
-                Ok(rooms)
             }
 
             async fn list_rooms(
