@@ -78,7 +78,7 @@ fn group_commit(c: &mut Criterion) {
             visibility: Visibility::Public,
             created_at: store::now(),
         };
-        store.ensure_room("/", &room).await.expect("room");
+        store.ensure_room("/", &room, "bench").await.expect("room");
         store
     });
     c.bench_function("commit 256 concurrent sends (SQLite, group commit)", |b| {

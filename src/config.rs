@@ -1,6 +1,6 @@
 //! Configuration: command-line flags with environment fallbacks, plus an optional namespaces file.
 
-use std::{fmt, net::SocketAddr, path::PathBuf};
+use std::{fmt, net::SocketAddr, num::NonZeroU32, path::PathBuf};
 
 use clap::Parser;
 use serde::Deserialize;
@@ -27,7 +27,8 @@ pub struct Config {
     pub database_url: String,
 
     /// Database connections in the pool.
-    #[arg(long, env = "PALAVER_DB_POOL_SIZE", default_value_t = 16)]
+    #[arg(long, env = "PALAVER_DB_POOL_SIZE", default_value_t = 16,
+          value_parser = clap::value_parser!(u32).range(1..))]
     pub db_pool_size: u32,
 
     /// Redis URL (`redis://host:6379`): run as one node of several, synced through Redis. Unset: a single node.
@@ -67,20 +68,75 @@ pub struct Config {
     #[arg(long, env = "PALAVER_MAX_MESSAGE_LENGTH", default_value_t = 4000)]
     pub max_message_length: usize,
 
-    /// Rooms one socket may be in at once.
-    #[arg(long, env = "PALAVER_MAX_ROOMS_PER_SOCKET", default_value_t = 100)]
-    pub max_rooms_per_socket: usize,
+    /// Rooms one socket may be in at once; also how many of a user's rooms `session` lists and a new connection
+    /// re-enters (the most recently active first).
+    #[arg(long, env = "PALAVER_MAX_ROOMS_PER_SOCKET", default_value_t = 500,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_rooms_per_socket: u32,
 
     /// Sends (message:send and dm:send) per second allowed per socket.
-    #[arg(long, env = "PALAVER_SEND_RATE", default_value_t = 10)]
-    pub send_rate: u32,
+    #[arg(long, env = "PALAVER_SEND_RATE", default_value_t = nz(10))]
+    pub send_rate: NonZeroU32,
 
     /// Sends a socket may make in a burst above the rate.
-    #[arg(long, env = "PALAVER_SEND_BURST", default_value_t = 20)]
-    pub send_burst: u32,
+    #[arg(long, env = "PALAVER_SEND_BURST", default_value_t = nz(20))]
+    pub send_burst: NonZeroU32,
+
+    /// Room changes (room:create, room:join, room:leave, room:invite, room:decline) per second per socket.
+    #[arg(long, env = "PALAVER_JOIN_RATE", default_value_t = nz(10))]
+    pub join_rate: NonZeroU32,
+
+    /// Room changes a socket may make in a burst (a client re-joining its rooms after a reload).
+    #[arg(long, env = "PALAVER_JOIN_BURST", default_value_t = nz(50))]
+    pub join_burst: NonZeroU32,
+
+    /// Reads (rooms:list, history:fetch, sync, invitations:list) per second per socket.
+    #[arg(long, env = "PALAVER_READ_RATE", default_value_t = nz(20))]
+    pub read_rate: NonZeroU32,
+
+    /// Reads a socket may make in a burst.
+    #[arg(long, env = "PALAVER_READ_BURST", default_value_t = nz(60))]
+    pub read_burst: NonZeroU32,
+
+    /// presence:list requests per second per socket.
+    #[arg(long, env = "PALAVER_PRESENCE_RATE", default_value_t = nz(5))]
+    pub presence_rate: NonZeroU32,
+
+    /// presence:list requests a socket may make in a burst.
+    #[arg(long, env = "PALAVER_PRESENCE_BURST", default_value_t = nz(20))]
+    pub presence_burst: NonZeroU32,
+
+    /// typing events per second per socket.
+    #[arg(long, env = "PALAVER_TYPING_RATE", default_value_t = nz(5))]
+    pub typing_rate: NonZeroU32,
+
+    /// typing events a socket may send in a burst.
+    #[arg(long, env = "PALAVER_TYPING_BURST", default_value_t = nz(10))]
+    pub typing_burst: NonZeroU32,
+
+    /// A user's budget for each kind of event, shared by all their sockets on a node, as a multiple of one
+    /// socket's: with 3, fifty tabs may together do what three could.
+    #[arg(long, env = "PALAVER_USER_BUDGET_FACTOR", default_value_t = nz(3))]
+    pub user_budget_factor: NonZeroU32,
+
+    /// Events one socket may have waiting (received, not yet answered); past it, events get a `rate_limited`
+    /// error ack without running.
+    #[arg(long, env = "PALAVER_MAX_QUEUED_EVENTS", default_value_t = 64,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_queued_events: u32,
+
+    /// Rooms one user may create per day (room:create, and room:join creating a room); guests count per source
+    /// address on each node.
+    #[arg(long, env = "PALAVER_ROOM_QUOTA", default_value_t = nz(100))]
+    pub room_quota: NonZeroU32,
+
+    /// Whether guests (connections without a token) may create rooms; `false` leaves creation to signed-in users.
+    #[arg(long, env = "PALAVER_GUESTS_CREATE_ROOMS", default_value_t = true, action = clap::ArgAction::Set)]
+    pub guests_create_rooms: bool,
 
     /// Largest Socket.IO packet in bytes; a bigger one closes that client's connection.
-    #[arg(long, env = "PALAVER_MAX_PAYLOAD", default_value_t = 64 * 1024)]
+    #[arg(long, env = "PALAVER_MAX_PAYLOAD", default_value_t = 64 * 1024,
+          value_parser = clap::value_parser!(u64).range(1..))]
     pub max_payload: u64,
 
     /// Most missed messages per room that one recovery (`since`, `sync`) returns; past it the reply says
@@ -107,6 +163,14 @@ pub struct Config {
     /// Seconds to let pending work finish on shutdown.
     #[arg(long, env = "PALAVER_SHUTDOWN_GRACE", default_value_t = 10)]
     pub shutdown_grace_secs: u64,
+}
+
+/// A non-zero default for a flag.
+const fn nz(n: u32) -> NonZeroU32 {
+    match NonZeroU32::new(n) {
+        Some(n) => n,
+        None => NonZeroU32::MIN,
+    }
 }
 
 /// Algorithms accepted for a public-key JWT configuration.
@@ -190,6 +254,18 @@ impl fmt::Debug for Config {
             .field("max_rooms_per_socket", &self.max_rooms_per_socket)
             .field("send_rate", &self.send_rate)
             .field("send_burst", &self.send_burst)
+            .field("join_rate", &self.join_rate)
+            .field("join_burst", &self.join_burst)
+            .field("read_rate", &self.read_rate)
+            .field("read_burst", &self.read_burst)
+            .field("presence_rate", &self.presence_rate)
+            .field("presence_burst", &self.presence_burst)
+            .field("typing_rate", &self.typing_rate)
+            .field("typing_burst", &self.typing_burst)
+            .field("user_budget_factor", &self.user_budget_factor)
+            .field("max_queued_events", &self.max_queued_events)
+            .field("room_quota", &self.room_quota)
+            .field("guests_create_rooms", &self.guests_create_rooms)
             .field("max_payload", &self.max_payload)
             .field("auto_create_rooms", &self.auto_create_rooms)
             .field("recovery_limit", &self.recovery_limit)

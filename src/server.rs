@@ -125,17 +125,13 @@ impl Parts {
         presence: Presence,
     ) -> Arc<Chat<A>> {
         let config = &self.config;
+        let budgets = Limits::from_config(config).budgets;
         Arc::new(Chat {
             store: self.store.clone(),
             verifier: self.verifier.clone(),
-            limits: Limits {
-                max_rooms_per_socket: config.max_rooms_per_socket,
-                send_rate: config.send_rate,
-                send_burst: config.send_burst,
-                auto_create_rooms: config.auto_create_rooms,
-                max_payload: config.max_payload,
-                recovery_limit: config.recovery_limit,
-            },
+            limits: Limits::from_config(config),
+            user_budgets: chat::budget::UserBudgets::new(&budgets),
+            guest_creations: chat::guest_creation_quota(config),
             presence,
             redis,
             io,
@@ -192,6 +188,7 @@ async fn run<A: Adapter>(
             .map_request(own_request_head)
             .layer(socket_layer),
     );
+    chat::spawn_housekeeping(&chat);
     tracing::info!(addr = %listener.local_addr()?, "listening");
     let grace = Duration::from_secs(config.shutdown_grace_secs);
     let io = chat.io.clone();
@@ -204,20 +201,23 @@ async fn run<A: Adapter>(
             tracing::debug!(error = %e, "TCP_NODELAY");
         }
     });
-    axum::serve(listener, app.into_make_service())
-        .with_graceful_shutdown(async move {
-            shutdown.await;
-            tracing::info!("shutting down: closing sockets");
-            io.close().await;
-            chat.tasks.close();
-            if tokio::time::timeout(grace, chat.tasks.wait())
-                .await
-                .is_err()
-            {
-                tracing::warn!(?grace, "pending events did not finish in time");
-            }
-        })
-        .await?;
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move {
+        shutdown.await;
+        tracing::info!("shutting down: closing sockets");
+        io.close().await;
+        chat.tasks.close();
+        if tokio::time::timeout(grace, chat.tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(?grace, "pending events did not finish in time");
+        }
+    })
+    .await?;
     tracing::info!("stopped");
     Ok(())
 }

@@ -95,17 +95,34 @@ impl JwtVerifier {
             .sub
             .filter(|sub| !sub.trim().is_empty())
             .ok_or_else(|| AuthError::new("missing_sub", "the token has no \"sub\" claim"))?;
-        let name = [claims.name, claims.preferred_username]
-            .into_iter()
-            .flatten()
-            .map(|n| {
-                n.trim()
-                    .chars()
-                    .take(super::names::MAX_NAME_CHARS)
-                    .collect::<String>()
-            })
-            .find(|n| !n.is_empty())
-            .unwrap_or_else(|| id.clone());
+        if id.chars().any(char::is_control) {
+            return Err(AuthError::new(
+                "invalid_claim",
+                "the token's \"sub\" claim contains control characters, which cannot be stored",
+            ));
+        }
+        let mut name = None;
+        for (claim, value) in [
+            ("name", claims.name),
+            ("preferred_username", claims.preferred_username),
+        ] {
+            let Some(value) = value.filter(|v| !v.trim().is_empty()) else {
+                continue;
+            };
+            // Identity providers allow long names; palaver shows the first 32 characters.
+            let shortened: String = value
+                .trim()
+                .chars()
+                .take(super::names::MAX_NAME_CHARS)
+                .collect();
+            let field = format!("the token's {claim:?} claim");
+            name = Some(
+                super::names::validate_display_name(&field, &shortened)
+                    .map_err(|reason| AuthError::new("invalid_claim", reason))?,
+            );
+            break;
+        }
+        let name = name.unwrap_or_else(|| id.clone());
         Ok(User {
             id,
             name,
@@ -170,6 +187,21 @@ mod tests {
             json!({ "sub": "u1", "exp": exp(60) }),
         );
         assert_eq!(v.verify(&t).map(|u| u.name), Ok("u1".into()));
+    }
+
+    #[test]
+    fn claims_that_cannot_be_stored_are_refused() {
+        let v = JwtVerifier::hs256(b"s");
+        for claims in [
+            json!({ "sub": "u1", "name": "evil\u{0}", "exp": exp(60) }),
+            json!({ "sub": "u1", "preferred_username": "a\u{7}b", "exp": exp(60) }),
+            json!({ "sub": "u\u{0}1", "name": "Ada", "exp": exp(60) }),
+        ] {
+            let t = token(Algorithm::HS256, b"s", claims.clone());
+            let err = v.verify(&t).expect_err("refused");
+            assert_eq!(err.code, "invalid_claim", "{claims}");
+            assert!(err.message.contains("claim"), "{}", err.message);
+        }
     }
 
     fn public_key_config(alg: &str, public_pem: &str) -> Config {

@@ -93,9 +93,8 @@ pub fn authenticate(
     }
     let name = match payload.name {
         None | Some(serde_json::Value::Null) => random_name(),
-        Some(serde_json::Value::String(name)) => {
-            validate_display_name(&name).map_err(|reason| AuthError::new("invalid_name", reason))?
-        }
+        Some(serde_json::Value::String(name)) => validate_display_name("auth.name", &name)
+            .map_err(|reason| AuthError::new("invalid_name", reason))?,
         Some(_) => {
             return Err(AuthError::new("invalid_name", "auth.name must be a string"));
         }

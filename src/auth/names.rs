@@ -26,20 +26,22 @@ pub fn random_name() -> String {
     format!("{adjective}-{animal}-{number}")
 }
 
-/// Trims the name and checks it is 1–32 printable characters; the error says what is wrong.
-pub fn validate_display_name(name: &str) -> Result<String, String> {
+/// Trims the name and checks it is 1–32 printable characters; the error names `field` and says what is wrong.
+pub fn validate_display_name(field: &str, name: &str) -> Result<String, String> {
     let trimmed = name.trim();
     let chars = trimmed.chars().count();
     if chars == 0 {
-        return Err("auth.name is empty".to_owned());
+        return Err(format!("{field} is empty"));
     }
     if chars > MAX_NAME_CHARS {
         return Err(format!(
-            "auth.name has {chars} characters; at most {MAX_NAME_CHARS} are allowed"
+            "{field} has {chars} characters; at most {MAX_NAME_CHARS} are allowed"
         ));
     }
     if trimmed.chars().any(char::is_control) {
-        return Err("auth.name contains control characters".to_owned());
+        return Err(format!(
+            "{field} contains control characters, which cannot be stored"
+        ));
     }
     Ok(trimmed.to_owned())
 }
@@ -50,10 +52,15 @@ mod tests {
 
     #[test]
     fn names_are_checked() {
-        assert_eq!(validate_display_name("  Zoë  ").as_deref(), Ok("Zoë"));
-        assert!(validate_display_name(&"x".repeat(32)).is_ok());
-        assert!(validate_display_name(&"x".repeat(33)).is_err());
-        assert!(validate_display_name("a\u{0007}b").is_err());
-        assert!(validate_display_name("\t\n").is_err());
+        let check = |name: &str| validate_display_name("auth.name", name);
+        assert_eq!(check("  Zoë  ").as_deref(), Ok("Zoë"));
+        assert!(check(&"x".repeat(32)).is_ok());
+        assert!(check(&"x".repeat(33)).is_err());
+        assert!(check("a\u{0007}b").is_err());
+        assert_eq!(
+            check("evil\u{0}"),
+            Err("auth.name contains control characters, which cannot be stored".to_owned())
+        );
+        assert!(check("\t\n").is_err());
     }
 }

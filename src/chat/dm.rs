@@ -39,7 +39,6 @@ pub async fn send<A: Adapter>(mut call: Call<A>) -> ChatResult<Reply> {
             p.to
         )));
     }
-    call.conn.spend_send()?;
     let room_id = payload::dm_room_id(&conn.user.id, &p.to);
     if !presence::in_room(&call.socket, &room_id) {
         // First DM of this conversation on this connection: make sure the room and both memberships exist,
@@ -60,11 +59,7 @@ pub async fn send<A: Adapter>(mut call: Call<A>) -> ChatResult<Reply> {
             name: peer_name,
         };
         let me = conn.user.author();
-        if !chat
-            .store
-            .create_dm(ns, &room, [&me, &peer])
-            .await?
-        {
+        if !chat.store.create_dm(ns, &room, [&me, &peer]).await? {
             chat.store.add_member(ns, &room_id, &me).await?;
         }
         let key = room_key(&room_id);

@@ -21,7 +21,6 @@ pub async fn send<A: Adapter>(mut call: Call<A>) -> ChatResult<Reply> {
     if !in_room(&call.socket, room) {
         return Err(rooms::not_in_room(room));
     }
-    call.conn.spend_send()?;
     let new = NewMessage {
         room: room.to_owned(),
         from: call.conn.user.author(),

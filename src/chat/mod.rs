@@ -1,10 +1,14 @@
 //! The chat over Socket.IO: the event table, per-socket context, ordered dispatch and the ack envelope.
 //!
 //! Each event lives in the file named after its area: `session` (connect, auth, disconnect), `rooms`
-//! (`room:*`, `rooms:list`), `messages` (`message:send`, `history:fetch`), `dm` (`dm:send`), `presence`
-//! (`presence:list`, `typing`, `room:notice`). Payload rules are plain functions in `payload`.
+//! (`room:create`, `room:join`, `room:leave`, `rooms:list`), `invitations` (`room:invite`, `room:decline`,
+//! `invitations:list`), `messages` (`message:send`, `history:fetch`), `dm` (`dm:send`), `presence`
+//! (`presence:list`, `typing`, `room:notice`), `recovery` (`sync`). Payload rules are plain functions in
+//! `payload`; what a socket and a user may spend, in `budget`.
 
+pub mod budget;
 mod dm;
+mod invitations;
 mod messages;
 pub mod payload;
 mod presence;
@@ -30,6 +34,8 @@ use socketioxide::{
 use tokio::sync::oneshot;
 use tokio_util::task::TaskTracker;
 
+use budget::EventClass;
+
 use crate::{
     auth::{JwtVerifier, User},
     config::NamespaceSettings,
@@ -43,14 +49,74 @@ pub use session::register_namespace;
 /// Server-wide limits every namespace shares.
 #[derive(Clone, Debug)]
 pub struct Limits {
+    /// Rooms one socket may be in at once; also how many of a user's rooms `session` lists and re-enters.
     pub max_rooms_per_socket: usize,
-    pub send_rate: u32,
-    pub send_burst: u32,
+    pub budgets: budget::BudgetConfig,
     pub auto_create_rooms: bool,
+    /// Rooms one user may create per day (`room:create` and auto-creation by `room:join`).
+    pub room_quota: u32,
+    /// Whether guests may create rooms at all.
+    pub guests_create_rooms: bool,
     /// Largest packet a client may send, in bytes.
     pub max_payload: u64,
     /// Most missed messages one room's recovery returns before it says `truncated`.
     pub recovery_limit: u32,
+}
+
+impl Limits {
+    pub fn from_config(config: &crate::Config) -> Self {
+        use budget::Rate;
+        let rate = |per_second, burst| Rate { per_second, burst };
+        Self {
+            max_rooms_per_socket: config.max_rooms_per_socket as usize,
+            budgets: budget::BudgetConfig {
+                join: rate(config.join_rate, config.join_burst),
+                read: rate(config.read_rate, config.read_burst),
+                presence: rate(config.presence_rate, config.presence_burst),
+                typing: rate(config.typing_rate, config.typing_burst),
+                send: rate(config.send_rate, config.send_burst),
+                user_factor: config.user_budget_factor,
+                max_queued: config.max_queued_events as usize,
+            },
+            auto_create_rooms: config.auto_create_rooms,
+            room_quota: config.room_quota.get(),
+            guests_create_rooms: config.guests_create_rooms,
+            max_payload: config.max_payload,
+            recovery_limit: config.recovery_limit,
+        }
+    }
+}
+
+/// Drops the budgets of users who have been quiet long enough for them to be full again, until the chat's tasks
+/// close (shutdown).
+pub fn spawn_housekeeping<A: Adapter>(chat: &SharedChat<A>) {
+    let chat = Arc::downgrade(chat);
+    tokio::spawn(async move {
+        let mut ticker = tokio::time::interval(budget::PRUNE_EVERY);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticker.tick().await;
+            let Some(chat) = chat.upgrade() else { return };
+            if chat.tasks.is_closed() {
+                return;
+            }
+            chat.user_budgets.prune();
+            chat.guest_creations.retain_recent();
+            chat.guest_creations.shrink_to_fit();
+        }
+    });
+}
+
+/// Room creations by guests per source address: `--room-quota` a day, all of it usable at once.
+pub fn guest_creation_quota(
+    config: &crate::Config,
+) -> governor::DefaultKeyedRateLimiter<std::net::IpAddr> {
+    let per_day = config.room_quota;
+    let period = std::time::Duration::from_secs(24 * 3600) / per_day.get();
+    let quota = governor::Quota::with_period(period)
+        .unwrap_or_else(|| governor::Quota::per_second(std::num::NonZeroU32::MIN))
+        .allow_burst(per_day);
+    governor::RateLimiter::keyed(quota)
 }
 
 /// What every handler can reach: storage, identity, presence and the Socket.IO server.
@@ -64,15 +130,21 @@ pub struct Chat<A: Adapter> {
     pub io: SocketIo<A>,
     /// Every event being handled, so that shutdown can let pending writes commit.
     pub tasks: TaskTracker,
+    /// Each user's event budgets on this node, shared by all their sockets.
+    pub user_budgets: budget::UserBudgets,
+    /// Room creations by guests, per source address: a guest's id is new on every connection.
+    pub guest_creations: governor::DefaultKeyedRateLimiter<std::net::IpAddr>,
 }
 
 pub type SharedChat<A> = Arc<Chat<A>>;
 
-/// One socket's context: who it is, where it is, and its send budget.
+/// One socket's context: who it is, where it is, and its budgets.
 pub struct Conn {
     pub user: User,
     pub ns: Arc<NamespaceSettings>,
-    send_budget: governor::DefaultDirectRateLimiter,
+    /// Where the connection comes from (guest room-creation quota); `None` when unknown.
+    pub peer_ip: Option<std::net::IpAddr>,
+    budget: Arc<budget::SocketBudget>,
     /// The receiver the next event waits on before it runs; see [`Conn::take_turn`].
     last_turn: Mutex<Option<oneshot::Receiver<()>>>,
     /// The first turn, reserved before the client is told it is connected and released once the socket has
@@ -81,16 +153,17 @@ pub struct Conn {
 }
 
 impl Conn {
-    fn new(user: User, ns: Arc<NamespaceSettings>, limits: &Limits) -> Self {
-        use std::num::NonZeroU32;
-        let rate = NonZeroU32::new(limits.send_rate).unwrap_or(NonZeroU32::MIN);
-        let burst = NonZeroU32::new(limits.send_burst).unwrap_or(rate);
+    fn new(
+        user: User,
+        ns: Arc<NamespaceSettings>,
+        peer_ip: Option<std::net::IpAddr>,
+        limits: &Limits,
+    ) -> Self {
         Self {
             user,
             ns,
-            send_budget: governor::RateLimiter::direct(
-                governor::Quota::per_second(rate).allow_burst(burst),
-            ),
+            peer_ip,
+            budget: Arc::new(budget::SocketBudget::new(&limits.budgets)),
             last_turn: Mutex::new(None),
             connect_turn: Mutex::new(None),
         }
@@ -111,13 +184,6 @@ impl Conn {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .take();
-    }
-
-    /// Spends one send from the socket's budget.
-    pub fn spend_send(&self) -> ChatResult<()> {
-        self.send_budget.check().map_err(|_| {
-            ChatError::rate_limited("too many messages from this connection; slow down and retry")
-        })
     }
 
     /// Events of one socket run one after another, in the order they arrived: a client may emit `room:join`
@@ -178,6 +244,13 @@ pub enum Reply {
     Users {
         users: Vec<User>,
     },
+    Invitations {
+        invitations: Vec<crate::store::Invitation>,
+    },
+    Invited {
+        /// Ids of the users newly invited (members and users already invited are skipped).
+        invited: Vec<String>,
+    },
     Done {},
 }
 
@@ -187,9 +260,10 @@ type EventFn<A> = fn(Call<A>) -> BoxFuture<ChatResult<Reply>>;
 /// Marks the [`MessageHandler`] implementation of [`Event`] apart from socketioxide's closure handlers.
 pub struct Ordered;
 
-/// A registered event: its name, its handler, and the socket context the handler runs in.
+/// A registered event: its name, its budget class, its handler, and the socket context the handler runs in.
 struct Event<A: Adapter> {
     name: &'static str,
+    class: EventClass,
     run: EventFn<A>,
     chat: SharedChat<A>,
     conn: Arc<Conn>,
@@ -216,6 +290,24 @@ impl<A: Adapter> MessageHandler<A, Ordered> for Event<A> {
         }
         // Both extractors are infallible.
         let Ok(ack) = AckSender::from_message_parts(&socket, &mut value, &ack_id);
+        // Refused events are answered here, unrun and unqueued: a flood costs one ack each and holds nothing.
+        let admitted = self.conn.budget.enqueue().and_then(|place| {
+            budget::spend(
+                &self.conn.budget,
+                &self.chat.user_budgets,
+                &self.conn.user.id,
+                self.class,
+            )?;
+            Ok(place)
+        });
+        let place = match admitted {
+            Ok(place) => place,
+            Err(refused) => {
+                let socket = SocketRef::from(socket);
+                respond(&socket, ack, ack_id.is_some(), self.name, Err(refused));
+                return;
+            }
+        };
         let Ok(TryData(payload)) =
             TryData::<Json>::from_message_parts(&socket, &mut value, &ack_id);
         let (previous, done) = self.conn.take_turn();
@@ -234,7 +326,7 @@ impl<A: Adapter> MessageHandler<A, Ordered> for Event<A> {
             let socket = call.socket.clone();
             let result = run(call).await;
             respond(&socket, ack, wants_ack, name, result);
-            drop(done);
+            drop((done, place));
         });
     }
 }
@@ -277,19 +369,23 @@ fn respond<A: Adapter>(
     }
 }
 
-/// The event table: every client → server event and the function that handles it.
-fn event_table<A: Adapter>() -> [(&'static str, EventFn<A>); 10] {
+/// The event table: every client → server event, its budget class, and the function that handles it.
+fn event_table<A: Adapter>() -> [(&'static str, EventClass, EventFn<A>); 13] {
+    use EventClass::{Join, Presence, Read, Send, Typing};
     [
-        ("room:create", |c| Box::pin(rooms::create(c))),
-        ("room:join", |c| Box::pin(rooms::join(c))),
-        ("room:leave", |c| Box::pin(rooms::leave(c))),
-        ("rooms:list", |c| Box::pin(rooms::list(c))),
-        ("message:send", |c| Box::pin(messages::send(c))),
-        ("history:fetch", |c| Box::pin(messages::history(c))),
-        ("dm:send", |c| Box::pin(dm::send(c))),
-        ("presence:list", |c| Box::pin(presence::list(c))),
-        ("typing", |c| Box::pin(presence::typing(c))),
-        ("sync", |c| Box::pin(recovery::sync(c))),
+        ("room:create", Join, |c| Box::pin(rooms::create(c))),
+        ("room:join", Join, |c| Box::pin(rooms::join(c))),
+        ("room:leave", Join, |c| Box::pin(rooms::leave(c))),
+        ("room:invite", Join, |c| Box::pin(invitations::invite(c))),
+        ("room:decline", Join, |c| Box::pin(invitations::decline(c))),
+        ("rooms:list", Read, |c| Box::pin(rooms::list(c))),
+        ("invitations:list", Read, |c| Box::pin(invitations::list(c))),
+        ("message:send", Send, |c| Box::pin(messages::send(c))),
+        ("history:fetch", Read, |c| Box::pin(messages::history(c))),
+        ("dm:send", Send, |c| Box::pin(dm::send(c))),
+        ("presence:list", Presence, |c| Box::pin(presence::list(c))),
+        ("typing", Typing, |c| Box::pin(presence::typing(c))),
+        ("sync", Read, |c| Box::pin(recovery::sync(c))),
     ]
 }
 
@@ -321,11 +417,12 @@ impl<A: Adapter> MessageHandler<A, Ordered> for UnknownEvent<A> {
 
 /// Registers every event of the table on a socket, bound to its context.
 fn register_events<A: Adapter>(socket: &SocketRef<A>, chat: &SharedChat<A>, conn: &Arc<Conn>) {
-    for (name, run) in event_table::<A>() {
+    for (name, class, run) in event_table::<A>() {
         socket.on(
             name,
             Event {
                 name,
+                class,
                 run,
                 chat: chat.clone(),
                 conn: conn.clone(),

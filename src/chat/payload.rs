@@ -16,7 +16,7 @@ pub const MAX_ROOM_CHARS: usize = 64;
 pub const MAX_CLIENT_ID_CHARS: usize = 64;
 /// Longest user id accepted in `to` and `members`.
 pub const MAX_USER_ID_CHARS: usize = 256;
-/// Most members `room:create` may add.
+/// Most users `room:create` or `room:invite` may invite at once.
 pub const MAX_INITIAL_MEMBERS: usize = 100;
 /// Prefix reserved for DM room ids.
 pub const DM_PREFIX: &str = "dm:";
@@ -119,8 +119,22 @@ pub fn new_room_id(room: &str) -> ChatResult<&str> {
     Ok(room)
 }
 
-/// Message text: not blank, at most `max_chars` characters. Stored as sent.
+/// Checks that a string can be stored by every backend and shown as it was sent: no NUL (Postgres refuses it in
+/// text) and no other control characters, except tab and line breaks where `multiline` (message text).
+pub fn storable(field: &str, value: &str, multiline: bool) -> ChatResult<()> {
+    let allowed = |c: char| multiline && matches!(c, '\t' | '\n' | '\r');
+    match value.chars().find(|c| c.is_control() && !allowed(*c)) {
+        None => Ok(()),
+        Some(c) => Err(ChatError::bad_request(format!(
+            "{field} contains the control character U+{:04X}, which cannot be stored",
+            u32::from(c)
+        ))),
+    }
+}
+
+/// Message text: not blank, at most `max_chars` characters, storable. Stored as sent.
 pub fn text(text: &str, max_chars: usize) -> ChatResult<&str> {
+    storable("text", text, true)?;
     if text.trim().is_empty() {
         return Err(ChatError::bad_request("text is empty"));
     }
@@ -140,7 +154,11 @@ pub fn client_id(client_id: Option<String>) -> ChatResult<Option<String>> {
                 "clientId must be 1–{MAX_CLIENT_ID_CHARS} characters"
             )))
         }
-        other => Ok(other),
+        Some(id) => {
+            storable("clientId", &id, false)?;
+            Ok(Some(id))
+        }
+        None => Ok(None),
     }
 }
 
@@ -150,7 +168,41 @@ pub fn user_id(id: &str, field: &str) -> ChatResult<()> {
             "{field} must be a user id of 1–{MAX_USER_ID_CHARS} characters"
         )));
     }
-    Ok(())
+    storable(field, id, false)
+}
+
+/// Users to invite (`field` names the list in errors): at most [`MAX_INITIAL_MEMBERS`] valid user ids, the
+/// inviter and repeats left out.
+pub fn invitees(
+    ids: &[String],
+    field: &str,
+    inviter: &str,
+) -> ChatResult<Vec<crate::store::Author>> {
+    if ids.len() > MAX_INITIAL_MEMBERS {
+        return Err(ChatError::too_large(format!(
+            "{field} lists {} users; at most {MAX_INITIAL_MEMBERS} can be invited at once",
+            ids.len()
+        )));
+    }
+    let mut seen = std::collections::HashSet::new();
+    let mut invited = Vec::new();
+    for id in ids {
+        user_id(id, &format!("{field}[]"))?;
+        if id != inviter && seen.insert(id.as_str()) {
+            // The invitee's display name is unknown until they accept; their id stands in for it.
+            invited.push(crate::store::Author {
+                id: id.clone(),
+                name: id.clone(),
+            });
+        }
+    }
+    Ok(invited)
+}
+
+#[derive(Debug, Deserialize)]
+pub struct RoomInvite {
+    pub room: String,
+    pub users: Vec<String>,
 }
 
 /// A page size: 1–100, 50 when absent.
@@ -225,6 +277,23 @@ mod tests {
             text("éééé", 3).map_err(|e| e.code),
             Err(ErrorCode::TooLarge)
         );
+    }
+
+    #[test]
+    fn unstorable_characters_are_refused_naming_the_field() {
+        let err = text("evil\u{0}", 100).expect_err("NUL");
+        assert_eq!(err.code, ErrorCode::BadRequest);
+        assert!(err.message.starts_with("text "), "{}", err.message);
+        assert!(err.message.contains("U+0000"), "{}", err.message);
+        assert!(text("two\nlines\tand a tab\r\n", 100).is_ok());
+        assert!(text("bell\u{7}", 100).is_err());
+        assert!(text("c1 \u{85}", 100).is_err());
+        let err = client_id(Some("id\u{0}".into())).expect_err("NUL");
+        assert!(err.message.starts_with("clientId "), "{}", err.message);
+        assert!(client_id(Some("a\nb".into())).is_err());
+        let err = user_id("bob\u{0}", "to").expect_err("NUL");
+        assert!(err.message.starts_with("to "), "{}", err.message);
+        assert!(text("emoji 👋 and ümlauts", 100).is_ok());
     }
 
     #[test]

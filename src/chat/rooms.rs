@@ -1,16 +1,16 @@
-//! `room:create`, `room:join`, `room:leave` and `rooms:list`.
+//! `room:create`, `room:join`, `room:leave` and `rooms:list`, and the per-user room-creation quota.
 
 use socketioxide::{adapter::Adapter, extract::SocketRef};
 
 use super::{
-    Call, Chat, Conn, Reply, payload,
+    Call, Chat, Conn, Reply, invitations, payload,
     presence::{self, in_room},
     recovery, room_key, user_key,
 };
 use crate::cluster;
 use crate::{
     error::{ChatError, ChatResult},
-    store::{Author, HistoryQuery, Room, RoomKind, Visibility},
+    store::{HistoryQuery, Room, RoomKind, Visibility},
 };
 
 pub fn not_in_room(room: &str) -> ChatError {
@@ -64,7 +64,40 @@ fn check_room_budget<A: Adapter>(
     Ok(())
 }
 
-/// `room:create { name, visibility?, members? }` → `{ room }`
+/// May this user create one more room? Signed-in users have `--room-quota` a day, counted in the store so that
+/// it holds across nodes (two creations racing on two sockets may both pass: the quota is a brake, not a
+/// ledger). Guests get a new id on every connection, so theirs is counted per source address on this node.
+async fn check_creation_quota<A: Adapter>(chat: &Chat<A>, conn: &Conn) -> ChatResult<()> {
+    let quota = chat.limits.room_quota;
+    if conn.user.anonymous {
+        if !chat.limits.guests_create_rooms {
+            return Err(ChatError::forbidden(
+                "guests cannot create rooms on this server; sign in, or join an existing room",
+            ));
+        }
+        if let Some(ip) = conn.peer_ip
+            && chat.guest_creations.check_key(&ip).is_err()
+        {
+            return Err(ChatError::rate_limited(format!(
+                "guests from your address have created {quota} rooms today, the most allowed"
+            )));
+        }
+        return Ok(());
+    }
+    let since = crate::store::now() - chrono::Duration::hours(24);
+    let created = chat
+        .store
+        .rooms_created_since(&conn.ns.path, &conn.user.id, since)
+        .await?;
+    if created >= i64::from(quota) {
+        return Err(ChatError::rate_limited(format!(
+            "you have created {created} rooms in the last 24 hours, the most allowed ({quota})"
+        )));
+    }
+    Ok(())
+}
+
+/// `room:create { name, visibility?, members? }` → `{ room }`. The creator joins; `members` are invited.
 pub async fn create<A: Adapter>(mut call: Call<A>) -> ChatResult<Reply> {
     let p: payload::RoomCreate = payload::parse(
         "room:create",
@@ -72,16 +105,9 @@ pub async fn create<A: Adapter>(mut call: Call<A>) -> ChatResult<Reply> {
         call.payload.take(),
     )?;
     let id = payload::new_room_id(&p.name)?;
-    if p.members.len() > payload::MAX_INITIAL_MEMBERS {
-        return Err(ChatError::too_large(format!(
-            "at most {} members can be added at creation",
-            payload::MAX_INITIAL_MEMBERS
-        )));
-    }
-    for member in &p.members {
-        payload::user_id(member, "members[]")?;
-    }
+    let invited = payload::invitees(&p.members, "members", &call.conn.user.id)?;
     check_room_budget(&call.chat, &call.socket, id)?;
+    check_creation_quota(&call.chat, &call.conn).await?;
     let room = Room {
         id: id.to_owned(),
         name: id.to_owned(),
@@ -89,19 +115,11 @@ pub async fn create<A: Adapter>(mut call: Call<A>) -> ChatResult<Reply> {
         visibility: p.visibility,
         created_at: crate::store::now(),
     };
-    let invited: Vec<Author> = p
-        .members
-        .iter()
-        .filter(|m| **m != call.conn.user.id)
-        .map(|m| Author {
-            id: m.clone(),
-            name: m.clone(),
-        })
-        .collect();
+    let me = call.conn.user.author();
     if !call
         .chat
         .store
-        .create_room(call.ns(), &room, &call.conn.user.author(), &invited)
+        .create_room(call.ns(), &room, &me, &invited)
         .await?
     {
         return Err(ChatError::bad_request(format!(
@@ -109,10 +127,13 @@ pub async fn create<A: Adapter>(mut call: Call<A>) -> ChatResult<Reply> {
         )));
     }
     presence::enter_room(&call.chat, &call.socket, &call.conn, id).await;
+    let ids: Vec<String> = invited.into_iter().map(|a| a.id).collect();
+    invitations::notify(&call, &room, &ids).await;
     Ok(Reply::Room { room })
 }
 
-/// `room:join { room, limit? }` → `{ room, history, hasMore, members }`
+/// `room:join { room, limit?, since? }` → `{ room, history, hasMore, members }`. Joining a private room
+/// accepts the user's invitation to it.
 pub async fn join<A: Adapter>(mut call: Call<A>) -> ChatResult<Reply> {
     let p: payload::RoomJoin = payload::parse(
         "room:join",
@@ -121,11 +142,13 @@ pub async fn join<A: Adapter>(mut call: Call<A>) -> ChatResult<Reply> {
     )?;
     let id = payload::room_id(&p.room)?;
     let limit = payload::limit(p.limit)?;
+    let since = p.since.map(payload::since).transpose()?;
     let (chat, conn, ns) = (&call.chat, &call.conn, call.conn.ns.path.as_str());
     check_room_budget(chat, &call.socket, id)?;
     let room = match chat.store.room(ns, id).await? {
         Some(room) => room,
         None if chat.limits.auto_create_rooms && !id.starts_with(payload::DM_PREFIX) => {
+            check_creation_quota(chat, conn).await?;
             let room = Room {
                 id: id.to_owned(),
                 name: id.to_owned(),
@@ -139,6 +162,7 @@ pub async fn join<A: Adapter>(mut call: Call<A>) -> ChatResult<Reply> {
     };
     if room.visibility == Visibility::Private
         && !chat.store.is_member(ns, id, &conn.user.id).await?
+        && !chat.store.is_invited(ns, id, &conn.user.id).await?
     {
         return Err(ChatError::forbidden(format!(
             "room {id:?} is private and you are not a member"
@@ -152,9 +176,8 @@ pub async fn join<A: Adapter>(mut call: Call<A>) -> ChatResult<Reply> {
     // Enter before reading history: a message committed in between then arrives as an event (the client
     // drops it by seq if history has it too) instead of being missed.
     presence::enter_room(chat, &call.socket, conn, id).await;
-    let (history, has_more, truncated) = match p.since {
+    let (history, has_more, truncated) = match since {
         Some(since) => {
-            let since = payload::since(since)?;
             let missed = recovery::missed(chat, conn, id, since).await?;
             (missed.messages, since > 0, Some(missed.has_more))
         }

@@ -1,5 +1,5 @@
-//! A socket's life: authentication and handler registration before the client is told it is connected,
-//! then `session` and re-entry into the user's rooms, and cleanup on disconnect.
+//! A socket's life: authentication, the user's rooms and handler registration before the client is told it is
+//! connected, then re-entry into those rooms and `session`, and cleanup on disconnect.
 
 use std::sync::Arc;
 
@@ -18,7 +18,7 @@ use super::{Conn, SharedChat, presence, register_events, user_key};
 use crate::{
     auth::{self, AuthError, User},
     config::NamespaceSettings,
-    store::RoomSummary,
+    store::{Invitation, RoomSummary},
 };
 
 /// Serves the chat on one namespace with its settings. The adapter's init result is the caller's to handle
@@ -33,7 +33,7 @@ pub fn register_namespace<A: Adapter + DefinedAdapter>(
     let (for_middleware, for_connect) = (chat.clone(), chat.clone());
     let middleware = move |socket: SocketRef<A>, TryData(auth): TryData<Json>| {
         let (chat, settings) = (for_middleware.clone(), settings.clone());
-        async move { admit(&chat, &socket, auth.ok(), settings) }
+        async move { admit(&chat, &socket, auth.ok(), settings).await }
     };
     let on_connect = move |socket: SocketRef<A>| {
         let chat = for_connect.clone();
@@ -42,9 +42,19 @@ pub fn register_namespace<A: Adapter + DefinedAdapter>(
     chat.io.ns(path, on_connect.with(middleware))
 }
 
-/// Runs before the client learns it is connected: decides who it is and registers every event handler, so no
-/// event the client sends right after connecting can arrive before its handler exists.
-fn admit<A: Adapter>(
+/// What a new connection is told in `session`: who it is, the rooms it is in, and its open invitations.
+#[derive(Clone, Default, Serialize)]
+struct Session {
+    /// The rooms of this user (see [`crate::store::Store::user_rooms`]); the socket enters every one of them
+    /// before the client hears of `session`, so each room listed delivers live messages.
+    rooms: Vec<RoomSummary>,
+    invitations: Vec<Invitation>,
+}
+
+/// Runs before the client learns it is connected: decides who it is, reads its rooms, and registers every event
+/// handler, so no event the client sends right after connecting can arrive before its handler exists. When the
+/// store cannot be read, the connection is refused (`unavailable`) rather than connected into no rooms.
+async fn admit<A: Adapter>(
     chat: &SharedChat<A>,
     socket: &SocketRef<A>,
     auth: Option<Json>,
@@ -54,9 +64,26 @@ fn admit<A: Adapter>(
         .inspect_err(|e| {
             tracing::info!(ns = %settings.path, code = e.code, reason = %e.message, "connection refused");
         })?;
-    let conn = Arc::new(Conn::new(user, settings, &chat.limits));
+    // A guest is new on every connection and has no rooms yet.
+    let session = if user.anonymous {
+        Session::default()
+    } else {
+        session_of(chat, &settings.path, &user.id)
+            .await
+            .map_err(|e| {
+                tracing::warn!(ns = %settings.path, user = %user.id, error = %e, "connection refused: cannot read the user's rooms");
+                AuthError::new("unavailable", "the message store is unavailable; reconnect shortly")
+            })?
+    };
+    let peer_ip = socket
+        .req_parts()
+        .extensions
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|info| info.0.ip());
+    let conn = Arc::new(Conn::new(user, settings, peer_ip, &chat.limits));
     conn.reserve_connect_turn();
     socket.extensions.insert(conn.clone());
+    socket.extensions.insert(session);
     socket.join(user_key(&conn.user.id));
     register_events(socket, chat, &conn);
     let on_disconnect = {
@@ -70,49 +97,41 @@ fn admit<A: Adapter>(
     Ok(())
 }
 
-/// After the client is connected: re-enter the user's rooms, then send `session`.
+/// The user's rooms (as many as one socket may be in) and invitations.
+async fn session_of<A: Adapter>(
+    chat: &SharedChat<A>,
+    ns: &str,
+    user_id: &str,
+) -> Result<Session, crate::store::StoreError> {
+    let rooms = chat
+        .store
+        .user_rooms(ns, user_id, chat.limits.max_rooms_per_socket)
+        .await?;
+    let invitations = chat.store.invitations(ns, user_id).await?;
+    Ok(Session { rooms, invitations })
+}
+
+/// After the client is connected: enter the user's rooms, then send `session`.
 async fn connected<A: Adapter>(chat: SharedChat<A>, socket: SocketRef<A>) {
     #[derive(Serialize)]
-    struct Session<'a> {
+    struct SessionEvent<'a> {
         user: &'a User,
-        rooms: Vec<RoomSummary>,
+        #[serde(flatten)]
+        session: Session,
     }
     let Some(conn) = socket.extensions.get::<Arc<Conn>>() else {
         return;
     };
+    let session = socket.extensions.remove::<Session>().unwrap_or_default();
     tracing::info!(socket = %socket.id, ns = %conn.ns.path, user = %conn.user.id, name = %conn.user.name, "connected");
-    let ns = conn.ns.path.as_str();
-    let mut rooms = Vec::new();
-    if !conn.user.anonymous {
-        match chat
-            .store
-            .user_rooms(ns, &conn.user.id, chat.limits.max_rooms_per_socket)
-            .await
-        {
-            Ok(list) => {
-                for room in &list {
-                    presence::enter_room(&chat, &socket, &conn, &room.room.id).await;
-                }
-                rooms = list;
-            }
-            Err(e) => tracing::warn!(user = %conn.user.id, error = %e, "could not re-enter rooms"),
-        }
+    for room in &session.rooms {
+        presence::enter_room(&chat, &socket, &conn, &room.room.id).await;
     }
-    // `session` lists the user's own rooms only: public rooms can be many, and every connect would carry them
-    // all (`rooms:list` has them). A guest is new on every connection and has none.
-    if !conn.user.anonymous {
-        match chat.store.list_rooms(ns, &conn.user.id, false).await {
-            Ok(list) => rooms = list,
-            Err(e) => {
-                tracing::warn!(user = %conn.user.id, error = %e, "could not list rooms for session")
-            }
-        }
-    }
-    let session = Session {
+    let event = SessionEvent {
         user: &conn.user,
-        rooms,
+        session,
     };
-    if let Err(e) = socket.emit("session", &session) {
+    if let Err(e) = socket.emit("session", &event) {
         tracing::debug!(socket = %socket.id, error = %e, "could not send session");
     }
     // `session` is queued first: the answers to the client's first events come after it.

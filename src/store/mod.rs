@@ -325,8 +325,12 @@ pub trait Store: Send + Sync + 'static {
     /// The rooms of this user: every room (DMs included) the user has joined, most recently active first, at
     /// most `limit`. The one query behind both the `session` event's `rooms` and re-entry on connect, so the
     /// two can never disagree.
-    async fn user_rooms(&self, ns: &str, user_id: &str, limit: usize)
-    -> StoreResult<Vec<RoomSummary>>;
+    async fn user_rooms(
+        &self,
+        ns: &str,
+        user_id: &str,
+        limit: usize,
+    ) -> StoreResult<Vec<RoomSummary>>;
 
     /// The user's open invitations, newest first, at most [`MAX_LISTED_ROOMS`].
     async fn invitations(&self, ns: &str, user_id: &str) -> StoreResult<Vec<Invitation>>;
