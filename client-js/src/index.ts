@@ -29,6 +29,7 @@ import type {
   UserId,
   Visibility,
   HistoryFetchReply,
+  Invitation,
   SyncReply,
 } from "./protocol.js";
 import { RoomStates } from "./rooms.js";
@@ -344,7 +345,9 @@ export class PalaverClient {
     return this;
   }
 
-  /** Creates a group room whose id is `name`, with the caller (and `members`) as members; this socket enters it. */
+  /**
+   * Creates a group room whose id is `name` with the caller as member (this socket enters it); `members` are invited.
+   */
   async createRoom(name: RoomId, options: CreateRoomOptions = {}): Promise<Room> {
     this.roomStates.beginJoin(name);
     let room: Room;
@@ -420,6 +423,23 @@ export class PalaverClient {
   async rooms(): Promise<RoomSummary[]> {
     const { rooms } = await this.request<{ rooms: RoomSummary[] }>("rooms:list", {});
     return rooms;
+  }
+
+  /** Invites users to `room` (the caller must be a member); resolves with the ids newly invited. */
+  async invite(room: RoomId, users: UserId[]): Promise<UserId[]> {
+    const { invited } = await this.request<{ invited: UserId[] }>("room:invite", { room, users });
+    return invited;
+  }
+
+  /** Declines the invitation to `room`. Accepting is `join(room)`. */
+  async decline(room: RoomId): Promise<void> {
+    await this.request<object>("room:decline", { room });
+  }
+
+  /** The user's open invitations, newest first. */
+  async invitations(): Promise<Invitation[]> {
+    const { invitations } = await this.request<{ invitations: Invitation[] }>("invitations:list", {});
+    return invitations;
   }
 
   /** The users online in `room` now. */

@@ -37,8 +37,10 @@ export interface Room {
 export interface RoomSummary extends Room {
   /** 0 when the room has no message yet. */
   lastSeq: number;
-  /** The user is a member (always true for DMs listed). */
+  /** The user has joined the room (always true for DMs listed). */
   member: boolean;
+  /** Someone invited the user: `room:join` accepts, `room:decline` declines. */
+  invited: boolean;
   /** For a DM: the other user, as last seen. */
   peer?: User;
 }
@@ -53,6 +55,15 @@ export interface Message {
   from: { id: UserId; name: string };
   text: string;
   clientId?: string;
+  /** RFC 3339, UTC. */
+  at: string;
+}
+
+/** An open invitation to a room. */
+export interface Invitation {
+  room: Room;
+  /** Who invited the user. */
+  by: { id: UserId; name: string };
   /** RFC 3339, UTC. */
   at: string;
 }
@@ -124,8 +135,28 @@ export interface Auth {
 export interface RoomCreatePayload {
   name: RoomId;
   visibility?: Visibility;
-  /** Up to 100 user ids added as members. */
+  /** Up to 100 user ids, invited: each gets `invitation` and enters only by accepting (`room:join`). */
   members?: UserId[];
+}
+
+export interface RoomInvitePayload {
+  room: RoomId;
+  /** Up to 100 user ids. */
+  users: UserId[];
+}
+export interface RoomInviteReply {
+  /** The users newly invited (members and users already invited are skipped). */
+  invited: UserId[];
+}
+
+export interface RoomDeclinePayload {
+  room: RoomId;
+}
+export type RoomDeclineReply = EmptyReply;
+
+export type InvitationsListPayload = Record<string, never>;
+export interface InvitationsListReply {
+  invitations: Invitation[];
 }
 export interface RoomCreateReply {
   room: Room;
@@ -225,7 +256,11 @@ export interface SyncReply {
 /** Sent right after connecting (again after every reconnection). */
 export interface Session {
   user: User;
+  /** The rooms the user has joined, most recently active first (up to the per-socket room limit); the socket is
+   * in every one of them. */
   rooms: RoomSummary[];
+  /** Open invitations, newest first. */
+  invitations: Invitation[];
 }
 
 export type NoticeKind = "join" | "leave";
@@ -258,6 +293,8 @@ export interface ServerToClientEvents {
   "room:notice": (notice: RoomNotice) => void;
   typing: (event: TypingEvent) => void;
   "chat:error": (event: ChatErrorEvent) => void;
+  /** Someone invited the user to a room. */
+  invitation: (invitation: Invitation) => void;
 }
 
 export interface ClientToServerEvents {
@@ -268,6 +305,9 @@ export interface ClientToServerEvents {
   "dm:send": (payload: DmSendPayload, ack: (res: Ack<DmSendReply>) => void) => void;
   "history:fetch": (payload: HistoryFetchPayload, ack: (res: Ack<HistoryFetchReply>) => void) => void;
   "rooms:list": (payload: RoomsListPayload, ack: (res: Ack<RoomsListReply>) => void) => void;
+  "room:invite": (payload: RoomInvitePayload, ack: (res: Ack<RoomInviteReply>) => void) => void;
+  "room:decline": (payload: RoomDeclinePayload, ack: (res: Ack<RoomDeclineReply>) => void) => void;
+  "invitations:list": (payload: InvitationsListPayload, ack: (res: Ack<InvitationsListReply>) => void) => void;
   "presence:list": (payload: PresenceListPayload, ack: (res: Ack<PresenceListReply>) => void) => void;
   /** Usually sent without an ack. */
   typing: (payload: TypingPayload, ack?: (res: Ack<TypingReply>) => void) => void;
