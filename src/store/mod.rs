@@ -248,15 +248,22 @@ fn is_unavailable(e: &sqlx::Error) -> bool {
         | sqlx::Error::PoolClosed
         | sqlx::Error::WorkerCrashed
         | sqlx::Error::Protocol(_) => true,
-        sqlx::Error::Database(db) => db.code().is_some_and(|code| {
+        sqlx::Error::Database(db) => {
+            if db.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some() {
+                // SQLite reports extended result codes (SQLITE_IOERR_WRITE is 778): the primary code is the low
+                // byte. BUSY (5), IOERR (10), FULL (13), CANTOPEN (14).
+                let code = db.code().and_then(|code| code.parse::<i32>().ok());
+                return code.is_some_and(|code| matches!(code & 0xff, 5 | 10 | 13 | 14));
+            }
             // Postgres: connection exceptions (08…), shutdown / cannot connect now (57P…), too many
             // connections (53300), read-only replica during failover (25006), database not accepting
-            // connections (55000). SQLite: BUSY (5), IOERR (10), CANTOPEN (14), FULL (13).
-            code.starts_with("08")
-                || code.starts_with("57P")
-                || matches!(code.as_ref(), "53300" | "25006" | "55000")
-                || matches!(code.as_ref(), "5" | "10" | "13" | "14")
-        }),
+            // connections (55000).
+            db.code().is_some_and(|code| {
+                code.starts_with("08")
+                    || code.starts_with("57P")
+                    || matches!(code.as_ref(), "53300" | "25006" | "55000")
+            })
+        }
         _ => false,
     }
 }
