@@ -1,10 +1,18 @@
 //! Durable storage of rooms, memberships and messages behind one small trait, with a SQLite and a Postgres backend.
 //!
-//! Both backends keep the same invariants, which the rest of palaver relies on:
+//! Both backends run the same SQL (`sql.rs`, generic over the sqlx driver) and keep the same invariants, which
+//! the rest of palaver relies on:
 //! * `seq` is gap-free per room and grows in commit order: the room row's `last_seq` is bumped inside the
 //!   transaction that inserts the message, so the row lock orders concurrent writers and a rollback leaves no gap;
 //! * a message is returned only once committed;
-//! * a `client_id` is unique per (room, sender): a retry returns the original message.
+//! * a `client_id` is unique per (room, sender): a retry returns the original message, also when the retry
+//!   reaches another node, or shares a batch with its original;
+//! * appends are committed in groups (`batch.rs`): one transaction per batch, in the same 4 statements however
+//!   many messages and rooms it holds (lock the rooms' counters, read the originals of retried client ids, bump
+//!   the counters, insert the messages; set-based, one statement each). On Postgres the batch locks its rooms in
+//!   (ns, id) order, so that writers on several nodes cannot deadlock; SQLite has one writer;
+//! * a membership row is a member (`joined`) or an open invitation (`invited`); only a member is in the room
+//!   ([`Store::is_member`], [`Store::user_rooms`]), an invitee only sees it listed.
 
 mod batch;
 mod postgres;
@@ -289,7 +297,8 @@ pub trait Store: Send + Sync + 'static {
         invited: &[Author],
     ) -> StoreResult<bool>;
 
-    /// Creates a DM room with both users as members unless it exists; `true` if it was created.
+    /// Creates a DM room with both users as members unless it exists; `true` if it was created. A DM records no
+    /// creator: it belongs to both users and counts toward no one's creation quota.
     async fn create_dm(&self, ns: &str, room: &Room, users: [&Author; 2]) -> StoreResult<bool>;
 
     /// Creates the room unless it exists (auto-created on `room:join`, recording `creator`), and returns the
@@ -332,8 +341,12 @@ pub trait Store: Send + Sync + 'static {
     /// The rooms of this user: every room (DMs included) the user has joined, most recently active first, at
     /// most `limit`. The one query behind both the `session` event's `rooms` and re-entry on connect, so the
     /// two can never disagree.
-    async fn user_rooms(&self, ns: &str, user_id: &str, limit: usize)
-    -> StoreResult<Vec<RoomSummary>>;
+    async fn user_rooms(
+        &self,
+        ns: &str,
+        user_id: &str,
+        limit: usize,
+    ) -> StoreResult<Vec<RoomSummary>>;
 
     /// The user's open invitations, newest first, at most [`MAX_LISTED_ROOMS`].
     async fn invitations(&self, ns: &str, user_id: &str) -> StoreResult<Vec<Invitation>>;
@@ -421,14 +434,13 @@ impl From<RoomRow> for Room {
     }
 }
 
-/// A `rooms:list` row: the room, its last seq, whether the user is a member, and a DM's other member.
+/// A `rooms:list` row: the room, its last seq, whether the user is a member or invited, and a DM's other member.
 #[derive(sqlx::FromRow)]
 struct SummaryRow {
     #[sqlx(flatten)]
     room: RoomRow,
     last_seq: i64,
     member: bool,
-    #[sqlx(default)]
     invited: bool,
     peer_id: Option<String>,
     peer_name: Option<String>,
@@ -452,6 +464,38 @@ impl From<SummaryRow> for RoomSummary {
             peer,
         }
     }
+}
+
+/// An open invitation: the room, who sent it (their id and name at the time), and when.
+#[derive(sqlx::FromRow)]
+struct InvitationRow {
+    #[sqlx(flatten)]
+    room: RoomRow,
+    invited_by: Option<String>,
+    invited_by_name: Option<String>,
+    invited_at: DateTime<Utc>,
+}
+
+impl From<InvitationRow> for Invitation {
+    fn from(row: InvitationRow) -> Self {
+        let id = row.invited_by.unwrap_or_default();
+        Invitation {
+            room: row.room.into(),
+            by: Author {
+                name: row.invited_by_name.unwrap_or_else(|| id.clone()),
+                id,
+            },
+            at: row.invited_at,
+        }
+    }
+}
+
+/// A stored message with its namespace: the original of a retried client id, read by the batch writer.
+#[derive(sqlx::FromRow)]
+struct OriginalRow {
+    ns: String,
+    #[sqlx(flatten)]
+    message: MessageRow,
 }
 
 #[cfg(test)]
