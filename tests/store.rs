@@ -3,13 +3,14 @@
 //! * The group-commit writer: many concurrent appends across rooms, each sent twice with its `clientId` (on
 //!   Postgres, the retry goes to a second store, as if to another node), plus appends to a room that does not
 //!   exist. Every room's seqs must come out gap-free, every retry must return its original, and a bad append
-//!   must not spoil its batch.
+//!   must not spoil its batch: neither one to a missing room nor one the database refuses (a trigger, a NUL).
 //! * The contract of rooms, invitations and creation quotas (see the `Store` trait's doc comments).
 
 #[macro_use]
 mod common;
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -126,6 +127,170 @@ async fn concurrent_appends_keep_seq_and_dedupe_sqlite() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_appends_keep_seq_and_dedupe_postgres() {
     concurrent_appends_keep_seq_and_dedupe(Store::Postgres).await
+}
+
+// ---------------------------------------------------------------------------------------------
+// One row the database refuses fails alone
+// ---------------------------------------------------------------------------------------------
+
+/// Runs SQL on the test database through a connection of its own, not the store's.
+async fn run_sql(db: &TestDb, sql: &'static str) {
+    match db.store {
+        Store::Sqlite => {
+            let options: sqlx::sqlite::SqliteConnectOptions = db.url.parse().expect("sqlite url");
+            let pool = sqlx::sqlite::SqlitePoolOptions::new()
+                .max_connections(1)
+                .connect_with(options.busy_timeout(Duration::from_secs(5)))
+                .await
+                .expect("open sqlite test db");
+            sqlx::raw_sql(sql).execute(&pool).await.expect(sql);
+            pool.close().await;
+        }
+        Store::Postgres => {
+            let pool = sqlx::postgres::PgPoolOptions::new()
+                .max_connections(1)
+                .connect(&db.url)
+                .await
+                .expect("open postgres test db");
+            sqlx::raw_sql(sql).execute(&pool).await.expect(sql);
+            pool.close().await;
+        }
+    }
+}
+
+/// A trigger that refuses every message whose text is `poison`: a row the database rejects although palaver's
+/// validation would let it through.
+async fn refuse_poison(db: &TestDb) {
+    let sql = match db.store {
+        Store::Sqlite => {
+            "CREATE TRIGGER refuse_poison BEFORE INSERT ON messages BEGIN \
+                 SELECT RAISE(ABORT, 'poison') WHERE NEW.text = 'poison'; \
+             END"
+        }
+        Store::Postgres => {
+            "CREATE FUNCTION refuse_poison() RETURNS trigger LANGUAGE plpgsql AS $$ \
+             BEGIN \
+                 IF NEW.text = 'poison' THEN RAISE EXCEPTION 'poison'; END IF; \
+                 RETURN NEW; \
+             END $$; \
+             CREATE TRIGGER refuse_poison BEFORE INSERT ON messages \
+                 FOR EACH ROW EXECUTE FUNCTION refuse_poison();"
+        }
+    };
+    run_sql(db, sql).await;
+}
+
+const BAD_ROOMS: usize = 4;
+const APPENDS: usize = 200;
+/// The appends that carry the bad text: in the middle of the burst, so that they share batches.
+const BAD: [usize; 2] = [57, 143];
+
+/// About 200 appends at once across a few rooms, two of them with a text the database refuses, and every tenth
+/// sent twice with its client id. Only the bad ones fail, with `Rejected`; every other one commits, seqs stay
+/// gap-free, retries return their originals, and nothing bad is stored.
+async fn bad_row_fails_alone(db: &TestDb, store: SharedStore, bad_text: &'static str) {
+    for r in 0..BAD_ROOMS {
+        let room = group(&format!("b-{r}"), Visibility::Public, store::now());
+        store
+            .ensure_room("/", &room, "u0")
+            .await
+            .expect("ensure_room");
+    }
+    // Everyone sends at the same moment, so that the writer finds the appends queued together.
+    let start = Arc::new(tokio::sync::Barrier::new(APPENDS + 1));
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..APPENDS {
+        let (store, start) = (store.clone(), start.clone());
+        tasks.spawn(async move {
+            let message = NewMessage {
+                room: format!("b-{}", i % BAD_ROOMS),
+                from: author(&format!("u{i}")),
+                text: if BAD.contains(&i) {
+                    bad_text.to_owned()
+                } else {
+                    format!("fine {i}")
+                },
+                client_id: (i % 2 == 0).then(|| format!("c{i}")),
+            };
+            start.wait().await;
+            if i % 10 == 0 {
+                let (a, b) = tokio::join!(
+                    store.append_message("/", message.clone()),
+                    store.append_message("/", message)
+                );
+                (i, a, Some(b))
+            } else {
+                (i, store.append_message("/", message).await, None)
+            }
+        });
+    }
+    start.wait().await;
+
+    let mut seqs: BTreeMap<String, Vec<i64>> = BTreeMap::new();
+    while let Some(done) = tasks.join_next().await {
+        let (i, result, retry) = done.expect("task");
+        if BAD.contains(&i) {
+            assert!(
+                matches!(result, Err(StoreError::Rejected { .. })),
+                "append {i}: the refused row fails alone, as Rejected: {result:?}"
+            );
+            continue;
+        }
+        let appended =
+            result.unwrap_or_else(|e| panic!("append {i} shares a batch with a bad row: {e}"));
+        if let Some(retry) = retry {
+            let retry = retry.unwrap_or_else(|e| panic!("retry {i}: {e}"));
+            assert_eq!(
+                appended.message, retry.message,
+                "append {i}: the retry returns the original"
+            );
+            assert!(
+                appended.duplicate != retry.duplicate,
+                "append {i}: exactly one of the two appends stores the message"
+            );
+        }
+        assert_eq!(appended.message.text, format!("fine {i}"));
+        seqs.entry(appended.message.room.clone())
+            .or_default()
+            .push(appended.message.seq);
+    }
+
+    assert_eq!(seqs.len(), BAD_ROOMS);
+    let mut stored = 0;
+    for (room, list) in &mut seqs {
+        list.sort_unstable();
+        let expected: Vec<i64> = (1..=list.len() as i64).collect();
+        assert_eq!(list, &expected, "acked seqs of {room}");
+        let rows = db.message_rows(room).await;
+        assert_eq!(
+            rows.iter().map(|r| r.seq).collect::<Vec<_>>(),
+            expected,
+            "stored seqs of {room}"
+        );
+        assert!(
+            rows.iter().all(|r| r.text.starts_with("fine ")),
+            "nothing refused is stored in {room}"
+        );
+        stored += rows.len();
+    }
+    assert_eq!(stored, APPENDS - BAD.len());
+}
+
+async fn refused_by_trigger_fails_alone(kind: Store) {
+    let db = TestDb::new(kind).await;
+    let store = store::open(&db.url, 8).await.expect("open store");
+    refuse_poison(&db).await;
+    bad_row_fails_alone(&db, store, "poison").await;
+}
+
+store_test!(refused_by_trigger_fails_alone => refused_by_trigger_fails_alone_sqlite, refused_by_trigger_fails_alone_postgres);
+
+/// Postgres refuses a NUL character in text; nothing before the store catches it here.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn nul_in_text_fails_alone_postgres() {
+    let db = TestDb::new(Store::Postgres).await;
+    let store = store::open(&db.url, 8).await.expect("open store");
+    bad_row_fails_alone(&db, store, "nul \u{0} inside").await;
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -11,6 +11,10 @@
 //!   many messages and rooms it holds (lock the rooms' counters, read the originals of retried client ids, bump
 //!   the counters, insert the messages; set-based, one statement each). On Postgres the batch locks its rooms in
 //!   (ns, id) order, so that writers on several nodes cannot deadlock; SQLite has one writer;
+//! * one message cannot spoil its batch: when a batch fails for any reason but an unreachable database, each of
+//!   its messages is retried in a transaction of its own, in batch order (so seqs stay gap-free and client ids
+//!   deduplicated). A message the database refuses then fails alone ([`StoreError::Rejected`]) and every other
+//!   one commits. An unreachable database fails the whole batch (a retry cannot help);
 //! * a membership row is a member (`joined`) or an open invitation (`invited`); only a member is in the room
 //!   ([`Store::is_member`], [`Store::user_rooms`]), an invitee only sees it listed.
 
@@ -213,9 +217,15 @@ pub enum StoreError {
     Unavailable(sqlx::Error),
     #[error("database error: {0}")]
     Other(sqlx::Error),
-    /// A batch this message was part of failed; every message of it gets this error.
+    /// The message could not be written: the database was unavailable (then every message of its batch gets
+    /// this error), or its own transaction failed for a reason other than the database refusing it.
     #[error("{reason}")]
     Failed { unavailable: bool, reason: String },
+    /// The database refused this message, written in a transaction of its own (a constraint, a trigger, a
+    /// value it cannot store such as a NUL character in Postgres text). The other messages of its batch are
+    /// not affected.
+    #[error("the database refused the message: {reason}")]
+    Rejected { reason: String },
     #[error("room {0:?} does not exist")]
     NoSuchRoom(String),
     #[error("migration failed: {0}")]
@@ -242,6 +252,10 @@ impl From<StoreError> for ChatError {
                 unavailable: true, ..
             } => ChatError::unavailable(&e),
             StoreError::NoSuchRoom(room) => ChatError::room_not_found(&room),
+            StoreError::Rejected { reason } => {
+                tracing::warn!(error = %reason, "the database refused a message");
+                ChatError::bad_request("the message store refused this message")
+            }
             other => ChatError::internal(&other),
         }
     }

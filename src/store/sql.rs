@@ -251,6 +251,24 @@ impl<'b> Numbering<'b> {
     }
 }
 
+/// The answer to an append that failed in a transaction of its own: the database refusing it (a constraint,
+/// a trigger, a value it cannot store) is this message's fault alone.
+fn failed_alone(error: StoreError) -> StoreError {
+    match error {
+        StoreError::Other(sqlx::Error::Database(db)) => StoreError::Rejected {
+            reason: db.to_string(),
+        },
+        StoreError::Unavailable(_) => StoreError::Failed {
+            unavailable: true,
+            reason: error.to_string(),
+        },
+        other => StoreError::Failed {
+            unavailable: false,
+            reason: other.to_string(),
+        },
+    }
+}
+
 impl<DB> SqlStore<DB>
 where
     DB: Backend,
@@ -275,24 +293,65 @@ where
         }
     }
 
-    /// Commits a batch of appends in one transaction and answers each of them.
+    /// Commits a batch of appends in one transaction and answers each of them. When the batch fails for any
+    /// reason but an unreachable database, each append is retried in a transaction of its own, in batch order,
+    /// so that a message the database refuses fails alone and every other one commits.
     async fn commit_batch(pool: Pool<DB>, batch: Vec<Pending>) {
-        match Self::write_batch(&pool, &batch).await {
+        let error = match Self::write_batch(&pool, &batch).await {
             Ok(answers) => {
                 for (pending, answer) in batch.into_iter().zip(answers) {
                     pending.answer(answer);
                 }
+                return;
             }
-            Err(error) => {
-                let unavailable = matches!(error, StoreError::Unavailable(_));
-                tracing::warn!(error = %error, messages = batch.len(), "message batch failed");
-                for pending in batch {
-                    pending.answer(Err(StoreError::Failed {
-                        unavailable,
-                        reason: error.to_string(),
-                    }));
+            Err(error) => error,
+        };
+        let batch = match <[Pending; 1]>::try_from(batch) {
+            Ok([pending]) => {
+                // Alone in its batch: nothing to isolate it from.
+                pending.answer(Err(failed_alone(error)));
+                return;
+            }
+            Err(batch) => batch,
+        };
+        if matches!(error, StoreError::Unavailable(_)) {
+            // A retry cannot help: everyone gets `unavailable`.
+            tracing::warn!(error = %error, messages = batch.len(), "message batch failed");
+            let reason = error.to_string();
+            for pending in batch {
+                pending.answer(Err(StoreError::Failed {
+                    unavailable: true,
+                    reason: reason.clone(),
+                }));
+            }
+            return;
+        }
+        tracing::warn!(error = %error, messages = batch.len(), "message batch failed, retrying one by one");
+        // Once the database is gone, the appends still waiting fail at once instead of each waiting for it.
+        let mut gone: Option<String> = None;
+        for pending in batch {
+            let answer = if let Some(reason) = &gone {
+                Err(StoreError::Failed {
+                    unavailable: true,
+                    reason: reason.clone(),
+                })
+            } else {
+                match Self::write_batch(&pool, std::slice::from_ref(&pending)).await {
+                    Ok(mut answers) => answers.pop().expect("one answer per append"),
+                    Err(error) => {
+                        let error = failed_alone(error);
+                        if let StoreError::Failed {
+                            unavailable: true,
+                            reason,
+                        } = &error
+                        {
+                            gone = Some(reason.clone());
+                        }
+                        Err(error)
+                    }
                 }
-            }
+            };
+            pending.answer(answer);
         }
     }
 
