@@ -1,15 +1,22 @@
-//! The group-commit writer, driven directly through the store: many concurrent appends across rooms, each
-//! sent twice with its `clientId` (on Postgres, the retry goes to a second store, as if to another node),
-//! plus appends to a room that does not exist. Every room's seqs must come out gap-free, every retry must
-//! return its original, and a bad append must not spoil its batch.
+//! The store driven directly, on SQLite and on Postgres.
+//!
+//! * The group-commit writer: many concurrent appends across rooms, each sent twice with its `clientId` (on
+//!   Postgres, the retry goes to a second store, as if to another node), plus appends to a room that does not
+//!   exist. Every room's seqs must come out gap-free, every retry must return its original, and a bad append
+//!   must not spoil its batch: neither one to a missing room nor one the database refuses (a trigger, a NUL).
+//! * The contract of rooms, invitations and creation quotas (see the `Store` trait's doc comments).
 
+#[macro_use]
 mod common;
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use common::{Store, TestDb};
 use palaver::store::{
-    self, Author, NewMessage, Room, RoomKind, SharedStore, StoreError, Visibility,
+    self, Author, NewMessage, Room, RoomKind, RoomSummary, SharedStore, StoreError, Visibility,
 };
 
 const ROOMS: usize = 20;
@@ -31,7 +38,10 @@ async fn concurrent_appends_keep_seq_and_dedupe(kind: Store) {
             visibility: Visibility::Public,
             created_at: store::now(),
         };
-        first.ensure_room("/", &room).await.expect("ensure_room");
+        first
+            .ensure_room("/", &room, "u0")
+            .await
+            .expect("ensure_room");
     }
 
     let mut tasks = tokio::task::JoinSet::new();
@@ -118,3 +128,628 @@ async fn concurrent_appends_keep_seq_and_dedupe_sqlite() {
 async fn concurrent_appends_keep_seq_and_dedupe_postgres() {
     concurrent_appends_keep_seq_and_dedupe(Store::Postgres).await
 }
+
+// ---------------------------------------------------------------------------------------------
+// One row the database refuses fails alone
+// ---------------------------------------------------------------------------------------------
+
+/// Runs SQL on the test database through a connection of its own, not the store's.
+async fn run_sql(db: &TestDb, sql: &'static str) {
+    match db.store {
+        Store::Sqlite => {
+            let options: sqlx::sqlite::SqliteConnectOptions = db.url.parse().expect("sqlite url");
+            let pool = sqlx::sqlite::SqlitePoolOptions::new()
+                .max_connections(1)
+                .connect_with(options.busy_timeout(Duration::from_secs(5)))
+                .await
+                .expect("open sqlite test db");
+            sqlx::raw_sql(sql).execute(&pool).await.expect(sql);
+            pool.close().await;
+        }
+        Store::Postgres => {
+            let pool = sqlx::postgres::PgPoolOptions::new()
+                .max_connections(1)
+                .connect(&db.url)
+                .await
+                .expect("open postgres test db");
+            sqlx::raw_sql(sql).execute(&pool).await.expect(sql);
+            pool.close().await;
+        }
+    }
+}
+
+/// A trigger that refuses every message whose text is `poison`: a row the database rejects although palaver's
+/// validation would let it through.
+async fn refuse_poison(db: &TestDb) {
+    let sql = match db.store {
+        Store::Sqlite => {
+            "CREATE TRIGGER refuse_poison BEFORE INSERT ON messages BEGIN \
+                 SELECT RAISE(ABORT, 'poison') WHERE NEW.text = 'poison'; \
+             END"
+        }
+        Store::Postgres => {
+            "CREATE FUNCTION refuse_poison() RETURNS trigger LANGUAGE plpgsql AS $$ \
+             BEGIN \
+                 IF NEW.text = 'poison' THEN RAISE EXCEPTION 'poison'; END IF; \
+                 RETURN NEW; \
+             END $$; \
+             CREATE TRIGGER refuse_poison BEFORE INSERT ON messages \
+                 FOR EACH ROW EXECUTE FUNCTION refuse_poison();"
+        }
+    };
+    run_sql(db, sql).await;
+}
+
+const BAD_ROOMS: usize = 4;
+const APPENDS: usize = 200;
+/// The appends that carry the bad text: in the middle of the burst, so that they share batches.
+const BAD: [usize; 2] = [57, 143];
+
+/// About 200 appends at once across a few rooms, two of them with a text the database refuses, and every tenth
+/// sent twice with its client id. Only the bad ones fail, with `Rejected`; every other one commits, seqs stay
+/// gap-free, retries return their originals, and nothing bad is stored.
+async fn bad_row_fails_alone(db: &TestDb, store: SharedStore, bad_text: &'static str) {
+    for r in 0..BAD_ROOMS {
+        let room = group(&format!("b-{r}"), Visibility::Public, store::now());
+        store
+            .ensure_room("/", &room, "u0")
+            .await
+            .expect("ensure_room");
+    }
+    // Everyone sends at the same moment, so that the writer finds the appends queued together.
+    let start = Arc::new(tokio::sync::Barrier::new(APPENDS + 1));
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..APPENDS {
+        let (store, start) = (store.clone(), start.clone());
+        tasks.spawn(async move {
+            let message = NewMessage {
+                room: format!("b-{}", i % BAD_ROOMS),
+                from: author(&format!("u{i}")),
+                text: if BAD.contains(&i) {
+                    bad_text.to_owned()
+                } else {
+                    format!("fine {i}")
+                },
+                client_id: (i % 2 == 0).then(|| format!("c{i}")),
+            };
+            start.wait().await;
+            if i % 10 == 0 {
+                let (a, b) = tokio::join!(
+                    store.append_message("/", message.clone()),
+                    store.append_message("/", message)
+                );
+                (i, a, Some(b))
+            } else {
+                (i, store.append_message("/", message).await, None)
+            }
+        });
+    }
+    start.wait().await;
+
+    let mut seqs: BTreeMap<String, Vec<i64>> = BTreeMap::new();
+    while let Some(done) = tasks.join_next().await {
+        let (i, result, retry) = done.expect("task");
+        if BAD.contains(&i) {
+            assert!(
+                matches!(result, Err(StoreError::Rejected { .. })),
+                "append {i}: the refused row fails alone, as Rejected: {result:?}"
+            );
+            continue;
+        }
+        let appended =
+            result.unwrap_or_else(|e| panic!("append {i} shares a batch with a bad row: {e}"));
+        if let Some(retry) = retry {
+            let retry = retry.unwrap_or_else(|e| panic!("retry {i}: {e}"));
+            assert_eq!(
+                appended.message, retry.message,
+                "append {i}: the retry returns the original"
+            );
+            assert!(
+                appended.duplicate != retry.duplicate,
+                "append {i}: exactly one of the two appends stores the message"
+            );
+        }
+        assert_eq!(appended.message.text, format!("fine {i}"));
+        seqs.entry(appended.message.room.clone())
+            .or_default()
+            .push(appended.message.seq);
+    }
+
+    assert_eq!(seqs.len(), BAD_ROOMS);
+    let mut stored = 0;
+    for (room, list) in &mut seqs {
+        list.sort_unstable();
+        let expected: Vec<i64> = (1..=list.len() as i64).collect();
+        assert_eq!(list, &expected, "acked seqs of {room}");
+        let rows = db.message_rows(room).await;
+        assert_eq!(
+            rows.iter().map(|r| r.seq).collect::<Vec<_>>(),
+            expected,
+            "stored seqs of {room}"
+        );
+        assert!(
+            rows.iter().all(|r| r.text.starts_with("fine ")),
+            "nothing refused is stored in {room}"
+        );
+        stored += rows.len();
+    }
+    assert_eq!(stored, APPENDS - BAD.len());
+}
+
+async fn refused_by_trigger_fails_alone(kind: Store) {
+    let db = TestDb::new(kind).await;
+    let store = store::open(&db.url, 8).await.expect("open store");
+    refuse_poison(&db).await;
+    bad_row_fails_alone(&db, store, "poison").await;
+}
+
+store_test!(refused_by_trigger_fails_alone => refused_by_trigger_fails_alone_sqlite, refused_by_trigger_fails_alone_postgres);
+
+/// Postgres refuses a NUL character in text; nothing before the store catches it here.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn nul_in_text_fails_alone_postgres() {
+    let db = TestDb::new(Store::Postgres).await;
+    let store = store::open(&db.url, 8).await.expect("open store");
+    bad_row_fails_alone(&db, store, "nul \u{0} inside").await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Rooms, invitations, creation quotas
+// ---------------------------------------------------------------------------------------------
+
+const NS: &str = "/";
+
+fn author(id: &str) -> Author {
+    Author {
+        id: id.to_owned(),
+        name: format!("Name of {id}"),
+    }
+}
+
+fn group(id: &str, visibility: Visibility, created_at: DateTime<Utc>) -> Room {
+    Room {
+        id: id.to_owned(),
+        name: id.to_owned(),
+        kind: RoomKind::Group,
+        visibility,
+        created_at,
+    }
+}
+
+fn dm_room(id: &str, created_at: DateTime<Utc>) -> Room {
+    Room {
+        kind: RoomKind::Dm,
+        visibility: Visibility::Private,
+        ..group(id, Visibility::Private, created_at)
+    }
+}
+
+fn ids(rooms: &[RoomSummary]) -> Vec<&str> {
+    rooms.iter().map(|r| r.room.id.as_str()).collect()
+}
+
+fn find<'a>(rooms: &'a [RoomSummary], id: &str) -> Option<&'a RoomSummary> {
+    rooms.iter().find(|r| r.room.id == id)
+}
+
+async fn send(store: &SharedStore, room: &str, from: &Author) {
+    let message = NewMessage {
+        room: room.to_owned(),
+        from: from.clone(),
+        text: "hi".to_owned(),
+        client_id: None,
+    };
+    store.append_message(NS, message).await.expect("append");
+}
+
+async fn invitations_contract(kind: Store) {
+    let db = TestDb::new(kind).await;
+    let store = store::open(&db.url, 4).await.expect("open store");
+    let (owner, ann, bob, cid) = (author("owner"), author("ann"), author("bob"), author("cid"));
+    let plans = group("plans", Visibility::Private, store::now());
+
+    // The creator's own id among the invited is ignored: they are a member.
+    let invited = [ann.clone(), bob.clone(), owner.clone()];
+    assert!(
+        store
+            .create_room(NS, &plans, &owner, &invited)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store.create_room(NS, &plans, &cid, &[]).await.unwrap(),
+        "a second create_room of the same id reports false"
+    );
+    assert_eq!(store.room(NS, "plans").await.unwrap(), Some(plans.clone()));
+    assert!(store.is_member(NS, "plans", "owner").await.unwrap());
+    assert!(!store.is_invited(NS, "plans", "owner").await.unwrap());
+    assert!(
+        !store.is_member(NS, "plans", "cid").await.unwrap(),
+        "the failed create changed nothing"
+    );
+
+    // Invited users are not members: they see the room listed, and do not have it among their rooms.
+    for user in ["ann", "bob"] {
+        assert!(!store.is_member(NS, "plans", user).await.unwrap(), "{user}");
+        assert!(store.is_invited(NS, "plans", user).await.unwrap(), "{user}");
+        let listed = store.list_rooms(NS, user, false).await.unwrap();
+        let summary =
+            find(&listed, "plans").unwrap_or_else(|| panic!("{user} sees plans: {listed:?}"));
+        assert!(summary.invited && !summary.member, "{user}: {summary:?}");
+        let theirs = store.user_rooms(NS, user, 10).await.unwrap();
+        assert!(
+            theirs.is_empty(),
+            "{user} has not joined anything: {theirs:?}"
+        );
+    }
+    let owner_listed = store.list_rooms(NS, "owner", false).await.unwrap();
+    let summary = find(&owner_listed, "plans").expect("owner sees plans");
+    assert!(summary.member && !summary.invited, "{summary:?}");
+    let invitations = store.invitations(NS, "ann").await.unwrap();
+    assert_eq!(invitations.len(), 1, "{invitations:?}");
+    assert_eq!(invitations[0].room, plans);
+    assert_eq!(invitations[0].by, owner, "the invitation names its sender");
+
+    // invite skips members and users already invited, and a user listed twice.
+    let newly = store
+        .invite(
+            NS,
+            "plans",
+            &owner,
+            &[ann.clone(), owner.clone(), cid.clone(), cid.clone()],
+        )
+        .await
+        .unwrap();
+    assert_eq!(newly, vec!["cid".to_owned()]);
+    assert!(store.is_invited(NS, "plans", "cid").await.unwrap());
+    assert!(matches!(
+        store
+            .invite(NS, "nowhere", &owner, std::slice::from_ref(&cid))
+            .await,
+        Err(StoreError::NoSuchRoom(_))
+    ));
+
+    // Accepting: add_member turns the invitation into a membership.
+    store.add_member(NS, "plans", &ann).await.unwrap();
+    assert!(store.is_member(NS, "plans", "ann").await.unwrap());
+    assert!(!store.is_invited(NS, "plans", "ann").await.unwrap());
+    let listed = store.list_rooms(NS, "ann", false).await.unwrap();
+    let summary = find(&listed, "plans").expect("ann sees plans");
+    assert!(summary.member && !summary.invited, "{summary:?}");
+    assert!(store.invitations(NS, "ann").await.unwrap().is_empty());
+    assert_eq!(
+        ids(&store.user_rooms(NS, "ann", 10).await.unwrap()),
+        ["plans"]
+    );
+    assert!(
+        !store.decline(NS, "plans", "ann").await.unwrap(),
+        "decline leaves a membership alone"
+    );
+    assert!(store.is_member(NS, "plans", "ann").await.unwrap());
+
+    // Declining removes the invitation, once.
+    assert!(store.decline(NS, "plans", "bob").await.unwrap());
+    assert!(!store.decline(NS, "plans", "bob").await.unwrap());
+    assert!(!store.is_invited(NS, "plans", "bob").await.unwrap());
+    assert!(!store.is_member(NS, "plans", "bob").await.unwrap());
+    assert!(find(&store.list_rooms(NS, "bob", true).await.unwrap(), "plans").is_none());
+    assert_eq!(
+        store
+            .invite(NS, "plans", &ann, std::slice::from_ref(&bob))
+            .await
+            .unwrap(),
+        vec!["bob".to_owned()],
+        "a declined user can be invited again"
+    );
+    assert_eq!(store.invitations(NS, "bob").await.unwrap()[0].by, ann);
+
+    // remove_member removes an invitation as well as a membership.
+    assert!(store.remove_member(NS, "plans", "cid").await.unwrap());
+    assert!(!store.is_invited(NS, "plans", "cid").await.unwrap());
+    assert!(!store.remove_member(NS, "plans", "cid").await.unwrap());
+    assert!(store.remove_member(NS, "plans", "ann").await.unwrap());
+    assert!(!store.is_member(NS, "plans", "ann").await.unwrap());
+    assert!(store.user_rooms(NS, "ann", 10).await.unwrap().is_empty());
+
+    // Joining a room without an invitation, and public rooms in list_rooms.
+    let lobby = group("lobby", Visibility::Public, store::now());
+    assert_eq!(
+        store.ensure_room(NS, &lobby, "owner").await.unwrap(),
+        (lobby.clone(), true)
+    );
+    let everything = store.list_rooms(NS, "cid", true).await.unwrap();
+    let summary = find(&everything, "lobby").expect("public rooms are listed");
+    assert!(!summary.member && !summary.invited, "{summary:?}");
+    assert!(find(&store.list_rooms(NS, "cid", false).await.unwrap(), "lobby").is_none());
+    store.add_member(NS, "lobby", &cid).await.unwrap();
+    assert!(store.is_member(NS, "lobby", "cid").await.unwrap());
+    assert!(matches!(
+        store.add_member(NS, "nowhere", &cid).await,
+        Err(StoreError::NoSuchRoom(_))
+    ));
+}
+
+store_test!(invitations_contract => invitations_contract_sqlite, invitations_contract_postgres);
+
+async fn invitations_newest_first(kind: Store) {
+    let db = TestDb::new(kind).await;
+    let store = store::open(&db.url, 4).await.expect("open store");
+    let (owner, other, ann) = (author("owner"), author("other"), author("ann"));
+    let first = group("first", Visibility::Private, store::now());
+    let second = group("second", Visibility::Private, store::now());
+    assert!(
+        store
+            .create_room(NS, &first, &owner, std::slice::from_ref(&ann))
+            .await
+            .unwrap()
+    );
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    assert!(store.create_room(NS, &second, &other, &[]).await.unwrap());
+    assert_eq!(
+        store
+            .invite(NS, "second", &other, std::slice::from_ref(&ann))
+            .await
+            .unwrap(),
+        vec!["ann".to_owned()]
+    );
+    let invitations = store.invitations(NS, "ann").await.unwrap();
+    let got: Vec<(&str, &str)> = invitations
+        .iter()
+        .map(|i| (i.room.id.as_str(), i.by.id.as_str()))
+        .collect();
+    assert_eq!(got, [("second", "other"), ("first", "owner")]);
+    assert!(invitations[0].at > invitations[1].at, "{invitations:?}");
+    assert_eq!(invitations[1].by.name, "Name of owner");
+}
+
+store_test!(invitations_newest_first => invitations_newest_first_sqlite, invitations_newest_first_postgres);
+
+async fn user_rooms_most_recently_active_first(kind: Store) {
+    let db = TestDb::new(kind).await;
+    let store = store::open(&db.url, 4).await.expect("open store");
+    let (me, peer, owner) = (author("me"), author("peer"), author("owner"));
+    let base = store::now() - chrono::Duration::hours(1);
+    let at = |seconds: i64| base + chrono::Duration::seconds(seconds);
+    for (id, created) in [("r1", at(0)), ("r2", at(1)), ("r3", at(2))] {
+        let room = group(id, Visibility::Public, created);
+        store.ensure_room(NS, &room, "owner").await.unwrap();
+        store.add_member(NS, id, &me).await.unwrap();
+    }
+    assert!(
+        store
+            .create_dm(NS, &dm_room("dm:me:peer", at(3)), [&me, &peer])
+            .await
+            .unwrap()
+    );
+    // Rooms that are not the user's: a public room they never joined, a room they are only invited to.
+    store
+        .ensure_room(NS, &group("other", Visibility::Public, at(4)), "owner")
+        .await
+        .unwrap();
+    let invited = group("invited", Visibility::Private, at(5));
+    assert!(
+        store
+            .create_room(NS, &invited, &owner, std::slice::from_ref(&me))
+            .await
+            .unwrap()
+    );
+
+    // Without messages, the newest room first.
+    let rooms = store.user_rooms(NS, "me", 10).await.unwrap();
+    assert_eq!(ids(&rooms), ["dm:me:peer", "r3", "r2", "r1"]);
+    let dm = &rooms[0];
+    assert!(dm.member && !dm.invited, "{dm:?}");
+    let shown = dm.peer.as_ref().expect("a DM shows its other member");
+    assert_eq!(
+        (shown.id.as_str(), shown.name.as_str()),
+        ("peer", "Name of peer")
+    );
+    assert!(
+        rooms[1..]
+            .iter()
+            .all(|r| r.member && !r.invited && r.peer.is_none())
+    );
+
+    // A message makes its room the most recently active; the limit keeps the first ones.
+    send(&store, "r1", &me).await;
+    assert_eq!(
+        ids(&store.user_rooms(NS, "me", 10).await.unwrap()),
+        ["r1", "dm:me:peer", "r3", "r2"]
+    );
+    send(&store, "r2", &owner).await;
+    assert_eq!(
+        ids(&store.user_rooms(NS, "me", 2).await.unwrap()),
+        ["r2", "r1"]
+    );
+    let r2 = &store.user_rooms(NS, "me", 1).await.unwrap()[0];
+    assert_eq!(r2.last_seq, 1);
+    assert_eq!(
+        ids(&store.user_rooms(NS, "peer", 10).await.unwrap()),
+        ["dm:me:peer"]
+    );
+}
+
+store_test!(user_rooms_most_recently_active_first => user_rooms_most_recently_active_first_sqlite, user_rooms_most_recently_active_first_postgres);
+
+async fn rooms_created_since_counts_the_creators_rooms(kind: Store) {
+    let db = TestDb::new(kind).await;
+    let store = store::open(&db.url, 4).await.expect("open store");
+    let (owner, other) = (author("owner"), author("other"));
+    let now = store::now();
+    let ago = |minutes: i64| now - chrono::Duration::minutes(minutes);
+    let create = |id: &str, minutes: i64| group(id, Visibility::Public, ago(minutes));
+    assert!(
+        store
+            .create_room(NS, &create("old", 120), &owner, &[])
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .create_room(
+                NS,
+                &create("recent", 10),
+                &owner,
+                std::slice::from_ref(&other)
+            )
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .ensure_room(NS, &create("auto", 5), "owner")
+            .await
+            .unwrap()
+            .1
+    );
+    assert!(
+        store
+            .create_room(NS, &create("theirs", 1), &other, &[])
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .create_room("/elsewhere", &create("away", 1), &owner, &[])
+            .await
+            .unwrap()
+    );
+    // A DM counts for no one.
+    assert!(
+        store
+            .create_dm(NS, &dm_room("dm:other:owner", ago(1)), [&owner, &other])
+            .await
+            .unwrap()
+    );
+    // Joining someone else's room, even first, does not make the joiner its creator.
+    assert!(
+        !store
+            .ensure_room(NS, &create("theirs", 0), "owner")
+            .await
+            .unwrap()
+            .1
+    );
+
+    assert_eq!(
+        store
+            .rooms_created_since(NS, "owner", ago(60))
+            .await
+            .unwrap(),
+        2
+    );
+    assert_eq!(
+        store
+            .rooms_created_since(NS, "owner", ago(180))
+            .await
+            .unwrap(),
+        3
+    );
+    assert_eq!(
+        store
+            .rooms_created_since(NS, "owner", now + chrono::Duration::seconds(1))
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(
+        store
+            .rooms_created_since(NS, "other", ago(60))
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        store
+            .rooms_created_since("/elsewhere", "owner", ago(60))
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        store
+            .rooms_created_since(NS, "nobody", ago(180))
+            .await
+            .unwrap(),
+        0
+    );
+}
+
+store_test!(rooms_created_since_counts_the_creators_rooms => rooms_created_since_counts_the_creators_rooms_sqlite, rooms_created_since_counts_the_creators_rooms_postgres);
+
+async fn ensure_room_reports_creation_once(kind: Store) {
+    let db = TestDb::new(kind).await;
+    let store = store::open(&db.url, 4).await.expect("open store");
+    let room = group(
+        "town",
+        Visibility::Public,
+        store::now() - chrono::Duration::minutes(1),
+    );
+    assert_eq!(
+        store.ensure_room(NS, &room, "first").await.unwrap(),
+        (room.clone(), true)
+    );
+    // A later attempt, with other values, gets the stored room back and creates nothing.
+    let again = Room {
+        name: "renamed".to_owned(),
+        visibility: Visibility::Private,
+        created_at: store::now(),
+        ..room.clone()
+    };
+    assert_eq!(
+        store.ensure_room(NS, &again, "second").await.unwrap(),
+        (room.clone(), false)
+    );
+    assert_eq!(store.room(NS, "town").await.unwrap(), Some(room.clone()));
+    let since = room.created_at - chrono::Duration::minutes(1);
+    assert_eq!(
+        store.rooms_created_since(NS, "first", since).await.unwrap(),
+        1
+    );
+    assert_eq!(
+        store
+            .rooms_created_since(NS, "second", since)
+            .await
+            .unwrap(),
+        0
+    );
+    // ensure_room does not make anyone a member.
+    assert!(!store.is_member(NS, "town", "first").await.unwrap());
+}
+
+store_test!(ensure_room_reports_creation_once => ensure_room_reports_creation_once_sqlite, ensure_room_reports_creation_once_postgres);
+
+async fn create_dm_makes_both_members(kind: Store) {
+    let db = TestDb::new(kind).await;
+    let store = store::open(&db.url, 4).await.expect("open store");
+    let (ann, bob) = (author("ann"), author("bob"));
+    let dm = dm_room("dm:ann:bob", store::now());
+    assert!(store.create_dm(NS, &dm, [&ann, &bob]).await.unwrap());
+    assert!(
+        !store.create_dm(NS, &dm, [&ann, &bob]).await.unwrap(),
+        "the DM exists"
+    );
+    assert_eq!(
+        store.room(NS, "dm:ann:bob").await.unwrap(),
+        Some(dm.clone())
+    );
+    for (user, other) in [("ann", "bob"), ("bob", "ann")] {
+        assert!(
+            store.is_member(NS, "dm:ann:bob", user).await.unwrap(),
+            "{user}"
+        );
+        assert!(
+            !store.is_invited(NS, "dm:ann:bob", user).await.unwrap(),
+            "{user}"
+        );
+        let listed = store.list_rooms(NS, user, false).await.unwrap();
+        let summary = find(&listed, "dm:ann:bob").expect("the DM is listed");
+        assert!(summary.member && !summary.invited, "{summary:?}");
+        assert_eq!(summary.peer.as_ref().map(|p| p.id.as_str()), Some(other));
+        let theirs = store.user_rooms(NS, user, 10).await.unwrap();
+        assert_eq!(ids(&theirs), ["dm:ann:bob"]);
+        assert_eq!(theirs[0].peer, summary.peer);
+    }
+    assert!(store.invitations(NS, "bob").await.unwrap().is_empty());
+}
+
+store_test!(create_dm_makes_both_members => create_dm_makes_both_members_sqlite, create_dm_makes_both_members_postgres);

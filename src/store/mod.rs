@@ -1,10 +1,22 @@
 //! Durable storage of rooms, memberships and messages behind one small trait, with a SQLite and a Postgres backend.
 //!
-//! Both backends keep the same invariants, which the rest of palaver relies on:
+//! Both backends run the same SQL (`sql.rs`, generic over the sqlx driver) and keep the same invariants, which
+//! the rest of palaver relies on:
 //! * `seq` is gap-free per room and grows in commit order: the room row's `last_seq` is bumped inside the
 //!   transaction that inserts the message, so the row lock orders concurrent writers and a rollback leaves no gap;
 //! * a message is returned only once committed;
-//! * a `client_id` is unique per (room, sender): a retry returns the original message.
+//! * a `client_id` is unique per (room, sender): a retry returns the original message, also when the retry
+//!   reaches another node, or shares a batch with its original;
+//! * appends are committed in groups (`batch.rs`): one transaction per batch, in the same 4 statements however
+//!   many messages and rooms it holds (lock the rooms' counters, read the originals of retried client ids, bump
+//!   the counters, insert the messages; set-based, one statement each). On Postgres the batch locks its rooms in
+//!   (ns, id) order, so that writers on several nodes cannot deadlock; SQLite has one writer;
+//! * one message cannot spoil its batch: when a batch fails for any reason but an unreachable database, each of
+//!   its messages is retried in a transaction of its own, in batch order (so seqs stay gap-free and client ids
+//!   deduplicated). A message the database refuses then fails alone ([`StoreError::Rejected`]) and every other
+//!   one commits. An unreachable database fails the whole batch (a retry cannot help);
+//! * a membership row is a member (`joined`) or an open invitation (`invited`); only a member is in the room
+//!   ([`Store::is_member`], [`Store::user_rooms`]), an invitee only sees it listed.
 
 mod batch;
 mod postgres;
@@ -205,9 +217,15 @@ pub enum StoreError {
     Unavailable(sqlx::Error),
     #[error("database error: {0}")]
     Other(sqlx::Error),
-    /// A batch this message was part of failed; every message of it gets this error.
+    /// The message could not be written: the database was unavailable (then every message of its batch gets
+    /// this error), or its own transaction failed for a reason other than the database refusing it.
     #[error("{reason}")]
     Failed { unavailable: bool, reason: String },
+    /// The database refused this message, written in a transaction of its own (a constraint, a trigger, a
+    /// value it cannot store such as a NUL character in Postgres text). The other messages of its batch are
+    /// not affected.
+    #[error("the database refused the message: {reason}")]
+    Rejected { reason: String },
     #[error("room {0:?} does not exist")]
     NoSuchRoom(String),
     #[error("migration failed: {0}")]
@@ -234,6 +252,10 @@ impl From<StoreError> for ChatError {
                 unavailable: true, ..
             } => ChatError::unavailable(&e),
             StoreError::NoSuchRoom(room) => ChatError::room_not_found(&room),
+            StoreError::Rejected { reason } => {
+                tracing::warn!(error = %reason, "the database refused a message");
+                ChatError::bad_request("the message store refused this message")
+            }
             other => ChatError::internal(&other),
         }
     }
@@ -248,15 +270,22 @@ fn is_unavailable(e: &sqlx::Error) -> bool {
         | sqlx::Error::PoolClosed
         | sqlx::Error::WorkerCrashed
         | sqlx::Error::Protocol(_) => true,
-        sqlx::Error::Database(db) => db.code().is_some_and(|code| {
+        sqlx::Error::Database(db) => {
+            if db.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some() {
+                // SQLite reports extended result codes (SQLITE_IOERR_WRITE is 778): the primary code is the low
+                // byte. BUSY (5), IOERR (10), FULL (13), CANTOPEN (14).
+                let code = db.code().and_then(|code| code.parse::<i32>().ok());
+                return code.is_some_and(|code| matches!(code & 0xff, 5 | 10 | 13 | 14));
+            }
             // Postgres: connection exceptions (08…), shutdown / cannot connect now (57P…), too many
             // connections (53300), read-only replica during failover (25006), database not accepting
-            // connections (55000). SQLite: BUSY (5), IOERR (10), CANTOPEN (14), FULL (13).
-            code.starts_with("08")
-                || code.starts_with("57P")
-                || matches!(code.as_ref(), "53300" | "25006" | "55000")
-                || matches!(code.as_ref(), "5" | "10" | "13" | "14")
-        }),
+            // connections (55000).
+            db.code().is_some_and(|code| {
+                code.starts_with("08")
+                    || code.starts_with("57P")
+                    || matches!(code.as_ref(), "53300" | "25006" | "55000")
+            })
+        }
         _ => false,
     }
 }
@@ -282,7 +311,8 @@ pub trait Store: Send + Sync + 'static {
         invited: &[Author],
     ) -> StoreResult<bool>;
 
-    /// Creates a DM room with both users as members unless it exists; `true` if it was created.
+    /// Creates a DM room with both users as members unless it exists; `true` if it was created. A DM records no
+    /// creator: it belongs to both users and counts toward no one's creation quota.
     async fn create_dm(&self, ns: &str, room: &Room, users: [&Author; 2]) -> StoreResult<bool>;
 
     /// Creates the room unless it exists (auto-created on `room:join`, recording `creator`), and returns the
@@ -418,14 +448,13 @@ impl From<RoomRow> for Room {
     }
 }
 
-/// A `rooms:list` row: the room, its last seq, whether the user is a member, and a DM's other member.
+/// A `rooms:list` row: the room, its last seq, whether the user is a member or invited, and a DM's other member.
 #[derive(sqlx::FromRow)]
 struct SummaryRow {
     #[sqlx(flatten)]
     room: RoomRow,
     last_seq: i64,
     member: bool,
-    #[sqlx(default)]
     invited: bool,
     peer_id: Option<String>,
     peer_name: Option<String>,
@@ -449,6 +478,38 @@ impl From<SummaryRow> for RoomSummary {
             peer,
         }
     }
+}
+
+/// An open invitation: the room, who sent it (their id and name at the time), and when.
+#[derive(sqlx::FromRow)]
+struct InvitationRow {
+    #[sqlx(flatten)]
+    room: RoomRow,
+    invited_by: Option<String>,
+    invited_by_name: Option<String>,
+    invited_at: DateTime<Utc>,
+}
+
+impl From<InvitationRow> for Invitation {
+    fn from(row: InvitationRow) -> Self {
+        let id = row.invited_by.unwrap_or_default();
+        Invitation {
+            room: row.room.into(),
+            by: Author {
+                name: row.invited_by_name.unwrap_or_else(|| id.clone()),
+                id,
+            },
+            at: row.invited_at,
+        }
+    }
+}
+
+/// A stored message with its namespace: the original of a retried client id, read by the batch writer.
+#[derive(sqlx::FromRow)]
+struct OriginalRow {
+    ns: String,
+    #[sqlx(flatten)]
+    message: MessageRow,
 }
 
 #[cfg(test)]

@@ -2,23 +2,12 @@
 
 use std::time::Duration;
 
-use async_trait::async_trait;
-use sqlx::{
-    PgPool,
-    postgres::{PgConnectOptions, PgPoolOptions},
-};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
-use super::batch::Batcher;
-use super::{
-    Appended, Author, HistoryPage, HistoryQuery, Message, MessageRow, NewMessage, Room, RoomRow,
-    RoomSummary, Store, StoreResult, SummaryRow,
-};
+use super::StoreResult;
+use super::sql::SqlStore;
 
-pub struct PostgresStore {
-    writer: PgPool,
-    pool: PgPool,
-    batcher: Batcher,
-}
+pub type PostgresStore = SqlStore<sqlx::Postgres>;
 
 impl PostgresStore {
     pub async fn open(url: &str, pool_size: u32) -> StoreResult<Self> {
@@ -30,19 +19,7 @@ impl PostgresStore {
             .connect_with(options)
             .await?;
         sqlx::migrate!("./migrations/postgres").run(&pool).await?;
-        let batch_pool = pool.clone();
-        let batcher = Batcher::spawn(move |batch| {
-            let pool = batch_pool.clone();
-            async move { Self::commit_batch(&pool, batch).await }
-        });
-        Ok(Self {
-            writer: pool.clone(),
-            pool,
-            batcher,
-        })
+        // Reads and writes share the pool: Postgres serves concurrent writers itself.
+        Ok(Self::new(pool.clone(), pool))
     }
 }
-
-use super::sql::select_messages;
-// Postgres locks the batch's room rows (in the ORDER BY's order); SQLite has one writer, whose transaction is the lock.
-super::sql::sql_store!(PostgresStore, sqlx::Postgres, lock_rows: " FOR UPDATE");

@@ -1,8 +1,63 @@
-//! The SQL both backends run, written once: the placeholders (`$1`…) and every statement are valid in Postgres
-//! and in SQLite, so each backend module only opens its pools and applies its migrations.
+//! The SQL both backends run, written once as code generic over the sqlx driver: every statement is valid in
+//! Postgres and in SQLite (`$1`… placeholders work in both), so a backend module only opens its pools, applies
+//! its migrations and names what little differs ([`Backend`]).
 //!
-//! A backend is a struct with a `writer` pool (every write) and a `pool` (reads); `sql_store!` implements
-//! [`Store`](super::Store) for it.
+//! The sqlx bounds the generic code needs are spelled out on the two impl blocks below (the batch writer and the
+//! [`Store`] methods); Rust does not let a trait carry them for its users. Each backend satisfies them, which the
+//! compiler checks where `open` builds a store.
+
+use std::collections::{BTreeMap, HashMap};
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use sqlx::{
+    ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Pool, QueryBuilder, Type,
+};
+
+use super::batch::{Batcher, Pending};
+use super::{
+    Appended, Author, HistoryPage, HistoryQuery, Invitation, InvitationRow, Message, MessageRow,
+    NewMessage, OriginalRow, Room, RoomRow, RoomSummary, Store, StoreError, StoreResult,
+    SummaryRow,
+};
+
+/// What differs between the backends in the SQL they run.
+pub trait Backend: Database {
+    /// Ends the batch's `SELECT … FROM rooms … ORDER BY ns, id`: Postgres locks the batch's room rows, in that
+    /// order; SQLite has one writer, whose transaction is the lock.
+    const LOCK_ROWS: &'static str;
+    /// Rows an `INSERT`, `UPDATE` or `DELETE` wrote.
+    fn rows_affected(done: &Self::QueryResult) -> u64;
+}
+
+impl Backend for sqlx::Postgres {
+    const LOCK_ROWS: &'static str = " FOR UPDATE";
+    fn rows_affected(done: &Self::QueryResult) -> u64 {
+        done.rows_affected()
+    }
+}
+
+impl Backend for sqlx::Sqlite {
+    const LOCK_ROWS: &'static str = "";
+    fn rows_affected(done: &Self::QueryResult) -> u64 {
+        done.rows_affected()
+    }
+}
+
+/// A store on one database: a `writer` pool for every write, a `pool` for reads, and the group-commit writer
+/// in front of the writer pool.
+pub struct SqlStore<DB: Database> {
+    writer: Pool<DB>,
+    pool: Pool<DB>,
+    batcher: Batcher,
+}
+
+/// Membership states (`memberships.state`).
+const JOINED: &str = "joined";
+const INVITED: &str = "invited";
+
+/// Rows per multi-row `INSERT`, well below both databases' limits on bound parameters.
+const ROWS_PER_INSERT: usize = 1000;
 
 /// `SELECT <every message column> FROM messages `, as a literal for `concat!`.
 macro_rules! select_messages {
@@ -11,190 +66,162 @@ macro_rules! select_messages {
     };
 }
 
-macro_rules! sql_store {
-    ($store:ty, $db:ty, lock_rows: $lock_rows:literal) => {
-        impl $store {
-            /// Commits a batch of appends in one transaction and answers each of them.
-            async fn commit_batch(pool: &sqlx::Pool<$db>, batch: Vec<super::batch::Pending>) {
-                match Self::write_batch(pool, &batch).await {
-                    Ok(results) => {
-                        for (pending, result) in batch.into_iter().zip(results) {
-                            pending.answer(result);
-                        }
-                    }
-                    Err(e) => {
-                        let unavailable = matches!(e, super::StoreError::Unavailable(_));
-                        tracing::warn!(error = %e, messages = batch.len(), "message batch failed");
-                        for pending in batch {
-                            pending.answer(Err(super::StoreError::Failed {
-                                unavailable,
-                                reason: e.to_string(),
-                            }));
-                        }
-                    }
-                }
-            }
+/// The columns of a [`SummaryRow`] but `member` and `invited`, for rooms `r` and a DM's other member `p`
+/// (joined in by [`peer_join!`]), as a literal for `concat!`.
+macro_rules! summary_columns {
+    () => {
+        "SELECT r.id, r.name, r.kind, r.visibility, r.created_at, r.last_seq, \
+                p.user_id AS peer_id, p.user_name AS peer_name, "
+    };
+}
 
-            /// One transaction for the whole batch, in a fixed number of statements however many rooms it
-            /// touches: lock the rooms' counters, read the originals of any retried client ids, bump the
-            /// counters, insert the messages. Rooms are locked in (ns, id) order, so writers on several nodes
-            /// cannot deadlock; a room's lock is taken before its client ids are checked, so a retry racing on
-            /// another node cannot slip in between.
-            async fn write_batch(
-                pool: &sqlx::Pool<$db>,
-                batch: &[super::batch::Pending],
-            ) -> StoreResult<Vec<StoreResult<Appended>>> {
-                use std::collections::{BTreeMap, HashMap};
+/// A DM's other member `p`, for the user `$2`.
+macro_rules! peer_join {
+    () => {
+        " LEFT JOIN memberships p ON r.kind = 'dm' AND p.ns = r.ns AND p.room = r.id AND p.user_id <> $2 "
+    };
+}
 
-                let at = super::now();
-                /// What became of one append of the batch.
-                enum Outcome {
-                    Unwritten,
-                    Done(StoreResult<Appended>),
-                    /// A retry queued in the same batch as its original (at this index).
-                    SameAs(usize),
-                }
-                let mut results: Vec<Outcome> = batch.iter().map(|_| Outcome::Unwritten).collect();
-                let mut by_room: BTreeMap<(&str, &str), Vec<usize>> = BTreeMap::new();
-                for (i, pending) in batch.iter().enumerate() {
-                    by_room
-                        .entry((pending.ns.as_str(), pending.message.room.as_str()))
-                        .or_default()
-                        .push(i);
-                }
-                let mut tx = pool.begin().await?;
+/// A membership row to insert: an invitation when `invited_by` is set, else a member.
+struct NewMembership<'a> {
+    user: &'a Author,
+    invited_by: Option<&'a Author>,
+}
 
-                let mut lock = sqlx::QueryBuilder::<$db>::new(
-                    "SELECT ns, id, last_seq FROM rooms WHERE (ns, id) IN (VALUES ",
-                );
-                let mut list = lock.separated(", ");
-                for (ns, room) in by_room.keys() {
-                    list.push("(").push_bind_unseparated(*ns).push_unseparated(", ");
-                    list.push_bind_unseparated(*room).push_unseparated(")");
-                }
-                lock.push(") ORDER BY ns, id").push($lock_rows);
-                let counters: HashMap<(String, String), i64> = lock
-                    .build_query_as::<(String, String, i64)>()
-                    .fetch_all(&mut *tx)
-                    .await?
-                    .into_iter()
-                    .map(|(ns, room, last)| ((ns, room), last))
-                    .collect();
+impl NewMembership<'_> {
+    fn state(&self) -> &'static str {
+        if self.invited_by.is_some() {
+            INVITED
+        } else {
+            JOINED
+        }
+    }
+}
 
-                // Messages already stored under this batch's client ids (the originals of retries), read under
-                // the room locks, by (ns, room, sender, client id).
-                let mut originals: HashMap<(String, String, String, String), MessageRow> = HashMap::new();
-                let with_client_id: Vec<&super::batch::Pending> = batch
-                    .iter()
-                    .filter(|p| p.message.client_id.is_some())
-                    .collect();
-                if !with_client_id.is_empty() {
-                    let mut select = sqlx::QueryBuilder::<$db>::new(
-                        "SELECT ns, id, room, seq, sender_id, sender_name, text, client_id, created_at FROM messages \
-                         WHERE client_id IS NOT NULL AND (ns, room, sender_id, client_id) IN (VALUES ",
-                    );
-                    let mut list = select.separated(", ");
-                    for p in &with_client_id {
-                        list.push("(").push_bind_unseparated(p.ns.as_str()).push_unseparated(", ");
-                        list.push_bind_unseparated(p.message.room.as_str()).push_unseparated(", ");
-                        list.push_bind_unseparated(p.message.from.id.as_str()).push_unseparated(", ");
-                        list.push_bind_unseparated(p.message.client_id.as_deref()).push_unseparated(")");
-                    }
-                    select.push(")");
-                    for row in select.build().fetch_all(&mut *tx).await? {
-                        use sqlx::{FromRow, Row};
-                        let ns: String = row.try_get("ns")?;
-                        let row = MessageRow::from_row(&row)?;
-                        let key = (ns, row.room.clone(), row.sender_id.clone(), row.client_id.clone().unwrap_or_default());
-                        originals.insert(key, row);
-                    }
-                }
+/// A write that names a room: a foreign-key violation means that the room does not exist.
+fn or_no_such_room(room: &str) -> impl FnOnce(sqlx::Error) -> StoreError + '_ {
+    move |e| match &e {
+        sqlx::Error::Database(db) if db.is_foreign_key_violation() => {
+            StoreError::NoSuchRoom(room.to_owned())
+        }
+        _ => e.into(),
+    }
+}
 
-                // (index in batch, seq) of every message to insert, and the new counter of each room.
-                let mut fresh: Vec<(usize, i64)> = Vec::with_capacity(batch.len());
-                let mut bumped: Vec<(&str, &str, i64)> = Vec::with_capacity(by_room.len());
-                for ((ns, room), indexes) in &by_room {
-                    let Some(&last) = counters.get(&((*ns).to_owned(), (*room).to_owned())) else {
-                        for &i in indexes {
-                            results[i] = Outcome::Done(Err(super::StoreError::NoSuchRoom((*room).to_owned())));
-                        }
+/// What became of one append of a batch, before the commit.
+enum Outcome {
+    /// To be inserted with this seq.
+    Fresh(i64),
+    /// Answered without inserting anything: the original of a retried client id, or an error of its own.
+    Done(StoreResult<Appended>),
+    /// A retry queued in the same batch as its original, at this index.
+    SameAs(usize),
+}
+
+/// Seqs given to the appends of a batch, from the rooms' counters and the stored originals of retried client ids.
+struct Numbering<'b> {
+    outcomes: Vec<Outcome>,
+    /// The new counter of each room that gets messages.
+    bumped: Vec<(&'b str, &'b str, i64)>,
+}
+
+/// A room of the batch: (ns, room id).
+type RoomKey<'b> = (&'b str, &'b str);
+/// A stored message by (ns, room, sender id, client id).
+type ClientKey = (String, String, String, String);
+
+impl<'b> Numbering<'b> {
+    /// Numbers the appends room by room, in batch order. `counters` holds the `last_seq` of every room of the
+    /// batch that exists; `originals` the stored messages under the batch's client ids.
+    fn new(
+        batch: &'b [Pending],
+        by_room: &BTreeMap<RoomKey<'b>, Vec<usize>>,
+        counters: &HashMap<(String, String), i64>,
+        mut originals: HashMap<ClientKey, MessageRow>,
+    ) -> Self {
+        let mut outcomes: Vec<Option<Outcome>> = batch.iter().map(|_| None).collect();
+        let mut bumped = Vec::with_capacity(by_room.len());
+        for (&(ns, room), indexes) in by_room {
+            let Some(&last) = counters.get(&(ns.to_owned(), room.to_owned())) else {
+                for &i in indexes {
+                    outcomes[i] = Some(Outcome::Done(Err(StoreError::NoSuchRoom(room.to_owned()))));
+                }
+                continue;
+            };
+            let mut seq = last;
+            // Client ids already used in this batch: a retry queued next to its original.
+            let mut seen: HashMap<(&str, &str), usize> = HashMap::new();
+            for &i in indexes {
+                let message = &batch[i].message;
+                if let Some(client_id) = message.client_id.as_deref() {
+                    let key = (message.from.id.as_str(), client_id);
+                    if let Some(&first) = seen.get(&key) {
+                        outcomes[i] = Some(Outcome::SameAs(first));
                         continue;
+                    }
+                    seen.insert(key, i);
+                    let original = if originals.is_empty() {
+                        None
+                    } else {
+                        let stored = (
+                            ns.to_owned(),
+                            room.to_owned(),
+                            key.0.to_owned(),
+                            key.1.to_owned(),
+                        );
+                        originals.remove(&stored)
                     };
-                    let mut seq = last;
-                    // Client ids already used in this batch: a retry queued next to its original.
-                    let mut seen: HashMap<(&str, &str), usize> = HashMap::new();
-                    for &i in indexes {
-                        let message = &batch[i].message;
-                        if let Some(client_id) = message.client_id.as_deref() {
-                            let key = (message.from.id.as_str(), client_id);
-                            if let Some(&first) = seen.get(&key) {
-                                results[i] = Outcome::SameAs(first);
-                                continue;
-                            }
-                            seen.insert(key, i);
-                            let original = if originals.is_empty() {
-                                None
-                            } else {
-                                let stored = ((*ns).to_owned(), (*room).to_owned(), key.0.to_owned(), key.1.to_owned());
-                                originals.remove(&stored)
-                            };
-                            if let Some(original) = original {
-                                results[i] = Outcome::Done(Ok(Appended {
-                                    message: original.into(),
-                                    duplicate: true,
-                                }));
-                                continue;
-                            }
-                        }
-                        seq += 1;
-                        fresh.push((i, seq));
-                    }
-                    if seq > last {
-                        bumped.push((*ns, *room, seq));
+                    if let Some(original) = original {
+                        outcomes[i] = Some(Outcome::Done(Ok(Appended {
+                            message: original.into(),
+                            duplicate: true,
+                        })));
+                        continue;
                     }
                 }
-                if !bumped.is_empty() {
-                    let mut update = sqlx::QueryBuilder::<$db>::new("UPDATE rooms SET last_seq = v.column3, last_active_at = ");
-                    update.push_bind(at).push(" FROM (VALUES ");
-                    let mut list = update.separated(", ");
-                    for &(ns, room, seq) in &bumped {
-                        list.push("(").push_bind_unseparated(ns).push_unseparated(", ");
-                        list.push_bind_unseparated(room).push_unseparated(", ");
-                        list.push_bind_unseparated(seq).push_unseparated(")");
-                    }
-                    update.push(") AS v WHERE rooms.ns = v.column1 AND rooms.id = v.column2");
-                    update.build().execute(&mut *tx).await?;
-                }
-                let mut ids: HashMap<(String, String, i64), i64> = HashMap::with_capacity(fresh.len());
-                if !fresh.is_empty() {
-                    let mut insert = sqlx::QueryBuilder::<$db>::new(
-                        "INSERT INTO messages (ns, room, seq, sender_id, sender_name, text, client_id, created_at) ",
-                    );
-                    insert.push_values(&fresh, |mut row, &(i, seq)| {
-                        let pending = &batch[i];
-                        row.push_bind(pending.ns.clone())
-                            .push_bind(pending.message.room.clone())
-                            .push_bind(seq)
-                            .push_bind(pending.message.from.id.clone())
-                            .push_bind(pending.message.from.name.clone())
-                            .push_bind(pending.message.text.clone())
-                            .push_bind(pending.message.client_id.clone())
-                            .push_bind(at);
-                    });
-                    insert.push(" RETURNING id, ns, room, seq");
-                    let rows: Vec<(i64, String, String, i64)> =
-                        insert.build_query_as().fetch_all(&mut *tx).await?;
-                    ids.extend(rows.into_iter().map(|(id, ns, room, seq)| ((ns, room, seq), id)));
-                }
-                tx.commit().await?;
+                seq += 1;
+                outcomes[i] = Some(Outcome::Fresh(seq));
+            }
+            if seq > last {
+                bumped.push((ns, room, seq));
+            }
+        }
+        let outcomes = outcomes
+            .into_iter()
+            .map(|o| o.expect("every append of the batch is in one of its rooms"))
+            .collect();
+        Self { outcomes, bumped }
+    }
 
-                for &(i, seq) in &fresh {
+    /// The messages to insert: (index in the batch, seq).
+    fn fresh(&self) -> Vec<(usize, i64)> {
+        self.outcomes
+            .iter()
+            .enumerate()
+            .filter_map(|(i, o)| match o {
+                Outcome::Fresh(seq) => Some((i, *seq)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The answer of every append once the batch has committed at `at`; `ids` are the inserted messages' ids
+    /// by (ns, room, seq).
+    fn answers(
+        self,
+        batch: &[Pending],
+        ids: &HashMap<(String, String, i64), i64>,
+        at: DateTime<Utc>,
+    ) -> Vec<StoreResult<Appended>> {
+        let mut answers: Vec<StoreResult<Appended>> = Vec::with_capacity(batch.len());
+        for (i, outcome) in self.outcomes.into_iter().enumerate() {
+            let answer = match outcome {
+                Outcome::Fresh(seq) => {
                     let pending = &batch[i];
                     let key = (pending.ns.clone(), pending.message.room.clone(), seq);
-                    let id = ids.get(&key).copied().unwrap_or_default();
-                    results[i] = Outcome::Done(Ok(Appended {
+                    Ok(Appended {
                         message: Message {
-                            id: id.to_string(),
+                            id: ids.get(&key).copied().unwrap_or_default().to_string(),
                             room: pending.message.room.clone(),
                             seq,
                             from: pending.message.from.clone(),
@@ -203,212 +230,660 @@ macro_rules! sql_store {
                             at,
                         },
                         duplicate: false,
-                    }));
-                }
-                let answers: Vec<StoreResult<Appended>> = results
-                    .iter()
-                    .map(|outcome| match outcome {
-                        Outcome::Done(Ok(appended)) => Ok(appended.clone()),
-                        Outcome::SameAs(first) => match &results[*first] {
-                            Outcome::Done(Ok(original)) => Ok(Appended {
-                                message: original.message.clone(),
-                                duplicate: true,
-                            }),
-                            _ => Err(super::StoreError::NoSuchRoom(String::new())),
-                        },
-                        Outcome::Done(Err(super::StoreError::NoSuchRoom(room))) => {
-                            Err(super::StoreError::NoSuchRoom(room.clone()))
-                        }
-                        Outcome::Done(Err(_)) | Outcome::Unwritten => Err(super::StoreError::Failed {
-                            unavailable: false,
-                            reason: "message was not written".to_owned(),
-                        }),
                     })
-                    .collect();
-                Ok(answers)
-            }
+                }
+                Outcome::Done(result) => result,
+                // The original comes first in its room, so its answer is already there.
+                Outcome::SameAs(first) => match &answers[first] {
+                    Ok(original) => Ok(Appended {
+                        message: original.message.clone(),
+                        duplicate: true,
+                    }),
+                    Err(_) => Err(StoreError::Failed {
+                        unavailable: false,
+                        reason: "the original of this retry was not written".to_owned(),
+                    }),
+                },
+            };
+            answers.push(answer);
         }
-
-        #[async_trait]
-        impl Store for $store {
-            async fn ping(&self) -> StoreResult<()> {
-                sqlx::query("SELECT 1").execute(&self.pool).await?;
-                Ok(())
-            }
-
-            async fn room(&self, ns: &str, room: &str) -> StoreResult<Option<Room>> {
-                let row: Option<RoomRow> = sqlx::query_as(
-                    "SELECT id, name, kind, visibility, created_at FROM rooms WHERE ns = $1 AND id = $2",
-                )
-                .bind(ns)
-                .bind(room)
-                .fetch_optional(&self.pool)
-                .await?;
-                Ok(row.map(Room::from))
-            }
-
-            async fn create_room(&self, ns: &str, room: &Room, creator: &Author, invited: &[Author]) -> StoreResult<bool> {
-                let _ = (ns, room, creator, invited);
-                Err(super::StoreError::Failed { unavailable: false, reason: "todo".into() })
-            }
-            async fn create_dm(&self, ns: &str, room: &Room, users: [&Author; 2]) -> StoreResult<bool> {
-                let _ = (ns, room, users);
-                Err(super::StoreError::Failed { unavailable: false, reason: "todo".into() })
-            }
-            async fn rooms_created_since(&self, ns: &str, creator: &str, since: chrono::DateTime<chrono::Utc>) -> StoreResult<i64> {
-                let _ = (ns, creator, since);
-                Err(super::StoreError::Failed { unavailable: false, reason: "todo".into() })
-            }
-            async fn invite(&self, ns: &str, room: &str, by: &Author, users: &[Author]) -> StoreResult<Vec<String>> {
-                let _ = (ns, room, by, users);
-                Err(super::StoreError::Failed { unavailable: false, reason: "todo".into() })
-            }
-            async fn decline(&self, ns: &str, room: &str, user_id: &str) -> StoreResult<bool> {
-                let _ = (ns, room, user_id);
-                Err(super::StoreError::Failed { unavailable: false, reason: "todo".into() })
-            }
-            async fn is_invited(&self, ns: &str, room: &str, user_id: &str) -> StoreResult<bool> {
-                let _ = (ns, room, user_id);
-                Err(super::StoreError::Failed { unavailable: false, reason: "todo".into() })
-            }
-            async fn user_rooms(&self, ns: &str, user_id: &str, limit: usize) -> StoreResult<Vec<RoomSummary>> {
-                let _ = (ns, user_id, limit);
-                Err(super::StoreError::Failed { unavailable: false, reason: "todo".into() })
-            }
-            async fn invitations(&self, ns: &str, user_id: &str) -> StoreResult<Vec<super::Invitation>> {
-                let _ = (ns, user_id);
-                Err(super::StoreError::Failed { unavailable: false, reason: "todo".into() })
-            }
-
-            async fn ensure_room(&self, ns: &str, room: &Room, creator: &str) -> StoreResult<(Room, bool)> {
-                let _ = creator;
-                sqlx::query(
-                    "INSERT INTO rooms (ns, id, name, kind, visibility, created_at) VALUES ($1, $2, $3, $4, $5, $6) \
-                     ON CONFLICT DO NOTHING",
-                )
-                .bind(ns)
-                .bind(&room.id)
-                .bind(&room.name)
-                .bind(room.kind.as_str())
-                .bind(room.visibility.as_str())
-                .bind(room.created_at)
-                .execute(&self.writer)
-                .await?;
-                let row: RoomRow = sqlx::query_as(
-                    "SELECT id, name, kind, visibility, created_at FROM rooms WHERE ns = $1 AND id = $2",
-                )
-                .bind(ns)
-                .bind(&room.id)
-                .fetch_one(&self.writer)
-                .await?;
-                Ok((row.into(), false))
-            }
-
-            async fn add_member(&self, ns: &str, room: &str, user: &Author) -> StoreResult<()> {
-                sqlx::query(
-                    "INSERT INTO memberships (ns, room, user_id, user_name, joined_at) VALUES ($1, $2, $3, $4, $5) \
-                     ON CONFLICT (ns, room, user_id) DO UPDATE SET user_name = EXCLUDED.user_name",
-                )
-                .bind(ns)
-                .bind(room)
-                .bind(&user.id)
-                .bind(&user.name)
-                .bind(super::now())
-                .execute(&self.writer)
-                .await?;
-                Ok(())
-            }
-
-            async fn remove_member(&self, ns: &str, room: &str, user_id: &str) -> StoreResult<bool> {
-                let removed =
-                    sqlx::query("DELETE FROM memberships WHERE ns = $1 AND room = $2 AND user_id = $3")
-                        .bind(ns)
-                        .bind(room)
-                        .bind(user_id)
-                        .execute(&self.writer)
-                        .await?
-                        .rows_affected();
-                Ok(removed > 0)
-            }
-
-            async fn is_member(&self, ns: &str, room: &str, user_id: &str) -> StoreResult<bool> {
-                let found: Option<i32> = sqlx::query_scalar(
-                    "SELECT 1 FROM memberships WHERE ns = $1 AND room = $2 AND user_id = $3",
-                )
-                .bind(ns)
-                .bind(room)
-                .bind(user_id)
-                .fetch_optional(&self.pool)
-                .await?;
-                Ok(found.is_some())
-            }
-
-            async fn list_rooms(
-                &self,
-                ns: &str,
-                user_id: &str,
-                with_public: bool,
-            ) -> StoreResult<Vec<RoomSummary>> {
-                let rows: Vec<SummaryRow> = sqlx::query_as(
-                    "SELECT r.id, r.name, r.kind, r.visibility, r.created_at, r.last_seq, \
-                            (m.user_id IS NOT NULL) AS member, p.user_id AS peer_id, p.user_name AS peer_name \
-                     FROM rooms r \
-                     LEFT JOIN memberships m ON m.ns = r.ns AND m.room = r.id AND m.user_id = $2 \
-                     LEFT JOIN memberships p ON r.kind = 'dm' AND p.ns = r.ns AND p.room = r.id AND p.user_id <> $2 \
-                     WHERE r.ns = $1 AND (m.user_id IS NOT NULL OR ($4 AND r.visibility = 'public')) \
-                     ORDER BY COALESCE(r.last_active_at, r.created_at) DESC, r.id LIMIT $3",
-                )
-                .bind(ns)
-                .bind(user_id)
-                .bind(super::MAX_LISTED_ROOMS)
-                .bind(with_public)
-                .fetch_all(&self.pool)
-                .await?;
-                Ok(rows.into_iter().map(RoomSummary::from).collect())
-            }
-
-            async fn append_message(&self, ns: &str, new: NewMessage) -> StoreResult<Appended> {
-                self.batcher.append(ns, new).await
-            }
-
-            async fn next_seq(&self, ns: &str, room: &str) -> StoreResult<i64> {
-                let seq = sqlx::query_scalar(
-                    "UPDATE rooms SET last_seq = last_seq + 1 WHERE ns = $1 AND id = $2 RETURNING last_seq",
-                )
-                .bind(ns)
-                .bind(room)
-                .fetch_one(&self.writer)
-                .await?;
-                Ok(seq)
-            }
-
-            async fn history(&self, ns: &str, room: &str, query: HistoryQuery) -> StoreResult<HistoryPage> {
-                // Two static statements: sqlx only runs SQL known at compile time.
-                let sql = if query.ascending() {
-                    concat!(
-                        select_messages!(),
-                        "WHERE ns = $1 AND room = $2 AND seq < $3 AND seq > $4 ORDER BY seq ASC LIMIT $5"
-                    )
-                } else {
-                    concat!(
-                        select_messages!(),
-                        "WHERE ns = $1 AND room = $2 AND seq < $3 AND seq > $4 ORDER BY seq DESC LIMIT $5"
-                    )
-                };
-                let rows: Vec<MessageRow> = sqlx::query_as(sql)
-                .bind(ns)
-                .bind(room)
-                .bind(query.before.unwrap_or(i64::MAX))
-                .bind(query.after.unwrap_or(0))
-                .bind(i64::from(query.limit) + 1)
-                .fetch_all(&self.pool)
-                .await?;
-                let messages = rows.into_iter().map(Message::from).collect();
-                Ok(HistoryPage::from_rows(messages, &query))
-            }
-        }
-    };
+        answers
+    }
 }
 
-pub(crate) use select_messages;
-pub(crate) use sql_store;
+/// The answer to an append that failed in a transaction of its own: the database refusing it (a constraint,
+/// a trigger, a value it cannot store) is this message's fault alone.
+fn failed_alone(error: StoreError) -> StoreError {
+    match error {
+        StoreError::Other(sqlx::Error::Database(db)) => StoreError::Rejected {
+            reason: db.to_string(),
+        },
+        StoreError::Unavailable(_) => StoreError::Failed {
+            unavailable: true,
+            reason: error.to_string(),
+        },
+        other => StoreError::Failed {
+            unavailable: false,
+            reason: other.to_string(),
+        },
+    }
+}
+
+impl<DB> SqlStore<DB>
+where
+    DB: Backend,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    DB::Arguments: IntoArguments<DB>,
+    for<'a> &'a str: Encode<'a, DB> + Type<DB> + ColumnIndex<DB::Row>,
+    for<'a> Option<&'a str>: Encode<'a, DB>,
+    String: for<'r> Decode<'r, DB> + Type<DB>,
+    i64: for<'a> Encode<'a, DB> + for<'r> Decode<'r, DB> + Type<DB>,
+    DateTime<Utc>: for<'a> Encode<'a, DB> + for<'r> Decode<'r, DB> + Type<DB>,
+    bool: for<'a> Encode<'a, DB> + for<'r> Decode<'r, DB> + Type<DB>,
+    usize: ColumnIndex<DB::Row>,
+{
+    /// A store on these pools, with its group-commit writer on `writer`.
+    pub(super) fn new(writer: Pool<DB>, pool: Pool<DB>) -> Self {
+        let batch_pool = writer.clone();
+        let batcher = Batcher::spawn(move |batch| Self::commit_batch(batch_pool.clone(), batch));
+        Self {
+            writer,
+            pool,
+            batcher,
+        }
+    }
+
+    /// Commits a batch of appends in one transaction and answers each of them. When the batch fails for any
+    /// reason but an unreachable database, each append is retried in a transaction of its own, in batch order,
+    /// so that a message the database refuses fails alone and every other one commits.
+    async fn commit_batch(pool: Pool<DB>, batch: Vec<Pending>) {
+        let error = match Self::write_batch(&pool, &batch).await {
+            Ok(answers) => {
+                for (pending, answer) in batch.into_iter().zip(answers) {
+                    pending.answer(answer);
+                }
+                return;
+            }
+            Err(error) => error,
+        };
+        let batch = match <[Pending; 1]>::try_from(batch) {
+            Ok([pending]) => {
+                // Alone in its batch: nothing to isolate it from.
+                pending.answer(Err(failed_alone(error)));
+                return;
+            }
+            Err(batch) => batch,
+        };
+        if matches!(error, StoreError::Unavailable(_)) {
+            // A retry cannot help: everyone gets `unavailable`.
+            tracing::warn!(error = %error, messages = batch.len(), "message batch failed");
+            let reason = error.to_string();
+            for pending in batch {
+                pending.answer(Err(StoreError::Failed {
+                    unavailable: true,
+                    reason: reason.clone(),
+                }));
+            }
+            return;
+        }
+        tracing::warn!(error = %error, messages = batch.len(), "message batch failed, retrying one by one");
+        // Once the database is gone, the appends still waiting fail at once instead of each waiting for it.
+        let mut gone: Option<String> = None;
+        for pending in batch {
+            let answer = if let Some(reason) = &gone {
+                Err(StoreError::Failed {
+                    unavailable: true,
+                    reason: reason.clone(),
+                })
+            } else {
+                match Self::write_batch(&pool, std::slice::from_ref(&pending)).await {
+                    Ok(mut answers) => answers.pop().expect("one answer per append"),
+                    Err(error) => {
+                        let error = failed_alone(error);
+                        if let StoreError::Failed {
+                            unavailable: true,
+                            reason,
+                        } = &error
+                        {
+                            gone = Some(reason.clone());
+                        }
+                        Err(error)
+                    }
+                }
+            };
+            pending.answer(answer);
+        }
+    }
+
+    /// One transaction for the whole batch, in a fixed number of statements however many rooms it touches: lock
+    /// the rooms' counters, read the originals of any retried client ids, bump the counters, insert the messages.
+    /// Rooms are locked in (ns, id) order, so writers on several nodes cannot deadlock; a room's lock is taken
+    /// before its client ids are checked, so a retry racing on another node cannot slip in between.
+    ///
+    /// `Err` when the transaction failed as a whole (nothing of it is stored); otherwise one answer per append.
+    #[tracing::instrument(level = "debug", skip_all, fields(messages = batch.len()))]
+    async fn write_batch(
+        pool: &Pool<DB>,
+        batch: &[Pending],
+    ) -> StoreResult<Vec<StoreResult<Appended>>> {
+        let at = super::now();
+        let mut by_room: BTreeMap<RoomKey<'_>, Vec<usize>> = BTreeMap::new();
+        for (i, pending) in batch.iter().enumerate() {
+            by_room
+                .entry((pending.ns.as_str(), pending.message.room.as_str()))
+                .or_default()
+                .push(i);
+        }
+        let mut tx = pool.begin().await?;
+        let counters = Self::lock_counters(&mut tx, by_room.keys()).await?;
+        let originals = Self::read_originals(&mut tx, batch).await?;
+        let numbering = Numbering::new(batch, &by_room, &counters, originals);
+        Self::bump_counters(&mut tx, &numbering.bumped, at).await?;
+        let ids = Self::insert_messages(&mut tx, batch, &numbering.fresh(), at).await?;
+        tx.commit().await?;
+        Ok(numbering.answers(batch, &ids, at))
+    }
+
+    /// Statement 1 of a batch: the `last_seq` of each of its rooms that exists, locked.
+    async fn lock_counters<'b>(
+        tx: &mut DB::Connection,
+        rooms: impl Iterator<Item = &'b RoomKey<'b>>,
+    ) -> StoreResult<HashMap<(String, String), i64>> {
+        let mut lock = QueryBuilder::<DB>::new(
+            "SELECT ns, id, last_seq FROM rooms WHERE (ns, id) IN (VALUES ",
+        );
+        let mut list = lock.separated(", ");
+        for &(ns, room) in rooms {
+            list.push("(")
+                .push_bind_unseparated(ns)
+                .push_unseparated(", ");
+            list.push_bind_unseparated(room).push_unseparated(")");
+        }
+        lock.push(") ORDER BY ns, id").push(DB::LOCK_ROWS);
+        let rows: Vec<(String, String, i64)> = lock.build_query_as().fetch_all(&mut *tx).await?;
+        Ok(rows
+            .into_iter()
+            .map(|(ns, room, last)| ((ns, room), last))
+            .collect())
+    }
+
+    /// Statement 2 of a batch (only when some appends carry a client id): the messages already stored under the
+    /// batch's client ids, the originals of retries. Read under the room locks.
+    async fn read_originals(
+        tx: &mut DB::Connection,
+        batch: &[Pending],
+    ) -> StoreResult<HashMap<ClientKey, MessageRow>> {
+        // Collected rather than iterated lazily: a closure's iterator kept in this future defeats rustc's proof
+        // that the batch writer's future is `Send` (a known limitation with generic higher-ranked bounds).
+        let with_client_id: Vec<(&Pending, &str)> = batch
+            .iter()
+            .filter_map(|p| Some((p, p.message.client_id.as_deref()?)))
+            .collect();
+        if with_client_id.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let mut select = QueryBuilder::<DB>::new(concat!(
+            "SELECT ns, id, room, seq, sender_id, sender_name, text, client_id, created_at FROM messages ",
+            "WHERE client_id IS NOT NULL AND (ns, room, sender_id, client_id) IN (VALUES "
+        ));
+        let mut list = select.separated(", ");
+        for (p, client_id) in with_client_id {
+            list.push("(")
+                .push_bind_unseparated(p.ns.as_str())
+                .push_unseparated(", ");
+            list.push_bind_unseparated(p.message.room.as_str())
+                .push_unseparated(", ");
+            list.push_bind_unseparated(p.message.from.id.as_str())
+                .push_unseparated(", ");
+            list.push_bind_unseparated(client_id).push_unseparated(")");
+        }
+        select.push(")");
+        let rows: Vec<OriginalRow> = select.build_query_as().fetch_all(&mut *tx).await?;
+        Ok(rows
+            .into_iter()
+            .map(|OriginalRow { ns, message }| {
+                let key = (
+                    ns,
+                    message.room.clone(),
+                    message.sender_id.clone(),
+                    message.client_id.clone().unwrap_or_default(),
+                );
+                (key, message)
+            })
+            .collect())
+    }
+
+    /// Statement 3 of a batch: the new counters of the rooms that get messages, and their activity time.
+    async fn bump_counters(
+        tx: &mut DB::Connection,
+        bumped: &[(&str, &str, i64)],
+        at: DateTime<Utc>,
+    ) -> StoreResult<()> {
+        if bumped.is_empty() {
+            return Ok(());
+        }
+        let mut update =
+            QueryBuilder::<DB>::new("UPDATE rooms SET last_seq = v.column3, last_active_at = ");
+        update.push_bind(at).push(" FROM (VALUES ");
+        let mut list = update.separated(", ");
+        for &(ns, room, seq) in bumped {
+            list.push("(")
+                .push_bind_unseparated(ns)
+                .push_unseparated(", ");
+            list.push_bind_unseparated(room).push_unseparated(", ");
+            list.push_bind_unseparated(seq).push_unseparated(")");
+        }
+        update.push(") AS v WHERE rooms.ns = v.column1 AND rooms.id = v.column2");
+        update.build().execute(&mut *tx).await?;
+        Ok(())
+    }
+
+    /// Statement 4 of a batch: the new messages, `fresh` being (index in the batch, seq). Returns their ids by
+    /// (ns, room, seq).
+    async fn insert_messages(
+        tx: &mut DB::Connection,
+        batch: &[Pending],
+        fresh: &[(usize, i64)],
+        at: DateTime<Utc>,
+    ) -> StoreResult<HashMap<(String, String, i64), i64>> {
+        if fresh.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let mut insert = QueryBuilder::<DB>::new(
+            "INSERT INTO messages (ns, room, seq, sender_id, sender_name, text, client_id, created_at) ",
+        );
+        insert.push_values(fresh, |mut row, &(i, seq)| {
+            let pending = &batch[i];
+            row.push_bind(pending.ns.as_str())
+                .push_bind(pending.message.room.as_str())
+                .push_bind(seq)
+                .push_bind(pending.message.from.id.as_str())
+                .push_bind(pending.message.from.name.as_str())
+                .push_bind(pending.message.text.as_str())
+                .push_bind(pending.message.client_id.as_deref())
+                .push_bind(at);
+        });
+        insert.push(" RETURNING id, ns, room, seq");
+        let rows: Vec<(i64, String, String, i64)> =
+            insert.build_query_as().fetch_all(&mut *tx).await?;
+        Ok(rows
+            .into_iter()
+            .map(|(id, ns, room, seq)| ((ns, room, seq), id))
+            .collect())
+    }
+
+    /// `INSERT INTO rooms`, unless it exists: whether this created it.
+    async fn insert_room<'c>(
+        executor: impl Executor<'c, Database = DB>,
+        ns: &str,
+        room: &Room,
+        created_by: Option<&str>,
+    ) -> StoreResult<bool> {
+        let inserted = sqlx::query(
+            "INSERT INTO rooms (ns, id, name, kind, visibility, created_at, created_by) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
+        )
+        .bind(ns)
+        .bind(room.id.as_str())
+        .bind(room.name.as_str())
+        .bind(room.kind.as_str())
+        .bind(room.visibility.as_str())
+        .bind(room.created_at)
+        .bind(created_by)
+        .execute(executor)
+        .await?;
+        Ok(DB::rows_affected(&inserted) == 1)
+    }
+
+    /// `INSERT INTO memberships` of the rows that do not exist yet (a member or an invitee is never demoted or
+    /// re-invited): the ids of the users whose rows this wrote.
+    async fn insert_memberships(
+        tx: &mut DB::Connection,
+        ns: &str,
+        room: &str,
+        rows: &[NewMembership<'_>],
+        at: DateTime<Utc>,
+    ) -> StoreResult<Vec<String>> {
+        let mut written = Vec::with_capacity(rows.len());
+        for chunk in rows.chunks(ROWS_PER_INSERT) {
+            let mut insert = QueryBuilder::<DB>::new(
+                "INSERT INTO memberships (ns, room, user_id, user_name, joined_at, state, invited_by, invited_by_name) ",
+            );
+            insert.push_values(chunk, |mut row, m| {
+                row.push_bind(ns)
+                    .push_bind(room)
+                    .push_bind(m.user.id.as_str())
+                    .push_bind(m.user.name.as_str())
+                    .push_bind(at)
+                    .push_bind(m.state())
+                    .push_bind(m.invited_by.map(|by| by.id.as_str()))
+                    .push_bind(m.invited_by.map(|by| by.name.as_str()));
+            });
+            insert.push(" ON CONFLICT DO NOTHING RETURNING user_id");
+            let ids: Vec<(String,)> = insert
+                .build_query_as()
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(or_no_such_room(room))?;
+            written.extend(ids.into_iter().map(|(id,)| id));
+        }
+        Ok(written)
+    }
+
+    /// A room as stored.
+    async fn read_room<'c>(
+        executor: impl Executor<'c, Database = DB>,
+        ns: &str,
+        room: &str,
+    ) -> StoreResult<Option<Room>> {
+        let row: Option<RoomRow> = sqlx::query_as(
+            "SELECT id, name, kind, visibility, created_at FROM rooms WHERE ns = $1 AND id = $2",
+        )
+        .bind(ns)
+        .bind(room)
+        .fetch_optional(executor)
+        .await?;
+        Ok(row.map(Room::from))
+    }
+
+    /// Whether the user's membership row of the room is in this state.
+    async fn has_state(
+        &self,
+        ns: &str,
+        room: &str,
+        user_id: &str,
+        state: &str,
+    ) -> StoreResult<bool> {
+        let found = sqlx::query(
+            "SELECT 1 FROM memberships WHERE ns = $1 AND room = $2 AND user_id = $3 AND state = $4",
+        )
+        .bind(ns)
+        .bind(room)
+        .bind(user_id)
+        .bind(state)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(found.is_some())
+    }
+}
+
+#[async_trait]
+impl<DB> Store for SqlStore<DB>
+where
+    DB: Backend,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    DB::Arguments: IntoArguments<DB>,
+    for<'a> &'a str: Encode<'a, DB> + Type<DB> + ColumnIndex<DB::Row>,
+    for<'a> Option<&'a str>: Encode<'a, DB>,
+    String: for<'r> Decode<'r, DB> + Type<DB>,
+    i64: for<'a> Encode<'a, DB> + for<'r> Decode<'r, DB> + Type<DB>,
+    DateTime<Utc>: for<'a> Encode<'a, DB> + for<'r> Decode<'r, DB> + Type<DB>,
+    bool: for<'a> Encode<'a, DB> + for<'r> Decode<'r, DB> + Type<DB>,
+    usize: ColumnIndex<DB::Row>,
+{
+    async fn ping(&self) -> StoreResult<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    #[tracing::instrument(level = "debug", skip_all, fields(%ns, %room))]
+    async fn room(&self, ns: &str, room: &str) -> StoreResult<Option<Room>> {
+        Self::read_room(&self.pool, ns, room).await
+    }
+
+    #[tracing::instrument(level = "debug", skip_all, fields(%ns, room = %room.id, invited = invited.len()))]
+    async fn create_room(
+        &self,
+        ns: &str,
+        room: &Room,
+        creator: &Author,
+        invited: &[Author],
+    ) -> StoreResult<bool> {
+        let mut tx = self.writer.begin().await?;
+        if !Self::insert_room(&mut *tx, ns, room, Some(&creator.id)).await? {
+            return Ok(false);
+        }
+        let rows: Vec<NewMembership<'_>> = std::iter::once(NewMembership {
+            user: creator,
+            invited_by: None,
+        })
+        .chain(invited.iter().map(|user| NewMembership {
+            user,
+            invited_by: Some(creator),
+        }))
+        .collect();
+        Self::insert_memberships(&mut tx, ns, &room.id, &rows, room.created_at).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    #[tracing::instrument(level = "debug", skip_all, fields(%ns, room = %room.id))]
+    async fn create_dm(&self, ns: &str, room: &Room, users: [&Author; 2]) -> StoreResult<bool> {
+        let mut tx = self.writer.begin().await?;
+        if !Self::insert_room(&mut *tx, ns, room, None).await? {
+            return Ok(false);
+        }
+        let rows = users.map(|user| NewMembership {
+            user,
+            invited_by: None,
+        });
+        Self::insert_memberships(&mut tx, ns, &room.id, &rows, room.created_at).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    #[tracing::instrument(level = "debug", skip_all, fields(%ns, room = %room.id))]
+    async fn ensure_room(&self, ns: &str, room: &Room, creator: &str) -> StoreResult<(Room, bool)> {
+        let created = Self::insert_room(&self.writer, ns, room, Some(creator)).await?;
+        match Self::read_room(&self.writer, ns, &room.id).await? {
+            Some(stored) => Ok((stored, created)),
+            None => Err(StoreError::NoSuchRoom(room.id.clone())),
+        }
+    }
+
+    #[tracing::instrument(level = "debug", skip_all, fields(%ns, %creator))]
+    async fn rooms_created_since(
+        &self,
+        ns: &str,
+        creator: &str,
+        since: DateTime<Utc>,
+    ) -> StoreResult<i64> {
+        let count = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM rooms WHERE ns = $1 AND created_by = $2 AND created_at >= $3",
+        )
+        .bind(ns)
+        .bind(creator)
+        .bind(since)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(count)
+    }
+
+    #[tracing::instrument(level = "debug", skip_all, fields(%ns, %room, user = %user.id))]
+    async fn add_member(&self, ns: &str, room: &str, user: &Author) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO memberships (ns, room, user_id, user_name, joined_at, state) \
+             VALUES ($1, $2, $3, $4, $5, 'joined') \
+             ON CONFLICT (ns, room, user_id) DO UPDATE SET user_name = EXCLUDED.user_name, state = 'joined', \
+                 joined_at = CASE WHEN memberships.state = 'joined' THEN memberships.joined_at \
+                                  ELSE EXCLUDED.joined_at END",
+        )
+        .bind(ns)
+        .bind(room)
+        .bind(user.id.as_str())
+        .bind(user.name.as_str())
+        .bind(super::now())
+        .execute(&self.writer)
+        .await
+        .map_err(or_no_such_room(room))?;
+        Ok(())
+    }
+
+    #[tracing::instrument(level = "debug", skip_all, fields(%ns, %room, by = %by.id, users = users.len()))]
+    async fn invite(
+        &self,
+        ns: &str,
+        room: &str,
+        by: &Author,
+        users: &[Author],
+    ) -> StoreResult<Vec<String>> {
+        if users.is_empty() {
+            return Ok(Vec::new());
+        }
+        let rows: Vec<NewMembership<'_>> = users
+            .iter()
+            .map(|user| NewMembership {
+                user,
+                invited_by: Some(by),
+            })
+            .collect();
+        let mut tx = self.writer.begin().await?;
+        let invited = Self::insert_memberships(&mut tx, ns, room, &rows, super::now()).await?;
+        tx.commit().await?;
+        Ok(invited)
+    }
+
+    #[tracing::instrument(level = "debug", skip_all, fields(%ns, %room, user = %user_id))]
+    async fn decline(&self, ns: &str, room: &str, user_id: &str) -> StoreResult<bool> {
+        let removed = sqlx::query(
+            "DELETE FROM memberships WHERE ns = $1 AND room = $2 AND user_id = $3 AND state = 'invited'",
+        )
+        .bind(ns)
+        .bind(room)
+        .bind(user_id)
+        .execute(&self.writer)
+        .await?;
+        Ok(DB::rows_affected(&removed) > 0)
+    }
+
+    #[tracing::instrument(level = "debug", skip_all, fields(%ns, %room, user = %user_id))]
+    async fn remove_member(&self, ns: &str, room: &str, user_id: &str) -> StoreResult<bool> {
+        let removed =
+            sqlx::query("DELETE FROM memberships WHERE ns = $1 AND room = $2 AND user_id = $3")
+                .bind(ns)
+                .bind(room)
+                .bind(user_id)
+                .execute(&self.writer)
+                .await?;
+        Ok(DB::rows_affected(&removed) > 0)
+    }
+
+    #[tracing::instrument(level = "debug", skip_all, fields(%ns, %room, user = %user_id))]
+    async fn is_member(&self, ns: &str, room: &str, user_id: &str) -> StoreResult<bool> {
+        self.has_state(ns, room, user_id, JOINED).await
+    }
+
+    #[tracing::instrument(level = "debug", skip_all, fields(%ns, %room, user = %user_id))]
+    async fn is_invited(&self, ns: &str, room: &str, user_id: &str) -> StoreResult<bool> {
+        self.has_state(ns, room, user_id, INVITED).await
+    }
+
+    #[tracing::instrument(level = "debug", skip_all, fields(%ns, user = %user_id))]
+    async fn user_rooms(
+        &self,
+        ns: &str,
+        user_id: &str,
+        limit: usize,
+    ) -> StoreResult<Vec<RoomSummary>> {
+        // Driven by the user's memberships (memberships_by_user), joined to their rooms by primary key.
+        let rows: Vec<SummaryRow> = sqlx::query_as(concat!(
+            summary_columns!(),
+            "TRUE AS member, FALSE AS invited \
+             FROM memberships m JOIN rooms r ON r.ns = m.ns AND r.id = m.room",
+            peer_join!(),
+            "WHERE m.ns = $1 AND m.user_id = $2 AND m.state = 'joined' \
+             ORDER BY COALESCE(r.last_active_at, r.created_at) DESC, r.id LIMIT $3"
+        ))
+        .bind(ns)
+        .bind(user_id)
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.into_iter().map(RoomSummary::from).collect())
+    }
+
+    #[tracing::instrument(level = "debug", skip_all, fields(%ns, user = %user_id))]
+    async fn invitations(&self, ns: &str, user_id: &str) -> StoreResult<Vec<Invitation>> {
+        let rows: Vec<InvitationRow> = sqlx::query_as(
+            "SELECT r.id, r.name, r.kind, r.visibility, r.created_at, \
+                    m.invited_by, m.invited_by_name, m.joined_at AS invited_at \
+             FROM memberships m JOIN rooms r ON r.ns = m.ns AND r.id = m.room \
+             WHERE m.ns = $1 AND m.user_id = $2 AND m.state = 'invited' \
+             ORDER BY m.joined_at DESC, r.id LIMIT $3",
+        )
+        .bind(ns)
+        .bind(user_id)
+        .bind(super::MAX_LISTED_ROOMS)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.into_iter().map(Invitation::from).collect())
+    }
+
+    #[tracing::instrument(level = "debug", skip_all, fields(%ns, user = %user_id, with_public))]
+    async fn list_rooms(
+        &self,
+        ns: &str,
+        user_id: &str,
+        with_public: bool,
+    ) -> StoreResult<Vec<RoomSummary>> {
+        let rows: Vec<SummaryRow> = sqlx::query_as(concat!(
+            summary_columns!(),
+            "(m.state IS NOT NULL AND m.state = 'joined') AS member, \
+             (m.state IS NOT NULL AND m.state = 'invited') AS invited \
+             FROM rooms r \
+             LEFT JOIN memberships m ON m.ns = r.ns AND m.room = r.id AND m.user_id = $2",
+            peer_join!(),
+            "WHERE r.ns = $1 AND (m.user_id IS NOT NULL OR ($4 AND r.visibility = 'public')) \
+             ORDER BY COALESCE(r.last_active_at, r.created_at) DESC, r.id LIMIT $3"
+        ))
+        .bind(ns)
+        .bind(user_id)
+        .bind(super::MAX_LISTED_ROOMS)
+        .bind(with_public)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.into_iter().map(RoomSummary::from).collect())
+    }
+
+    async fn append_message(&self, ns: &str, new: NewMessage) -> StoreResult<Appended> {
+        self.batcher.append(ns, new).await
+    }
+
+    #[tracing::instrument(level = "debug", skip_all, fields(%ns, %room))]
+    async fn next_seq(&self, ns: &str, room: &str) -> StoreResult<i64> {
+        let seq: Option<i64> = sqlx::query_scalar(
+            "UPDATE rooms SET last_seq = last_seq + 1 WHERE ns = $1 AND id = $2 RETURNING last_seq",
+        )
+        .bind(ns)
+        .bind(room)
+        .fetch_optional(&self.writer)
+        .await?;
+        seq.ok_or_else(|| StoreError::NoSuchRoom(room.to_owned()))
+    }
+
+    #[tracing::instrument(level = "debug", skip_all, fields(%ns, %room))]
+    async fn history(&self, ns: &str, room: &str, query: HistoryQuery) -> StoreResult<HistoryPage> {
+        // Two static statements, one per direction, so that each keeps its prepared plan.
+        let sql = if query.ascending() {
+            concat!(
+                select_messages!(),
+                "WHERE ns = $1 AND room = $2 AND seq < $3 AND seq > $4 ORDER BY seq ASC LIMIT $5"
+            )
+        } else {
+            concat!(
+                select_messages!(),
+                "WHERE ns = $1 AND room = $2 AND seq < $3 AND seq > $4 ORDER BY seq DESC LIMIT $5"
+            )
+        };
+        let rows: Vec<MessageRow> = sqlx::query_as(sql)
+            .bind(ns)
+            .bind(room)
+            .bind(query.before.unwrap_or(i64::MAX))
+            .bind(query.after.unwrap_or(0))
+            .bind(i64::from(query.limit) + 1)
+            .fetch_all(&self.pool)
+            .await?;
+        let messages = rows.into_iter().map(Message::from).collect();
+        Ok(HistoryPage::from_rows(messages, &query))
+    }
+}

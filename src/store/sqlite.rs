@@ -2,25 +2,12 @@
 
 use std::time::Duration;
 
-use async_trait::async_trait;
-use sqlx::{
-    SqlitePool,
-    sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous},
-};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 
-use super::batch::Batcher;
-use super::{
-    Appended, Author, HistoryPage, HistoryQuery, Message, MessageRow, NewMessage, Room, RoomRow,
-    RoomSummary, Store, StoreResult, SummaryRow,
-};
+use super::StoreResult;
+use super::sql::SqlStore;
 
-pub struct SqliteStore {
-    /// SQLite has one writer at a time; a single-connection pool queues writers in palaver instead of
-    /// letting them collide on the file lock (SQLITE_BUSY).
-    writer: SqlitePool,
-    pool: SqlitePool,
-    batcher: Batcher,
-}
+pub type SqliteStore = SqlStore<sqlx::Sqlite>;
 
 impl SqliteStore {
     pub async fn open(url: &str, pool_size: u32) -> StoreResult<Self> {
@@ -34,7 +21,9 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Normal)
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(5));
-        // Writers queue for the one connection; the wait is a queue, not a sign of an outage, so it may be long.
+        // SQLite has one writer at a time: a single-connection writer pool queues writers in palaver instead of
+        // letting them collide on the file lock (SQLITE_BUSY). The wait is a queue, not a sign of an outage, so
+        // it may be long.
         let writer = SqlitePoolOptions::new()
             .min_connections(1)
             .max_connections(1)
@@ -57,18 +46,6 @@ impl SqliteStore {
             .acquire_timeout(Duration::from_secs(30))
             .connect_with(options.read_only(true))
             .await?;
-        let batch_pool = writer.clone();
-        let batcher = Batcher::spawn(move |batch| {
-            let pool = batch_pool.clone();
-            async move { Self::commit_batch(&pool, batch).await }
-        });
-        Ok(Self {
-            writer,
-            pool,
-            batcher,
-        })
+        Ok(Self::new(writer, pool))
     }
 }
-
-use super::sql::select_messages;
-super::sql::sql_store!(SqliteStore, sqlx::Sqlite, lock_rows: "");
