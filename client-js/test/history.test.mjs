@@ -157,6 +157,8 @@ for (const store of STORES) {
       const anon = await connect(srv, { name: "peeker" });
       await fails(anon.socket, "history:fetch", { room: priv }, "forbidden");
       const b = await connect(srv, bob.auth);
+      await fails(b.socket, "history:fetch", { room: priv }, "forbidden", "invited, not yet accepted: ");
+      await ok(b.socket, "room:join", { room: priv, limit: 1 }, "bob accepts the invitation");
       const h = await ok(b.socket, "history:fetch", { room: priv });
       assert.deepEqual(
         h.messages.map((m) => m.text),

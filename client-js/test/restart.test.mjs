@@ -43,7 +43,8 @@ for (const store of STORES) {
       state.dedupe = (await ok(a.socket, "message:send", { room, text: "keyed", clientId: "restart-key" })).message;
       await ok(a.socket, "room:create", { name: priv, visibility: "private", members: [bob.id] });
       await ok(a.socket, "message:send", { room: priv, text: "private note" });
-      await connect(server, bob.auth);
+      const b = await connect(server, bob.auth);
+      await ok(b.socket, "room:join", { room: priv }, "bob accepts the invitation");
       state.dm = (await ok(a.socket, "dm:send", { to: bob.id, text: "dm before restart" })).message;
     });
 
