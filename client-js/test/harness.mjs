@@ -539,9 +539,18 @@ export async function markerVia(sender, room, observers) {
   await Promise.all(arrived);
 }
 
-/** The ack of a `rooms:list` emitted now: the server answers it after everything it sent for the socket's earlier events. */
-export function laterAck(socket) {
-  return call(socket, "rooms:list", {});
+/**
+ * The ack of a `rooms:list` emitted now: the server answers it after everything it sent for the socket's earlier events.
+ * An event a budget refuses (`rate_limited`) is answered at once, ahead of the queue, so such an ack proves nothing:
+ * then it waits and asks again.
+ */
+export async function laterAck(socket) {
+  for (let wait = 50; ; wait *= 2) {
+    const ack = await call(socket, "rooms:list", {});
+    if (ack?.ok !== false || ack.error?.code !== "rate_limited") return ack;
+    if (wait > 3200) throw new Error(`laterAck: rooms:list kept being refused: ${short(ack)}`);
+    await sleep(wait);
+  }
 }
 
 /**
