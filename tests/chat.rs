@@ -4,10 +4,8 @@
 #[macro_use]
 mod common;
 
-use std::time::Duration;
-
 use common::{Client, STEP_TIMEOUT, Store, TestDb, TestServer, assert_error, assert_message, jwt};
-use serde_json::{Value, json};
+use serde_json::json;
 
 // ---------------------------------------------------------------------------------------------
 // 1. session
@@ -143,11 +141,6 @@ async fn join_send_broadcast(store: Store) {
         "members must hold alice as a User: {bob_join}"
     );
 
-    // Drain anything pending (notices) so the `message` checks below are clean.
-    let _ = alice
-        .drain_events("message", Duration::from_millis(200))
-        .await;
-
     let m1 = alice.send("lobby", "hello").await;
     assert_message(&m1, "lobby", 1, "alice", "Alice", "hello");
     let m2 = alice.send("lobby", "second").await;
@@ -166,23 +159,16 @@ async fn join_send_broadcast(store: Store) {
     let got3 = alice.expect_event("message").await;
     assert_eq!(got3, m3);
 
-    // The sender never gets its own message as an event.
-    let echoed_to_alice = alice
-        .drain_events("message", Duration::from_millis(500))
-        .await;
-    assert_eq!(
-        echoed_to_alice,
-        Vec::<Value>::new(),
-        "sender must not receive its own `message`"
-    );
-    let echoed_to_bob = bob
-        .drain_events("message", Duration::from_millis(100))
-        .await;
-    assert_eq!(
-        echoed_to_bob,
-        Vec::<Value>::new(),
-        "sender must not receive its own `message`"
-    );
+    // The sender never gets its own message as an event: an echo of m3 would reach bob before a
+    // marker alice sends now (alice's own m1 and m2 would have come before m3, checked above).
+    let marker = alice.send_marker("lobby").await;
+    bob.expect_none_before_marker(
+        "message",
+        |_| true,
+        &marker,
+        "sender must not receive its own `message`",
+    )
+    .await;
 
     // A socket that did not enter the room may not send there.
     let carol = server.connect_user("carol", "Carol").await;
@@ -308,15 +294,17 @@ async fn client_id_dedupes(store: Store) {
     let next = alice.send("dedupe", "next").await;
     assert_eq!(next["seq"], json!(2), "next: {next}");
 
-    // Bob saw the original once and the next message: no broadcast for retries.
-    let seen = bob
-        .drain_events("message", Duration::from_millis(700))
+    // Bob saw the original once and the next message: no broadcast for retries (one would have
+    // come before `next`, which was sent after them).
+    let (seen, got_next) = bob
+        .events_before("message", "message", |m| m["id"] == next["id"])
         .await;
     assert_eq!(
         seen,
-        vec![first["message"].clone(), next.clone()],
-        "bob's `message` events"
+        vec![first["message"].clone()],
+        "bob's `message` events before `next`"
     );
+    assert_eq!(got_next, next, "bob's `next`");
 
     // Another user may use the same clientId independently.
     let other = bob

@@ -15,9 +15,9 @@ use common::{
 };
 use serde_json::{Value, json};
 
-/// How long a test waits to be sure an event is NOT coming. Cross-node delivery takes
-/// milliseconds, so this is ample.
-const QUIET: Duration = Duration::from_millis(700);
+// "Nothing arrived" checks wait for a marker message sent after the action through the same room
+// (one Redis channel per namespace carries every room's broadcasts, in order), never for a quiet
+// window: see `Client::expect_none_before_marker`.
 /// Deadline for a whole test.
 const TEST_LIMIT: Duration = Duration::from_secs(45);
 
@@ -89,19 +89,23 @@ async fn room_chat_crosses_nodes() {
             assert_eq!(got, reply, "{who} got a different message than bob's ack");
         }
 
-        // Nobody gets their own message, and nobody gets anything twice.
-        alice
-            .expect_no_event("message", QUIET, "alice after both sends")
-            .await;
-        bob.expect_no_event("message", Duration::ZERO, "bob after both sends")
-            .await;
-        carol
-            .expect_no_event("message", Duration::ZERO, "carol after both sends")
-            .await;
-
         // One history, numbered gap-free across nodes, readable from any node.
         let history = carol.history_all(room).await;
         assert_eq!(history, vec![sent, reply], "history read on node C");
+
+        // Nobody gets their own message, and nobody gets anything twice: such a copy would come
+        // before a marker sent now (carol's for alice and bob, alice's for carol).
+        let marker = carol.send_marker(room).await;
+        for (who, client) in [("alice", &mut alice), ("bob", &mut bob)] {
+            let context = format!("{who} after both sends");
+            client
+                .expect_none_before_marker("message", |_| true, &marker, &context)
+                .await;
+        }
+        let marker = alice.send_marker(room).await;
+        carol
+            .expect_none_before_marker("message", |_| true, &marker, "carol after both sends")
+            .await;
     })
     .await;
 }
@@ -171,21 +175,25 @@ async fn dm_reaches_every_tab_on_every_node() {
             assert_eq!(got, third, "{tab}");
         }
 
-        // Exactly once each, never to the sending socket.
-        erin.expect_no_event("message", QUIET, "erin (sender of DMs 1 and 3)")
-            .await;
-        dave_a
-            .expect_no_event("message", Duration::ZERO, "dave on node A (sender of DM 2)")
-            .await;
-        dave_b
-            .expect_no_event("message", Duration::ZERO, "dave on node B")
-            .await;
-        dave_c
-            .expect_no_event("message", Duration::ZERO, "dave on node C")
-            .await;
-
         let history = dave_b.history_all(&dm_room).await;
         assert_eq!(history, vec![first, second, third], "DM history on node B");
+
+        // Exactly once each, never to the sending socket: a marker through the DM room, from dave's
+        // tab on node C for the others, then from erin for that tab.
+        let marker = dave_c.send_marker(&dm_room).await;
+        for (tab, client) in [
+            ("erin (sender of DMs 1 and 3)", &mut erin),
+            ("dave on node A (sender of DM 2)", &mut dave_a),
+            ("dave on node B", &mut dave_b),
+        ] {
+            client
+                .expect_none_before_marker("message", |_| true, &marker, tab)
+                .await;
+        }
+        let marker = erin.send_marker(&dm_room).await;
+        dave_c
+            .expect_none_before_marker("message", |_| true, &marker, "dave on node C")
+            .await;
     })
     .await;
 }
@@ -257,8 +265,14 @@ async fn join_and_leave_are_said_once_per_user_cluster_wide() {
             let mut obs_b = connect_user_at(&nodes[1].base_url, "obs-b", "Watcher B").await;
             obs_a.join(room).await;
             obs_b.join(room).await;
-            // Drop the notice obs-b's arrival caused.
-            obs_a.drain_events("room:notice", QUIET).await;
+            // The notice obs-b's arrival caused.
+            obs_a
+                .wait_for(
+                    "room:notice",
+                    |n| n["user"]["id"] == json!("obs-b"),
+                    "obs-b's join",
+                )
+                .await;
 
             // Heidi's first tab, on node B: one `join`, seen on both nodes.
             let tab1 = connect_user_at(&nodes[1].base_url, "heidi", "Heidi").await;
@@ -268,8 +282,9 @@ async fn join_and_leave_are_said_once_per_user_cluster_wide() {
                 ids(&["heidi", "obs-a", "obs-b"]),
                 "members"
             );
+            let marker = tab1.send_marker(room).await;
             for (who, obs) in [("observer on A", &mut obs_a), ("observer on B", &mut obs_b)] {
-                let notices = obs.drain_events("room:notice", QUIET).await;
+                let notices = obs.events_before_marker("room:notice", &marker).await;
                 let joins = notices_of(&notices, "join", "heidi");
                 assert_eq!(joins.len(), 1, "{who}: one join for heidi, got {notices:?}");
                 assert_eq!(joins[0]["room"], json!(room));
@@ -294,24 +309,22 @@ async fn join_and_leave_are_said_once_per_user_cluster_wide() {
                 ids(&["heidi", "obs-a", "obs-b"]),
                 "members seen by the second tab"
             );
+            let marker = tab2.send_marker(room).await;
             for (who, obs) in [("observer on A", &mut obs_a), ("observer on B", &mut obs_b)] {
-                obs.expect_no_event(
-                    "room:notice",
-                    QUIET,
-                    &format!("{who}, after heidi's second tab on node C"),
-                )
-                .await;
+                let context = format!("{who}, after heidi's second tab on node C");
+                obs.expect_none_before_marker("room:notice", |_| true, &marker, &context)
+                    .await;
             }
 
-            // Closing one tab says nothing; she is still online.
-            tab1.disconnect().await;
+            // Closing one tab says nothing; she is still online. Once node B has handled the
+            // disconnect (her leave of a side room shows it), a marker through the room.
+            tab1.disconnect_handled("heidi", &mut obs_a).await;
+            let marker = tab2.send_marker(room).await;
             for (who, obs) in [("observer on A", &mut obs_a), ("observer on B", &mut obs_b)] {
-                obs.expect_no_event(
-                    "room:notice",
-                    QUIET,
-                    &format!("{who}, after heidi closed her tab on node B"),
-                )
-                .await;
+                let context = format!("{who}, after heidi closed her tab on node B");
+                let in_room = |n: &Value| n["room"] == json!(room);
+                obs.expect_none_before_marker("room:notice", in_room, &marker, &context)
+                    .await;
             }
             assert_eq!(
                 obs_b.presence_ids(room).await,
@@ -319,20 +332,23 @@ async fn join_and_leave_are_said_once_per_user_cluster_wide() {
                 "heidi is still online through node C"
             );
 
-            // Closing the last tab says `leave`, once.
+            // Closing the last tab says `leave`, once, and nothing else (up to a marker from the
+            // other observer).
             tab2.disconnect().await;
+            let heidi_left =
+                |n: &Value| n["kind"] == json!("leave") && n["user"]["id"] == json!("heidi");
             for (who, obs) in [("observer on A", &mut obs_a), ("observer on B", &mut obs_b)] {
-                let first = obs.next_event("room:notice", STEP_TIMEOUT).await;
-                let mut notices: Vec<Value> = first.into_iter().collect();
-                notices.extend(obs.drain_events("room:notice", QUIET).await);
-                let leaves = notices_of(&notices, "leave", "heidi");
-                assert_eq!(
-                    leaves.len(),
-                    1,
-                    "{who}: one leave for heidi, got {notices:?}"
-                );
-                assert_eq!(notices.len(), 1, "{who}: nothing else, got {notices:?}");
+                obs.wait_for("room:notice", heidi_left, &format!("{who}: heidi's leave"))
+                    .await;
             }
+            let marker = obs_b.send_marker(room).await;
+            obs_a
+                .expect_none_before_marker("room:notice", |_| true, &marker, "observer on A")
+                .await;
+            let marker = obs_a.send_marker(room).await;
+            obs_b
+                .expect_none_before_marker("room:notice", |_| true, &marker, "observer on B")
+                .await;
             assert_eq!(
                 obs_a.presence_ids(room).await,
                 ids(&["obs-a", "obs-b"]),
@@ -351,18 +367,27 @@ async fn leave_removes_a_user_with_tabs_on_two_nodes_everywhere() {
         async {
             let nodes = cluster(3).await;
             let room = "atrium";
+            // Where markers reach ivan's tabs once they have left `room`.
+            let aside = "atrium-aside";
             let mut ivan_a = connect_user_at(&nodes[0].base_url, "ivan", "Ivan").await;
             let mut ivan_b = connect_user_at(&nodes[1].base_url, "ivan", "Ivan").await;
             let mut judy = connect_user_at(&nodes[2].base_url, "judy", "Judy").await;
+            // judy's second tab sends the markers judy waits for.
+            let judy_b = connect_user_at(&nodes[1].base_url, "judy", "Judy").await;
             judy.join(room).await;
+            judy_b.join(room).await;
             ivan_a.join(room).await;
             ivan_b.join(room).await;
-            let notices = judy.drain_events("room:notice", QUIET).await;
+            let marker = judy_b.send_marker(room).await;
+            let notices = judy.events_before_marker("room:notice", &marker).await;
             assert_eq!(
                 notices_of(&notices, "join", "ivan").len(),
                 1,
                 "one join for ivan: {notices:?}"
             );
+            for c in [&judy, &ivan_a, &ivan_b] {
+                c.join(aside).await;
+            }
             assert_eq!(
                 judy.presence_ids(room).await,
                 ids(&["ivan", "judy"]),
@@ -372,15 +397,17 @@ async fn leave_removes_a_user_with_tabs_on_two_nodes_everywhere() {
             let ack = ivan_a.ack("room:leave", json!({ "room": room })).await;
             assert_eq!(ack, json!({ "ok": true }), "room:leave");
 
-            let first = judy.next_event("room:notice", STEP_TIMEOUT).await;
-            let mut notices: Vec<Value> = first.into_iter().collect();
-            notices.extend(judy.drain_events("room:notice", QUIET).await);
-            assert_eq!(
-                notices_of(&notices, "leave", "ivan").len(),
-                1,
-                "one leave for ivan: {notices:?}"
-            );
-            assert_eq!(notices.len(), 1, "nothing but ivan's leave: {notices:?}");
+            let ivan_left = |n: &Value| {
+                n["room"] == json!(room)
+                    && n["kind"] == json!("leave")
+                    && n["user"]["id"] == json!("ivan")
+            };
+            judy.wait_for("room:notice", ivan_left, "ivan's leave")
+                .await;
+            let marker = judy_b.send_marker(room).await;
+            let in_room = |n: &Value| n["room"] == json!(room);
+            judy.expect_none_before_marker("room:notice", in_room, &marker, "after ivan's leave")
+                .await;
 
             // Gone from presence as every node sees it, including the node of his other tab.
             for (node, client) in [("A", &ivan_a), ("B", &ivan_b), ("C", &judy)] {
@@ -394,16 +421,13 @@ async fn leave_removes_a_user_with_tabs_on_two_nodes_everywhere() {
             // His tab on node B left the room too: it no longer gets the room's messages and may not
             // send to it.
             judy.send(room, "is ivan gone?").await;
-            ivan_b
-                .expect_no_event("message", QUIET, "ivan's tab on node B after room:leave")
-                .await;
-            ivan_a
-                .expect_no_event(
-                    "message",
-                    Duration::ZERO,
-                    "ivan's tab on node A after room:leave",
-                )
-                .await;
+            let marker = judy.send_marker(aside).await;
+            for (tab, client) in [("node B", &mut ivan_b), ("node A", &mut ivan_a)] {
+                let context = format!("ivan's tab on {tab} after room:leave");
+                client
+                    .expect_none_before_marker("message", in_room, &marker, &context)
+                    .await;
+            }
             let ack = ivan_b
                 .ack(
                     "message:send",
@@ -423,7 +447,9 @@ async fn leave_removes_a_user_with_tabs_on_two_nodes_everywhere() {
                 entry.is_none_or(|r| r["member"] == json!(false)),
                 "ivan is no longer a member: {entry:?}"
             );
-            judy.expect_no_event("room:notice", QUIET, "after ivan opened a new tab")
+            let marker = judy_b.send_marker(room).await;
+            let context = "after ivan opened a new tab";
+            judy.expect_none_before_marker("room:notice", |_| true, &marker, context)
                 .await;
         },
     )
@@ -444,19 +470,25 @@ async fn rejoin_on_another_node_after_leave() {
         let ivan_a = connect_user_at(&nodes[0].base_url, "ivan", "Ivan").await;
         let ivan_b = connect_user_at(&nodes[1].base_url, "ivan", "Ivan").await;
         let mut judy = connect_user_at(&nodes[0].base_url, "judy", "Judy").await;
+        // judy's second tab sends the markers judy waits for.
+        let judy_b = connect_user_at(&nodes[1].base_url, "judy", "Judy").await;
         judy.join(room).await;
+        judy_b.join(room).await;
         ivan_a.join(room).await;
         ivan_b.join(room).await;
-        judy.drain_events("room:notice", QUIET).await;
+        let ivan_is = |kind: &'static str| {
+            move |n: &Value| n["kind"] == json!(kind) && n["user"]["id"] == json!("ivan")
+        };
+        judy.wait_for("room:notice", ivan_is("join"), "ivan's join")
+            .await;
 
         let ack = ivan_a.ack("room:leave", json!({ "room": room })).await;
         assert_eq!(ack, json!({ "ok": true }), "room:leave");
-        let notices = judy.drain_events("room:notice", QUIET).await;
-        assert_eq!(
-            notices_of(&notices, "leave", "ivan").len(),
-            1,
-            "leave: {notices:?}"
-        );
+        judy.wait_for("room:notice", ivan_is("leave"), "ivan's leave")
+            .await;
+        let marker = judy_b.send_marker(room).await;
+        judy.expect_none_before_marker("room:notice", ivan_is("leave"), &marker, "a second leave")
+            .await;
 
         // The tab on node B joins again.
         let ack = ivan_b.join(room).await;
@@ -465,7 +497,8 @@ async fn rejoin_on_another_node_after_leave() {
             ids(&["ivan", "judy"]),
             "members in ivan's re-join on node B"
         );
-        let notices = judy.drain_events("room:notice", QUIET).await;
+        let marker = ivan_b.send_marker(room).await;
+        let notices = judy.events_before_marker("room:notice", &marker).await;
         assert_eq!(
             notices_of(&notices, "join", "ivan").len(),
             1,
@@ -513,16 +546,22 @@ async fn typing_crosses_nodes() {
             .expect("kim (node A) did not see lee (node B) typing");
         assert_eq!(got["user"]["id"], json!("lee"));
 
-        // Never echoed to the typist, never stored.
-        kim.expect_no_event("typing", QUIET, "kim after her own typing")
-            .await;
-        lee.expect_no_event("typing", Duration::ZERO, "lee after his own typing")
-            .await;
+        // Never stored, never echoed to the typist (up to a marker from the other), and kim's typing
+        // without an ack raised no `chat:error`.
         assert!(
             kim.history_all(room).await.is_empty(),
             "typing is not stored"
         );
-        kim.expect_no_event("chat:error", Duration::ZERO, "kim")
+        let marker = lee.send_marker(room).await;
+        kim.expect_none_before_marker("typing", |_| true, &marker, "kim after her own typing")
+            .await;
+        assert_eq!(
+            kim.discard_received("chat:error"),
+            Vec::<Value>::new(),
+            "kim's typing without an ack"
+        );
+        let marker = kim.send_marker(room).await;
+        lee.expect_none_before_marker("typing", |_| true, &marker, "lee after his own typing")
             .await;
     })
     .await;

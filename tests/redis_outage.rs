@@ -6,6 +6,10 @@
 //! stored, and `/readyz` says 503 with `checks.redis = "unreachable"`. When Redis is back,
 //! cross-node delivery resumes within 5 s, presence is rebuilt, `/readyz` is 200 again, and history
 //! holds every acked message, gap-free.
+//!
+//! A send whose ack the client never saw is retried with its original `clientId`: once on the same
+//! node during the outage, once from a new connection on the other node after it. Both retries are
+//! answered with the original message (same id and seq) and broadcast nothing.
 
 mod common;
 
@@ -41,11 +45,26 @@ impl Peer {
 
     /// Sends, requires an ok ack, and records the acked message.
     async fn send(&self, text: &str, acked: &mut Vec<Value>) -> Value {
+        self.send_as(json!({ "room": ROOM, "text": text }), acked)
+            .await
+    }
+
+    /// Sends `payload` (a whole `message:send` payload), requires an ok ack within 5 s, and records
+    /// the acked message.
+    async fn send_as(&self, payload: Value, acked: &mut Vec<Value>) -> Value {
+        let text = payload["text"].clone();
         let started = Instant::now();
-        let message = self.client.send(ROOM, text).await;
+        let ack = self.client.ack("message:send", payload).await;
+        assert_eq!(
+            ack["ok"],
+            json!(true),
+            "{}: message:send {text}: {ack}",
+            self.id
+        );
+        let message = ack["message"].clone();
         assert!(
             started.elapsed() < Duration::from_secs(5),
-            "{}: message:send {text:?} took {:?}",
+            "{}: message:send {text} took {:?}",
             self.id,
             started.elapsed()
         );
@@ -88,13 +107,10 @@ impl Peer {
             .collect()
     }
 
-    /// Takes in what is still queued, then: nothing received twice, nothing of its own.
-    async fn assert_clean(&mut self) {
-        let rest = self
-            .client
-            .drain_events("message", Duration::from_millis(300))
-            .await;
-        self.received.extend(rest);
+    /// Nothing received twice, nothing of its own. Call it once the peer has received a last
+    /// marker message (through [`Peer::expect`], which records everything before it): a duplicate
+    /// would have come before that.
+    fn assert_clean(&self) {
         let mut seen = HashSet::new();
         for m in &self.received {
             let id = m["id"].as_str().unwrap_or_default().to_string();
@@ -183,6 +199,19 @@ async fn chat_survives_a_redis_outage() {
             amy.expect(&text, Duration::from_secs(2)).await;
         }
         ben.send("outage: ben 2", &mut acked).await;
+
+        // A send whose ack got lost is retried with its clientId, on the same node, while Redis is
+        // still down: the original comes back, and nothing is broadcast again (checked at the end).
+        let lost = json!({ "room": ROOM, "text": "outage: abe's lost ack", "clientId": "abe-lost-1" });
+        let original = abe.send_as(lost.clone(), &mut acked).await;
+        amy.expect("outage: abe's lost ack", step).await;
+        let retry = abe.client.ack("message:send", lost.clone()).await;
+        assert_eq!(
+            retry,
+            json!({ "ok": true, "message": original }),
+            "abe's retry with the original clientId during the outage"
+        );
+
         // A client may still connect to a node and read history while Redis is down.
         let late = connect_user_at(&node_a.base_url, "ann", "Ann").await;
         let texts: Vec<Value> = late
@@ -252,6 +281,17 @@ async fn chat_survives_a_redis_outage() {
         }
         let ready_again = restarted.elapsed();
 
+        // The client whose ack got lost retries once more, from a new connection on the other node,
+        // with Redis back: still the original message, and no broadcast (checked below).
+        let abe_on_b = connect_user_at(&node_b.base_url, "abe", "Abe").await;
+        abe_on_b.join(ROOM).await;
+        let retry = abe_on_b.ack("message:send", lost).await;
+        assert_eq!(
+            retry,
+            json!({ "ok": true, "message": original }),
+            "abe's retry with the original clientId on node B after the outage"
+        );
+
         // Presence was rebuilt in the new, empty Redis from every node.
         let want = ids(&["abe", "amy", "ben"]);
         loop {
@@ -269,10 +309,25 @@ async fn chat_survives_a_redis_outage() {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
 
-        // Nobody got anything twice or their own message back.
-        for peer in [&mut amy, &mut abe, &mut ben] {
-            peer.assert_clean().await;
+        // Nobody got anything twice or their own message back, and the retries were not broadcast:
+        // a copy would have reached each peer before a last marker from another peer.
+        ben.send("last: ben on B", &mut acked).await;
+        amy.expect("last: ben on B", step).await;
+        abe.expect("last: ben on B", step).await;
+        amy.send("last: amy on A", &mut acked).await;
+        ben.expect("last: amy on A", step).await;
+        for peer in [&amy, &abe, &ben] {
+            peer.assert_clean();
         }
+        let copies = |peer: &Peer| {
+            peer.received
+                .iter()
+                .filter(|m| m["id"] == original["id"])
+                .count()
+        };
+        assert_eq!(copies(&amy), 1, "amy (node A) got abe's retried message {original} once");
+        assert_eq!(copies(&ben), 0, "ben (node B) never gets abe's message of the outage");
+        abe_on_b.disconnect().await;
 
         // Every acked message is in history, once, numbered 1..=N without a gap, read on either node.
         let mut expected = acked.clone();

@@ -16,7 +16,8 @@ import {
   assertUser,
   assertSameMessage,
   waitFor,
-  expectNone,
+  noneOf,
+  markerVia,
   collect,
 } from "./harness.mjs";
 
@@ -33,13 +34,13 @@ for (const store of STORES) {
       const b2 = await connect(srv, bob.auth);
 
       const got = [a2, b1, b2].map((c) => waitFor(c.socket, "message", (m) => m.text === "hi bob"));
-      const none = expectNone(a1.socket, "message", 600);
+      const none = noneOf(a1.socket, "message");
       const ack = await ok(a1.socket, "dm:send", { to: bob.id, text: "hi bob" });
       assertMessage(ack.message, { seq: 1, fromId: alice.id, fromName: alice.name, text: "hi bob" });
       assert.ok(ack.message.room.startsWith("dm:"), `dm room id ${ack.message.room}`);
       const received = await Promise.all(got);
       for (const m of received) assert.deepEqual(m, ack.message);
-      await none;
+      await none.before(markerVia(b1.socket, ack.message.room, [a1.socket]), "the sending socket");
     });
 
     it("the DM id is the same from both sides: the reply lands in the same room at the next seq", async () => {

@@ -2,7 +2,7 @@
 //
 // - starts the real server binary on a fresh SQLite or Postgres database,
 // - opens stock socket.io-client sockets against it,
-// - offers small helpers (call, waitFor, expectNone, …),
+// - offers small helpers (call, waitFor, noneOf, …),
 // - closes every socket a test opened and prints the server's log when a test fails.
 //
 // Environment:
@@ -499,25 +499,73 @@ export function waitFor(socket, event, predicate = () => true, ms = 3000) {
   });
 }
 
-/** Resolves after `ms` if no `event` matching `predicate` arrives; rejects as soon as one does. */
-export function expectNone(socket, event, ms = 400, predicate = () => true) {
-  return new Promise((resolve, reject) => {
-    const handler = (...args) => {
-      if (predicate(...args)) {
-        cleanup();
-        reject(new Error(`unexpected "${event}": ${JSON.stringify(args[0])?.slice(0, 500)}`));
+// "Nothing arrived" is checked against a barrier, never a quiet window: a window passes whenever the server is merely
+// slow. After the action that must not deliver X, make something arrive that the server sends the observing socket
+// only after X would have been sent, and check that X did not come first:
+//   - a marker message through the same room (`markerVia`): room broadcasts reach a socket in the order they were
+//     made, and the marker is sent after the action was acked;
+//   - the ack of a later event of the same socket (`laterAck`): the events of one socket are handled one after the
+//     other, each answered before the next starts (docs/protocol.md), so whatever an earlier event sent this socket
+//     comes before that ack.
+
+const MARKER = "marker ";
+
+/** True for the messages `markerVia` sends. */
+export const isMarker = (m) => typeof m?.text === "string" && m.text.startsWith(MARKER);
+
+/**
+ * Starts recording the `event`s matching `unwanted` on `socket` (markers never count). `await none.before(barrier)`
+ * waits for `barrier` (a promise, see above) and fails if anything unwanted arrived first.
+ */
+export function noneOf(socket, event, unwanted = () => true) {
+  const seen = collect(socket, event, (payload) => !isMarker(payload) && unwanted(payload));
+  return {
+    async before(barrier, what = "") {
+      try {
+        await barrier;
+      } finally {
+        seen.stop();
       }
-    };
-    const timer = setTimeout(() => {
-      cleanup();
-      resolve();
-    }, ms);
-    function cleanup() {
-      clearTimeout(timer);
-      socket.off(event, handler);
-    }
-    socket.on(event, handler);
-  });
+      assert.equal(seen.length, 0, `unexpected "${event}" before the barrier${what ? ` (${what})` : ""}: ${short(seen)}`);
+    },
+  };
+}
+
+/** Sends a marker message from `sender` to `room`; resolves once every socket of `observers` has received it. */
+export async function markerVia(sender, room, observers) {
+  const text = `${MARKER}${rand()}`;
+  const arrived = observers.map((s) => waitFor(s, "message", (m) => m.room === room && m.text === text, ACK_TIMEOUT_MS));
+  await ok(sender, "message:send", { room, text });
+  await Promise.all(arrived);
+}
+
+/**
+ * The ack of a `rooms:list` emitted now: the server answers it after everything it sent for the socket's earlier events.
+ * An event a budget refuses (`rate_limited`) is answered at once, ahead of the queue, so such an ack proves nothing:
+ * then it waits and asks again.
+ */
+export async function laterAck(socket) {
+  for (let wait = 50; ; wait *= 2) {
+    const ack = await call(socket, "rooms:list", {});
+    if (ack?.ok !== false || ack.error?.code !== "rate_limited") return ack;
+    if (wait > 3200) throw new Error(`laterAck: rooms:list kept being refused: ${short(ack)}`);
+    await sleep(wait);
+  }
+}
+
+/**
+ * Closes `socket` (a socket of user `userId`) and resolves once the server has handled the disconnect, as `observer`
+ * sees it: both first enter a fresh room where `socket` is the user's only socket, and the user's `leave` notice for
+ * it is awaited. The notices of other rooms come from the same handler; follow with `markerVia` through the room
+ * watched. (A disconnect is handled on its own schedule, so neither barrier above alone covers it.)
+ */
+export async function closeHandled(socket, userId, observer) {
+  const side = roomId("side");
+  await ok(observer, "room:join", { room: side });
+  await ok(socket, "room:join", { room: side });
+  const left = waitFor(observer, "room:notice", (n) => n.room === side && n.kind === "leave" && n.user?.id === userId, ACK_TIMEOUT_MS);
+  closeSocket(socket);
+  await left;
 }
 
 /** Records every `event` payload on `socket` into the returned array (`.stop()` detaches). */

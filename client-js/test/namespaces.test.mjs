@@ -15,7 +15,8 @@ import {
   ok,
   fails,
   waitFor,
-  expectNone,
+  noneOf,
+  markerVia,
 } from "./harness.mjs";
 
 const GAME_TOML = `
@@ -102,11 +103,14 @@ for (const store of STORES) {
       await ok(aRoot.socket, "room:join", { room });
       await ok(bRoot.socket, "room:join", { room });
       await ok(bGame.socket, "room:join", { room });
-      const none = expectNone(bGame.socket, "message", 500);
+      const aGame = await connect(srv, a.auth, { ns: "/game" });
+      await ok(aGame.socket, "room:join", { room });
+      const none = noneOf(bGame.socket, "message");
       const got = waitFor(bRoot.socket, "message", (m) => m.room === room);
       await ok(aRoot.socket, "message:send", { room, text: "root only" });
       assert.equal((await got).text, "root only");
-      await none;
+      // a marker through the /game room: had the / message leaked, it would be in before it
+      await none.before(markerVia(aGame.socket, room, [bGame.socket]), "/game socket");
     });
 
     it("max_message_length applies per namespace: 500 on /game, 4000 on /", async () => {

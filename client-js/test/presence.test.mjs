@@ -14,7 +14,11 @@ import {
   call,
   assertUser,
   waitFor,
-  expectNone,
+  noneOf,
+  markerVia,
+  laterAck,
+  closeHandled,
+  isMarker,
   collect,
   closeSocket,
   RFC3339,
@@ -42,24 +46,29 @@ for (const store of STORES) {
       assert.match(n.at, RFC3339);
 
       const t2 = await connect(srv, alice.auth);
-      const noSecondJoin = expectNone(w.socket, "room:notice", 500, (x) => x.room === room);
+      const noSecondJoin = noneOf(w.socket, "room:notice", (x) => x.room === room);
       await ok(t2.socket, "room:join", { room });
-      await noSecondJoin;
+      await noSecondJoin.before(markerVia(t2.socket, room, [w.socket]), "second tab joined");
 
-      const noLeave = expectNone(w.socket, "room:notice", 600, (x) => x.room === room);
-      closeSocket(t1.socket);
-      await noLeave;
+      const noLeave = noneOf(w.socket, "room:notice", (x) => x.room === room);
+      await noLeave.before(
+        closeHandled(t1.socket, alice.id, w.socket).then(() => markerVia(t2.socket, room, [w.socket])),
+        "first tab closed",
+      );
 
       const leave = waitFor(w.socket, "room:notice", isNotice(room, "leave", alice.id));
       closeSocket(t2.socket);
       const l = await leave;
       assertUser(l.user, { id: alice.id });
       assert.match(l.at, RFC3339);
-      await expectNone(w.socket, "room:notice", 400, (x) => x.room === room && x.kind === "leave");
+      const noSecondLeave = noneOf(w.socket, "room:notice", (x) => x.room === room && x.kind === "leave");
+      const bystander = await connect(srv, identity("bystander").auth);
+      await ok(bystander.socket, "room:join", { room });
+      await noSecondLeave.before(markerVia(bystander.socket, room, [w.socket]), "after the last tab's leave");
 
       notices.stop();
       assert.deepEqual(
-        notices.map((x) => `${x.kind}:${x.user.id}`),
+        notices.filter((x) => x.user.id === alice.id).map((x) => `${x.kind}:${x.user.id}`),
         [`join:${alice.id}`, `leave:${alice.id}`],
       );
     });
@@ -75,15 +84,16 @@ for (const store of STORES) {
       await ok(t1.socket, "room:join", { room });
       await join;
 
-      const none = expectNone(w.socket, "room:notice", 500, (x) => x.room === room);
+      const none = noneOf(w.socket, "room:notice", (x) => x.room === room);
       const t2 = await connect(srv, alice.auth);
       assert.ok(
         t2.session.rooms.some((r) => r.id === room && r.member === true),
         "session.rooms has the membership",
       );
-      await none;
+      // the new tab's message is the marker: a notice from its connect would have come before it
       const got = waitFor(w.socket, "message", (m) => m.room === room);
       await ok(t2.socket, "message:send", { room, text: "from the new tab" });
+      await none.before(got, "a later tab re-entered the room");
       assert.equal((await got).text, "from the new tab");
     });
 
@@ -160,19 +170,20 @@ for (const store of STORES) {
       await ok(b.socket, "room:join", { room });
 
       const got = waitFor(b.socket, "typing", (t) => t.room === room);
-      const noneSelf = expectNone(a.socket, "typing", 500);
-      const noneOut = expectNone(outsider.socket, "typing", 500);
+      const noneSelf = noneOf(a.socket, "typing");
+      const noneOut = noneOf(outsider.socket, "typing");
       a.socket.emit("typing", { room });
       const t = await got;
       assert.equal(t.room, room);
       assertUser(t.user, { id: alice.id, name: alice.name, anonymous: false });
-      await Promise.all([noneSelf, noneOut]);
+      await noneSelf.before(markerVia(b.socket, room, [a.socket]), "the typist");
+      await noneOut.before(laterAck(outsider.socket), "a socket outside the room");
 
       const withAck = await ok(a.socket, "typing", { room });
       assert.deepEqual(withAck, { ok: true });
 
       const h = await ok(b.socket, "history:fetch", { room });
-      assert.deepEqual(h.messages, [], "typing is never stored");
+      assert.deepEqual(h.messages.filter((m) => !isMarker(m)), [], "typing is never stored");
     });
 
     it("typing in a room the socket is not in fails (forbidden)", async () => {
@@ -180,11 +191,11 @@ for (const store of STORES) {
       const b = await connect(srv, identity("bob").auth);
       const room = roomId("nottyping");
       await ok(b.socket, "room:join", { room });
-      const none = expectNone(b.socket, "typing", 400);
+      const none = noneOf(b.socket, "typing");
       const ack = await call(a.socket, "typing", { room });
       assert.equal(ack.ok, false, JSON.stringify(ack));
       assert.equal(ack.error.code, "forbidden");
-      await none;
+      await none.before(laterAck(b.socket));
     });
 
     it("a join notice carries the user; an anonymous joiner is anonymous: true", async () => {

@@ -676,14 +676,10 @@ impl Client {
         }
     }
 
-    /// Collects, for `wait`, every event named `name` (including already buffered ones).
-    pub async fn drain_events(&mut self, name: &str, wait: Duration) -> Vec<Value> {
-        let deadline = tokio::time::Instant::now() + wait;
-        loop {
-            match tokio::time::timeout_at(deadline, self.rx.recv()).await {
-                Err(_) | Ok(None) => break,
-                Ok(Some(item)) => self.buffered.push_back(item),
-            }
+    /// Takes out every `name` event received so far, without waiting for more.
+    pub fn discard_received(&mut self, name: &str) -> Vec<Value> {
+        while let Ok(item) = self.rx.try_recv() {
+            self.buffered.push_back(item);
         }
         let mut out = Vec::new();
         self.buffered.retain(|i| match i {
@@ -694,6 +690,127 @@ impl Client {
             _ => true,
         });
         out
+    }
+
+    /// Waits (up to [`STEP_TIMEOUT`]) for the first `name` event matching `want` and takes out that one
+    /// event only; everything else stays buffered. Panics when it does not come.
+    pub async fn wait_for(
+        &mut self,
+        name: &str,
+        want: impl Fn(&Value) -> bool,
+        what: &str,
+    ) -> Value {
+        self.take_first(name, want, what).await.1
+    }
+
+    /// [`Client::wait_for`], also saying where in `buffered` the event was: everything before that
+    /// position was received before it.
+    async fn take_first(
+        &mut self,
+        name: &str,
+        want: impl Fn(&Value) -> bool,
+        what: &str,
+    ) -> (usize, Value) {
+        let is_it = |i: &Incoming| matches!(i, Incoming::Event(n, v) if n == name && want(v));
+        let deadline = tokio::time::Instant::now() + STEP_TIMEOUT;
+        let pos = loop {
+            if let Some(pos) = self.buffered.iter().position(is_it) {
+                break pos;
+            }
+            match tokio::time::timeout_at(deadline, self.rx.recv()).await {
+                Ok(Some(Incoming::Close)) | Ok(None) => {
+                    panic!("{what}: the connection ended before the `{name}` event")
+                }
+                Ok(Some(item)) => self.buffered.push_back(item),
+                Err(_) => panic!("{what}: no such `{name}` event within {STEP_TIMEOUT:?}"),
+            }
+        };
+        match self.buffered.remove(pos) {
+            Some(Incoming::Event(_, v)) => (pos, v),
+            _ => unreachable!("position() found an event there"),
+        }
+    }
+
+    /// Waits for the first `barrier` event matching `is_barrier` and takes it out together with every
+    /// `name` event received before it: `(those, in order; the barrier)`. Other events stay buffered.
+    pub async fn events_before(
+        &mut self,
+        name: &str,
+        barrier: &str,
+        is_barrier: impl Fn(&Value) -> bool,
+    ) -> (Vec<Value>, Value) {
+        let what = format!("waiting for the barrier `{barrier}`");
+        let (pos, found) = self.take_first(barrier, is_barrier, &what).await;
+        let later = self.buffered.split_off(pos);
+        let mut before = Vec::new();
+        self.buffered.retain(|i| match i {
+            Incoming::Event(n, v) if n == name => {
+                before.push(v.clone());
+                false
+            }
+            _ => true,
+        });
+        self.buffered.extend(later);
+        (before, found)
+    }
+
+    /// Sends a marker message to `room` (which this client has entered) and returns its text: a
+    /// barrier for "nothing arrived" checks (see [`Client::expect_none_before_marker`]).
+    pub async fn send_marker(&self, room: &str) -> String {
+        let text = format!("{MARKER}{}", uuid::Uuid::new_v4().simple());
+        self.send(room, &text).await;
+        text
+    }
+
+    /// Every `name` event received before the marker message `marker` (other markers left out),
+    /// taken out in order; the marker is taken out too.
+    pub async fn events_before_marker(&mut self, name: &str, marker: &str) -> Vec<Value> {
+        let (before, _) = self
+            .events_before(name, "message", |m| m["text"] == json!(marker))
+            .await;
+        before.into_iter().filter(|v| !is_marker(v)).collect()
+    }
+
+    /// "Nothing arrived", checked against a barrier instead of a quiet window: waits for the marker
+    /// message `marker` (sent, after the action that must not deliver anything, through the room
+    /// the unwanted event would travel) and panics if a `name` event matching `unwanted` came first.
+    pub async fn expect_none_before_marker(
+        &mut self,
+        name: &str,
+        unwanted: impl Fn(&Value) -> bool,
+        marker: &str,
+        context: &str,
+    ) {
+        let got: Vec<Value> = self
+            .events_before_marker(name, marker)
+            .await
+            .into_iter()
+            .filter(|v| unwanted(v))
+            .collect();
+        assert!(
+            got.is_empty(),
+            "{context}: expected no `{name}` event before the marker, got {got:?}"
+        );
+    }
+
+    /// Disconnects this client (a socket of `user_id`) and returns once the server has handled the
+    /// disconnect, as `observer` sees it: both first enter a fresh room where this is the user's only
+    /// socket, and the user's `leave` notice there is awaited. (A disconnect is handled on its own
+    /// schedule; notices it causes in other rooms come from the same handler, so follow this with a
+    /// marker through the room watched.)
+    pub async fn disconnect_handled(self, user_id: &str, observer: &mut Client) {
+        let side = format!("side-{}", uuid::Uuid::new_v4().simple());
+        observer.join(&side).await;
+        self.join(&side).await;
+        self.disconnect().await;
+        let left = |n: &Value| {
+            n["room"] == json!(side)
+                && n["kind"] == json!("leave")
+                && n["user"]["id"] == json!(user_id)
+        };
+        observer
+            .wait_for("room:notice", left, &format!("{user_id}'s leave of {side}"))
+            .await;
     }
 
     /// `room:join` that must succeed; returns the ack.
@@ -987,15 +1104,6 @@ impl Client {
         }
     }
 
-    /// Asserts that no `name` event arrives during `wait` (events already buffered count too).
-    pub async fn expect_no_event(&mut self, name: &str, wait: Duration, context: &str) {
-        let got = self.drain_events(name, wait).await;
-        assert!(
-            got.is_empty(),
-            "{context}: expected no `{name}` event, got {got:?}"
-        );
-    }
-
     /// Waits for the next `message` whose text is `text`, skipping (and dropping) other messages.
     pub async fn expect_message_text(&mut self, text: &str, timeout: Duration) -> Value {
         let deadline = tokio::time::Instant::now() + timeout;
@@ -1011,6 +1119,16 @@ impl Client {
             }
         }
     }
+}
+
+/// Marker messages ([`Client::send_marker`]) have texts starting with this.
+pub const MARKER: &str = "marker ";
+
+/// True for a marker message.
+pub fn is_marker(message: &Value) -> bool {
+    message["text"]
+        .as_str()
+        .is_some_and(|t| t.starts_with(MARKER))
 }
 
 /// The `id`s of a `User[]` JSON array, sorted.

@@ -294,6 +294,19 @@ class Recorder:
         with self._cond:
             return [d for e, d in self.events if e == event]
 
+    def before(self, event: str, marker_text: str) -> list:
+        """The `event` payloads received before the marker message `marker_text` (other markers left out).
+
+        The marker must have arrived already (see `marker`)."""
+        with self._cond:
+            out = []
+            for e, d in self.events:
+                if e == "message" and isinstance(d, dict) and d.get("text") == marker_text:
+                    return out
+                if e == event and not is_marker(d):
+                    out.append(d)
+        raise AssertionError(f"the marker {marker_text!r} has not arrived")
+
     def wait_for(self, event: str, match=lambda d: True, timeout: float = STEP, what: str = ""):
         """The first `event` whose data satisfies `match` (received already or within `timeout`)."""
         deadline = time.monotonic() + timeout
@@ -370,6 +383,28 @@ def connect(server):
     yield _connect
     for chat in opened:
         chat.disconnect()
+
+
+#: Texts of marker messages (see `marker`) start with this.
+MARKER = "marker "
+
+
+def is_marker(data) -> bool:
+    return isinstance(data, dict) and isinstance(data.get("text"), str) and data["text"].startswith(MARKER)
+
+
+def marker(sender: Chat, room: str, *observers: Chat) -> str:
+    """Sends a marker message from `sender` to `room`, waits until every one of `observers` has it, returns its text.
+
+    "Nothing arrived" is checked against this barrier, never a quiet window (which passes whenever the server is
+    merely slow): anything the room should not have delivered, before the marker was sent, reaches an observer before
+    the marker does. Then `chat.rec.before(event, text)` lists what came first.
+    """
+    text = f"{MARKER}{uuid.uuid4().hex[:12]}"
+    sender.send(room, text)
+    for chat in observers:
+        chat.rec.wait_for("message", lambda m: isinstance(m, dict) and m.get("text") == text, what=f"marker {text}")
+    return text
 
 
 def refused(server, auth, transports=("websocket",)) -> tuple[Exception | None, list]:

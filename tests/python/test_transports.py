@@ -7,7 +7,7 @@ import time
 import requests
 import socketio
 
-from conftest import STEP, check_message, make_token, unique
+from conftest import MARKER, STEP, check_message, make_token, unique
 
 
 def test_async_client_join_send_receive(server):
@@ -45,10 +45,13 @@ def test_async_client_join_send_receive(server):
             got = await asyncio.wait_for(inbox["ada"].get(), STEP)
             assert got == ack["message"] and got["seq"] == 2
 
-            await ada.call("rooms:list", {}, timeout=STEP)
-            await bob.call("rooms:list", {}, timeout=STEP)
-            await asyncio.sleep(0.3)
-            assert inbox["ada"].empty() and inbox["bob"].empty(), "a sender got its own message back"
+            # Nobody got their own message back: the next message in each inbox is a marker from the other.
+            for sender, receiver in ((ada, "bob"), (bob, "ada")):
+                text = f"{MARKER}{receiver}"
+                ack = await sender.call("message:send", {"room": room, "text": text}, timeout=STEP)
+                assert ack.get("ok") is True, ack
+                got = await asyncio.wait_for(inbox[receiver].get(), STEP)
+                assert got["text"] == text, f"{receiver} got {got} before the marker: a sender got its own message back"
         finally:
             for sio in (ada, bob):
                 if sio.connected:
