@@ -58,7 +58,8 @@ async fn database_outage_reports_unavailable_postgres() {
         "/readyz during the outage: {body}"
     );
 
-    // Bring it back; a retried send (same clientId, as a client would retry) must succeed soon.
+    // Bring it back; the failed send, retried with its original clientId as a client would, must succeed soon:
+    // nothing of it was stored, so it is stored now, once.
     db.pg_restore().await;
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut codes_seen = Vec::new();
@@ -66,7 +67,7 @@ async fn database_outage_reports_unavailable_postgres() {
         let ack = alice
             .try_ack(
                 "message:send",
-                json!({ "room": "fragile", "text": "after", "clientId": "after-1" }),
+                json!({ "room": "fragile", "text": "during", "clientId": "during-1" }),
                 Duration::from_secs(10),
             )
             .await
@@ -92,7 +93,19 @@ async fn database_outage_reports_unavailable_postgres() {
         json!(2),
         "the failed send must not consume a seq: {recovered}"
     );
-    assert_eq!(recovered["text"], json!("after"));
+    assert_eq!(recovered["text"], json!("during"));
+    // One more retry of the same send is answered with the stored original, not stored again.
+    let again = alice
+        .ack(
+            "message:send",
+            json!({ "room": "fragile", "text": "during", "clientId": "during-1" }),
+        )
+        .await;
+    assert_eq!(again["ok"], json!(true), "retry after recovery: {again}");
+    assert_eq!(
+        again["message"], recovered,
+        "the retry answers the original"
+    );
 
     // /readyz is back to 200.
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -115,7 +128,7 @@ async fn database_outage_reports_unavailable_postgres() {
         rows.iter()
             .map(|r| (r.seq, r.text.as_str()))
             .collect::<Vec<_>>(),
-        vec![(1, "before"), (2, "after")],
+        vec![(1, "before"), (2, "during")],
         "rows after recovery"
     );
 

@@ -310,12 +310,29 @@ impl<A: Adapter> MessageHandler<A, Ordered> for Event<A> {
         };
         let Ok(TryData(payload)) =
             TryData::<Json>::from_message_parts(&socket, &mut value, &ack_id);
+        let payload = match payload {
+            Ok(payload) => payload,
+            Err(e) => {
+                let error = ChatError::bad_request(format!(
+                    "{}: the payload is not valid JSON (a lone surrogate in a string?): {e}",
+                    self.name
+                ));
+                respond(
+                    &SocketRef::from(socket),
+                    ack,
+                    ack_id.is_some(),
+                    self.name,
+                    Err(error),
+                );
+                return;
+            }
+        };
         let (previous, done) = self.conn.take_turn();
         let call = Call {
             chat: self.chat.clone(),
             conn: self.conn.clone(),
             socket: SocketRef::from(socket),
-            payload: payload.unwrap_or(Json::Null),
+            payload,
         };
         let (name, run, wants_ack) = (self.name, self.run, ack_id.is_some());
         self.chat.tasks.spawn(async move {
