@@ -86,7 +86,7 @@ pub async fn serve(
     let presence = Presence::with_redis(link.clone())
         .await
         .map_err(|e| Error::Redis(e.to_string()))?;
-    link.spawn_watchers(presence.clone());
+    let heartbeat = link.spawn_watchers(presence.clone());
     let chat = parts.chat(io, Some(link), presence.clone());
     for settings in namespaces {
         chat::register_namespace(&chat, settings)
@@ -95,6 +95,7 @@ pub async fn serve(
     }
     tracing::info!(node = %presence.node_id().unwrap_or_default(), "joined the cluster through Redis");
     let result = run(parts.config, listener, shutdown, chat, layer).await;
+    heartbeat.abort();
     presence.depart().await;
     result
 }

@@ -117,8 +117,9 @@ impl RedisLink {
 
     /// Starts the background work: subscription restore on reconnect, and the heartbeat that keeps
     /// `membership` alive, tracks health (logging each change once), and has `membership` rebuilt after an
-    /// outage before Redis is reported up again.
-    pub fn spawn_watchers<M: Membership>(&self, membership: M) {
+    /// outage before Redis is reported up again. Abort the returned handle on shutdown, before the membership
+    /// departs, or the next beat would bring it back.
+    pub fn spawn_watchers<M: Membership>(&self, membership: M) -> tokio::task::AbortHandle {
         let subscriber = self.subscriber.clone();
         self.subscriber.on_reconnect(move |_server| {
             let subscriber = subscriber.clone();
@@ -136,7 +137,8 @@ impl RedisLink {
                 ticker.tick().await;
                 link.beat(&membership).await;
             }
-        });
+        })
+        .abort_handle()
     }
 
     async fn beat<M: Membership>(&self, membership: &M) {
