@@ -6,7 +6,8 @@
 //! * [`server`]: [`serve`] wires everything on a bound listener and shuts down gracefully;
 //! * [`auth`]: who a connection is (JWT or guest);
 //! * [`chat`]: the event contract, one file per area (`rooms`, `messages`, `dm`, `presence`, `session`);
-//! * [`cluster`]: several nodes through Redis: adapter link, cluster-wide presence, local fallback;
+//! * [`presence`]: who is online in which room, one facade over this node's registry and Redis, notice versions;
+//! * [`cluster`]: several nodes through Redis: the link, its health and heartbeat, delivery with local fallback;
 //! * [`store`]: rooms, memberships and messages behind one trait, SQLite and Postgres backends;
 //! * [`http`]: `/healthz`, `/readyz`, the history API and the demo page;
 //! * [`error`]: the `{ code, message }` error every client sees.
@@ -17,6 +18,7 @@ pub mod cluster;
 pub mod config;
 pub mod error;
 pub mod http;
+pub mod presence;
 pub mod server;
 pub mod store;
 

@@ -13,10 +13,11 @@ use tower_http::cors::{AllowOrigin, Any, CorsLayer};
 
 use crate::{
     auth::JwtVerifier,
-    chat::{self, Chat, Limits, LocalPresence, Presence},
-    cluster::{RedisLink, presence::ClusterPresence},
+    chat::{self, Chat, Limits},
+    cluster::RedisLink,
     config::{Config, ConfigError},
     http,
+    presence::Presence,
     store::{self, StoreError},
 };
 
@@ -82,31 +83,20 @@ pub async fn serve(
     let (layer, io) = socket_io
         .with_adapter::<FredAdapter<_>>(adapter)
         .build_layer();
-    let local = Arc::new(LocalPresence::default());
-    let sockets = io.clone();
-    let still_there = Box::new(move |ns: &str, room: &str, sid| {
-        let socket = sockets.of(ns).and_then(|op| op.get_socket(sid));
-        socket.is_some_and(|s| chat::in_room(&s, room))
-    });
-    let cluster = Arc::new(ClusterPresence::new(
-        link.clone(),
-        local.clone(),
-        still_there,
-    ));
-    link.spawn_watchers(cluster.clone());
-    let presence = Presence {
-        local,
-        cluster: Some(cluster.clone()),
-    };
-    let chat = parts.chat(io, Some(link), presence);
+    let presence = Presence::with_redis(link.clone())
+        .await
+        .map_err(|e| Error::Redis(e.to_string()))?;
+    let heartbeat = link.spawn_watchers(presence.clone());
+    let chat = parts.chat(io, Some(link), presence.clone());
     for settings in namespaces {
         chat::register_namespace(&chat, settings)
             .await
             .map_err(|e| Error::Redis(e.to_string()))?;
     }
-    tracing::info!(node = %chat.redis.as_ref().map(|l| l.node_id.as_str()).unwrap_or_default(), "joined the cluster through Redis");
+    tracing::info!(node = %presence.node_id().unwrap_or_default(), "joined the cluster through Redis");
     let result = run(parts.config, listener, shutdown, chat, layer).await;
-    cluster.leave().await;
+    heartbeat.abort();
+    presence.depart().await;
     result
 }
 

@@ -566,3 +566,383 @@ async fn typing_crosses_nodes() {
     })
     .await;
 }
+
+// ---------------------------------------------------------------------------------------------
+// Presence in Redis: notice versions, key layout, dead nodes, resync
+// ---------------------------------------------------------------------------------------------
+
+/// A plain Redis client, to look at the keys presence leaves behind.
+async fn redis_client(url: &str) -> fred::clients::Client {
+    use fred::interfaces::ClientLike;
+    let config = fred::types::config::Config::from_url(url).expect("redis url");
+    let client = fred::types::Builder::from_config(config)
+        .build()
+        .expect("redis client");
+    client.init().await.expect("connect to redis");
+    client
+}
+
+/// Runs one Redis command.
+async fn redis_cmd<R: fred::types::FromValue>(
+    redis: &fred::clients::Client,
+    name: &'static str,
+    args: &[&str],
+) -> R {
+    use fred::interfaces::ClientLike;
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    redis
+        .custom(fred::cmd!(name), args.clone())
+        .await
+        .unwrap_or_else(|e| panic!("redis {name} {args:?}: {e}"))
+}
+
+/// The common part of every presence key of a room in the namespace `/`.
+fn room_tag(prefix: &str, room: &str) -> String {
+    format!("{prefix}:presence:{{/|{room}}}")
+}
+
+/// Every `room:notice` has a `version` that increases per room whoever's node said it, is the same for
+/// every observer, and is the one kept in Redis.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn notice_versions_increase_across_nodes() {
+    within(TEST_LIMIT, "notice_versions_increase_across_nodes", async {
+        let nodes = cluster(2).await;
+        let room = "ledger";
+        let mut obs_a = connect_user_at(&nodes[0].base_url, "obs-a", "Watcher A").await;
+        let mut obs_b = connect_user_at(&nodes[1].base_url, "obs-b", "Watcher B").await;
+        obs_a.join(room).await;
+        obs_b.join(room).await;
+        obs_a.drain_events("room:notice", QUIET).await;
+        obs_b.drain_events("room:notice", QUIET).await;
+
+        let redis = redis_client(&redis_url()).await;
+        let version_key = format!("{}:version", room_tag(nodes._prefix.as_str(), room));
+        let mut last = 0u64;
+        let mut step = async |obs_a: &mut common::Client,
+                              obs_b: &mut common::Client,
+                              what: &str,
+                              kind: &str,
+                              user: &str| {
+            let mut seen = Vec::new();
+            for (who, obs) in [("observer on A", obs_a), ("observer on B", obs_b)] {
+                let notice = obs
+                    .next_event("room:notice", STEP_TIMEOUT)
+                    .await
+                    .unwrap_or_else(|| panic!("{who}: no room:notice after {what}"));
+                assert_eq!(
+                    (&notice["kind"], &notice["user"]["id"]),
+                    (&json!(kind), &json!(user)),
+                    "{who} after {what}: {notice}"
+                );
+                let version = notice["version"].as_u64().unwrap_or_else(|| {
+                    panic!("{who}: notice without an integer version: {notice}")
+                });
+                seen.push(version);
+            }
+            assert_eq!(
+                seen[0], seen[1],
+                "both observers see one version for {what}"
+            );
+            // The version is Redis's: the room's counter holds the one just given.
+            let stored: Option<String> = redis_cmd(&redis, "GET", &[&version_key]).await;
+            assert_eq!(
+                stored.as_deref().and_then(|v| v.parse::<u64>().ok()),
+                Some(seen[0]),
+                "{version_key} after {what}"
+            );
+            assert!(
+                seen[0] > last,
+                "version of {what} ({}) is not above the previous one ({last})",
+                seen[0]
+            );
+            last = seen[0];
+        };
+
+        let uma_b = connect_user_at(&nodes[1].base_url, "uma", "Uma").await;
+        uma_b.join(room).await;
+        step(&mut obs_a, &mut obs_b, "uma joined on B", "join", "uma").await;
+        let vic_a = connect_user_at(&nodes[0].base_url, "vic", "Vic").await;
+        vic_a.join(room).await;
+        step(&mut obs_a, &mut obs_b, "vic joined on A", "join", "vic").await;
+        uma_b.disconnect().await;
+        step(
+            &mut obs_a,
+            &mut obs_b,
+            "uma closed her tab on B",
+            "leave",
+            "uma",
+        )
+        .await;
+        let ack = vic_a.ack("room:leave", json!({ "room": room })).await;
+        assert_eq!(ack, json!({ "ok": true }), "room:leave");
+        step(
+            &mut obs_a,
+            &mut obs_b,
+            "vic's room:leave on A",
+            "leave",
+            "vic",
+        )
+        .await;
+        let uma_a = connect_user_at(&nodes[0].base_url, "uma", "Uma").await;
+        uma_a.join(room).await;
+        step(&mut obs_a, &mut obs_b, "uma came back on A", "join", "uma").await;
+        uma_a.disconnect().await;
+        step(&mut obs_a, &mut obs_b, "uma left on A", "leave", "uma").await;
+    })
+    .await;
+}
+
+/// Presence keeps a key per (room, user) while the user is there, and nothing of a room once everyone left
+/// but its version counter, which expires.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn presence_keys_are_pruned_when_users_leave() {
+    within(
+        TEST_LIMIT,
+        "presence_keys_are_pruned_when_users_leave",
+        async {
+            let nodes = cluster(2).await;
+            let prefix = nodes._prefix.as_str().to_owned();
+            let (room, other) = ("pruned", "pruned-too");
+            let alice_a = connect_user_at(&nodes[0].base_url, "alice", "Alice").await;
+            let alice_b = connect_user_at(&nodes[1].base_url, "alice", "Alice").await;
+            let bob = connect_user_at(&nodes[1].base_url, "bob", "Bob").await;
+            let carol = connect_user_at(&nodes[0].base_url, "carol", "Carol").await;
+            for client in [&alice_a, &alice_b, &bob, &carol] {
+                client.join(room).await;
+            }
+            carol.join(other).await;
+
+            let redis = redis_client(&redis_url()).await;
+            let tag = room_tag(&prefix, room);
+            let alice: std::collections::HashMap<String, String> =
+                redis_cmd(&redis, "HGETALL", &[&format!("{tag}:user:alice")]).await;
+            assert_eq!(
+                alice.values().collect::<Vec<_>>(),
+                vec!["1", "1"],
+                "alice's key counts one socket on each of two nodes: {alice:?}"
+            );
+            for user in ["bob", "carol"] {
+                let key = format!("{tag}:user:{user}");
+                let n: i64 = redis_cmd(&redis, "HLEN", &[&key]).await;
+                assert_eq!(n, 1, "{key}");
+            }
+            let mut listed: Vec<String> =
+                redis_cmd(&redis, "HKEYS", &[&format!("{tag}:users")]).await;
+            listed.sort();
+            assert_eq!(listed, ids(&["alice", "bob", "carol"]), "{tag}:users");
+
+            let ack = bob.ack("room:leave", json!({ "room": room })).await;
+            assert_eq!(ack, json!({ "ok": true }), "room:leave");
+            let n: i64 = redis_cmd(&redis, "EXISTS", &[&format!("{tag}:user:bob")]).await;
+            assert_eq!(n, 0, "bob's key is gone once he left");
+            alice_a.disconnect().await;
+            carol.disconnect().await;
+            alice_b.disconnect().await;
+
+            // Disconnects are handled asynchronously: wait for the keys to go, then look at what is left.
+            let presence_keys = format!("{prefix}:presence:*");
+            let node_rooms = format!("{prefix}:{{nodes}}:rooms:*");
+            let deadline = tokio::time::Instant::now() + STEP_TIMEOUT;
+            let left = loop {
+                let keys: Vec<String> = redis_cmd(&redis, "KEYS", &[&presence_keys]).await;
+                let rooms: Vec<String> = redis_cmd(&redis, "KEYS", &[&node_rooms]).await;
+                let entries: Vec<&String> =
+                    keys.iter().filter(|k| !k.ends_with(":version")).collect();
+                if (entries.is_empty() && rooms.is_empty())
+                    || tokio::time::Instant::now() > deadline
+                {
+                    assert!(
+                        entries.is_empty(),
+                        "presence keys left after everyone left: {entries:?}"
+                    );
+                    assert!(rooms.is_empty(), "room indexes of nodes left: {rooms:?}");
+                    break keys;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            };
+            let mut left = left;
+            left.sort();
+            let mut expected = vec![
+                format!("{}:version", room_tag(&prefix, room)),
+                format!("{}:version", room_tag(&prefix, other)),
+            ];
+            expected.sort();
+            assert_eq!(left, expected, "only the version counters stay");
+            for key in &left {
+                let ttl: i64 = redis_cmd(&redis, "PTTL", &[key]).await;
+                assert!(ttl > 0, "{key} must expire, PTTL {ttl}");
+            }
+        },
+    )
+    .await;
+}
+
+/// A node that dies without a goodbye: its users leave presence within the node TTL (plus a heartbeat),
+/// its entries are swept from Redis, and a user who also has a tab on a live node stays, until that tab
+/// leaves too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn crashed_node_users_leave_presence() {
+    within(
+        Duration::from_secs(60),
+        "crashed_node_users_leave_presence",
+        async {
+            let db = TestDb::new(Store::Postgres).await;
+            let (url, prefix) = (redis_url(), redis_prefix());
+            let args = [
+                "--redis-url",
+                url.as_str(),
+                "--redis-prefix",
+                prefix.as_str(),
+            ];
+            let mut node_a = common::NodeProcess::spawn(&db, &args).await;
+            let node_b = TestServer::start_node(&db, &url, prefix.as_str()).await;
+            let room = "wreck";
+            let alice = connect_user_at(&node_a.base_url, "alice", "Alice").await;
+            let dora_a = connect_user_at(&node_a.base_url, "dora", "Dora").await;
+            let dora_b = connect_user_at(&node_b.base_url, "dora", "Dora").await;
+            let mut bob = connect_user_at(&node_b.base_url, "bob", "Bob").await;
+            for client in [&alice, &dora_a, &dora_b, &bob] {
+                client.join(room).await;
+            }
+            assert_eq!(bob.presence_ids(room).await, ids(&["alice", "bob", "dora"]));
+            let redis = redis_client(&url).await;
+            let tag = room_tag(prefix.as_str(), room);
+            let nodes_key = format!("{prefix}:{{nodes}}");
+            let n: i64 = redis_cmd(&redis, "ZCARD", &[&nodes_key]).await;
+            assert_eq!(n, 2, "two live nodes");
+
+            node_a.kill();
+            let killed = std::time::Instant::now();
+            let limit = Duration::from_secs(10) + Duration::from_secs(3);
+            loop {
+                let users = bob.presence_ids(room).await;
+                if users == ids(&["bob", "dora"]) {
+                    break;
+                }
+                assert!(
+                    killed.elapsed() < limit,
+                    "{limit:?} after node A was killed, node B still lists {users:?}"
+                );
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            let gone_after = killed.elapsed();
+
+            // Node A's entries are swept: alice's key, dora's count on A, A's room index, A itself.
+            let deadline = tokio::time::Instant::now() + STEP_TIMEOUT;
+            loop {
+                let alice_key: i64 =
+                    redis_cmd(&redis, "EXISTS", &[&format!("{tag}:user:alice")]).await;
+                let dora: i64 = redis_cmd(&redis, "HLEN", &[&format!("{tag}:user:dora")]).await;
+                let live: i64 = redis_cmd(&redis, "ZCARD", &[&nodes_key]).await;
+                let indexes: Vec<String> =
+                    redis_cmd(&redis, "KEYS", &[&format!("{prefix}:{{nodes}}:rooms:*")]).await;
+                let node_sets: Vec<String> =
+                    redis_cmd(&redis, "KEYS", &[&format!("{tag}:node:*")]).await;
+                if (alice_key, dora, live, indexes.len(), node_sets.len()) == (0, 1, 1, 1, 1) {
+                    break;
+                }
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "node A not swept: alice's key {alice_key}, dora's nodes {dora}, nodes {live}, \
+                 room indexes {indexes:?}, node sets {node_sets:?}"
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+
+            // Dora's tab on B is now her last one: closing it says `leave`.
+            bob.drain_events("room:notice", Duration::ZERO).await;
+            dora_b.disconnect().await;
+            let notice = bob
+                .next_event("room:notice", STEP_TIMEOUT)
+                .await
+                .expect("no leave when dora's last live tab closed");
+            assert_eq!(
+                (&notice["kind"], &notice["user"]["id"]),
+                (&json!("leave"), &json!("dora")),
+                "{notice}"
+            );
+            assert_eq!(bob.presence_ids(room).await, ids(&["bob"]));
+            eprintln!("crashed node: its users left presence {gone_after:?} after SIGKILL");
+            drop((alice, dora_a));
+        },
+    )
+    .await;
+}
+
+/// After a Redis outage, a node reports Redis up (`/readyz` 200) only once its entries are back in Redis,
+/// including those of users who arrived during the outage.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn presence_is_rebuilt_before_redis_is_reported_up() {
+    within(Duration::from_secs(90), "presence_is_rebuilt_before_redis_is_reported_up", async {
+        let mut redis_server = common::RedisServer::start().await;
+        let db = TestDb::new(Store::Postgres).await;
+        let prefix = "palaver-resync-test";
+        let node = TestServer::start_node(&db, &redis_server.url(), prefix).await;
+        // Enough rooms that the resync takes a while: a node that said "up" before it would be caught.
+        let rooms: Vec<String> = (0..200).map(|i| format!("resync-{i}")).collect();
+        let (shared, bobs_own) = rooms.split_at(100);
+        let alice = connect_user_at(&node.base_url, "alice", "Alice").await;
+        for room in shared {
+            alice.join(room).await;
+        }
+
+        redis_server.kill();
+        common::wait_readyz(&node.base_url, 503, Duration::from_secs(5)).await;
+        // Bob arrives while Redis is away: only the node's registry knows him.
+        let bob = connect_user_at(&node.base_url, "bob", "Bob").await;
+        let bob2 = connect_user_at(&node.base_url, "bob", "Bob").await;
+        for room in shared {
+            bob.join(room).await;
+        }
+        for room in bobs_own {
+            bob2.join(room).await;
+        }
+
+        // Redis comes back empty. Poll tightly, and look at Redis the moment the node says it is up: one
+        // script reads every room at once.
+        redis_server.spawn().await;
+        let redis = redis_client(&redis_server.url()).await;
+        let http = common::http_client();
+        let readyz = format!("{}/readyz", node.base_url);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let ready = http
+                .get(&readyz)
+                .send()
+                .await
+                .is_ok_and(|r| r.status() == 200);
+            if ready {
+                break;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "/readyz never said 200 again");
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        const INCOMPLETE: &str = "local out = {} for i, key in ipairs(KEYS) do \
+            if redis.call('HLEN', key) ~= tonumber(ARGV[i]) then out[#out + 1] = key end end return out";
+        let keys: Vec<String> = rooms
+            .iter()
+            .map(|room| format!("{}:users", room_tag(prefix, room)))
+            .collect();
+        let expected: Vec<String> = (0..rooms.len())
+            .map(|i| if i < shared.len() { "2" } else { "1" }.to_owned())
+            .collect();
+        let missing: Vec<String> = {
+            use fred::interfaces::LuaInterface;
+            redis
+                .eval(INCOMPLETE, keys, expected)
+                .await
+                .expect("eval")
+        };
+        assert!(
+            missing.is_empty(),
+            "Redis was reported up before presence was rebuilt: {} of {} rooms incomplete: {:?}",
+            missing.len(),
+            rooms.len(),
+            &missing[..missing.len().min(5)]
+        );
+        assert_eq!(alice.presence_ids(&shared[0]).await, ids(&["alice", "bob"]));
+        assert_eq!(bob.presence_ids(&bobs_own[0]).await, ids(&["bob"]));
+        drop(node);
+    })
+    .await;
+}

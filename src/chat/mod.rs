@@ -43,7 +43,7 @@ use crate::{
     store::{HistoryPage, Message, Room, RoomSummary, SharedStore},
 };
 
-pub use presence::{LocalPresence, Presence, in_room};
+pub use presence::in_room;
 pub use session::register_namespace;
 
 /// Server-wide limits every namespace shares.
@@ -124,7 +124,7 @@ pub struct Chat<A: Adapter> {
     pub store: SharedStore,
     pub verifier: Option<JwtVerifier>,
     pub limits: Limits,
-    pub presence: Presence,
+    pub presence: crate::presence::Presence,
     /// The Redis link when running as one node of several.
     pub redis: Option<crate::cluster::RedisLink>,
     pub io: SocketIo<A>,

@@ -217,18 +217,17 @@ pub async fn leave<A: Adapter>(mut call: Call<A>) -> ChatResult<Reply> {
         if in_room(&socket, id) {
             was_in = true;
             socket.leave(key.clone());
-            chat.presence.local.exit(ns, id, &conn.user.id, socket.id);
         }
     }
     if let Some(op) = chat.io.of(ns) {
         let operation = op.to(mine).leave(key);
         cluster::on_every_node(chat.redis.as_ref(), "room:leave", operation).await;
     }
-    chat.presence.forget_user(ns, id, &conn.user.id).await;
+    let version = chat.presence.forget(ns, id, &conn.user.id).await;
     if !removed && !was_in {
         return Err(ChatError::not_found(format!("you are not in room {id:?}")));
     }
-    let kind = presence::NoticeKind::Leave;
+    let kind = presence::NoticeKind::Leave(version);
     presence::announce(chat.redis.as_ref(), &call.socket, id, kind, &conn.user).await;
     Ok(Reply::Done {})
 }

@@ -151,9 +151,9 @@ async fn disconnected<A: Adapter>(
     if let Some(previous) = previous {
         let _ = previous.await;
     }
-    for (_, room) in chat.presence.exit_all(&conn.user.id, socket.id).await {
-        let kind = presence::NoticeKind::Leave;
-        presence::announce(chat.redis.as_ref(), &socket, &room, kind, &conn.user).await;
+    for left in chat.presence.exit_all(&conn.user.id, socket.id).await {
+        let kind = presence::NoticeKind::Leave(left.version);
+        presence::announce(chat.redis.as_ref(), &socket, &left.room, kind, &conn.user).await;
     }
     drop(done);
 }

@@ -5,8 +5,10 @@
 //! restores every shard subscription of the adapter after a reconnect (fred 10.1's own `resubscribe_all` stops
 //! at an empty `SUBSCRIBE` and never reaches the shard channels), and tracks whether Redis answers, so that
 //! while it does not, broadcasts go straight to this node's sockets instead of waiting on a dead connection.
-
-pub mod presence;
+//!
+//! The heartbeat drives a [`Membership`] (presence): it refreshes this node's liveness through it on every
+//! beat, and when Redis answers again after an outage it has the membership rebuild its entries *before*
+//! reporting Redis up. This module knows nothing of the chat or of presence itself.
 
 use std::{
     sync::{
@@ -18,33 +20,45 @@ use std::{
 
 use fred::{
     clients::{Client, SubscriberClient},
-    interfaces::{ClientLike, EventInterface, KeysInterface, PubsubInterface},
+    interfaces::{ClientLike, EventInterface, PubsubInterface},
     prelude::{Builder, Config as RedisConfig, ReconnectPolicy},
-    types::{Expiration, RespVersion},
+    types::RespVersion,
 };
 use serde::Serialize;
 use socketioxide::{adapter::Adapter, operators::BroadcastOperators};
 
-/// How often the link checks Redis and refreshes this node's liveness key.
+/// How often the link checks Redis and refreshes this node's liveness.
 const HEARTBEAT: Duration = Duration::from_millis(500);
-/// A node whose liveness key has not been refreshed for this long is dead: its users leave presence.
+/// A node whose liveness has not been refreshed for this long is dead: its users leave presence.
 pub const NODE_TTL: Duration = Duration::from_secs(10);
 /// Longest a Redis command may take before it counts as failed.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(1);
+/// Longest a rebuild of this node's state in Redis may take before it is abandoned (and retried next beat).
+const RESTORE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Pub/sub messages that may wait for the adapter before the oldest are dropped.
 const PUBSUB_BUFFER: usize = 32 * 1024;
 /// Delay between reconnection attempts: well inside the 5 s in which delivery must resume.
 const RECONNECT_DELAY_MS: u32 = 500;
+
+/// What this node keeps in Redis besides the adapter's channels, kept alive by the heartbeat.
+pub trait Membership: Send + Sync + 'static {
+    /// Runs on every beat while Redis is connected: refreshes this node's liveness. `Ok(false)` when Redis
+    /// answers but this node's state there is lost or stale (Redis restarted empty, the node was taken for
+    /// dead, a write failed) and must be rebuilt by [`Membership::restore`] before Redis is reported up.
+    fn beat(&self) -> impl Future<Output = Result<bool, fred::error::Error>> + Send;
+    /// Rebuilds this node's state in Redis. Redis is reported up only once this has succeeded.
+    fn restore(&self) -> impl Future<Output = Result<(), fred::error::Error>> + Send;
+    /// Redis is reported down: stop relying on it until the next [`Membership::restore`].
+    fn down(&self);
+}
 
 /// The connection to Redis and what this node knows about it.
 #[derive(Clone)]
 pub struct RedisLink {
     /// Carries the Socket.IO adapter's sharded pub/sub.
     pub subscriber: SubscriberClient,
-    /// Runs presence scripts, liveness keys and health checks.
+    /// Runs presence scripts and health checks.
     pub commands: Client,
-    /// Unique per process: names this node in presence and liveness keys.
-    pub node_id: String,
     /// Prefix of every key and channel palaver uses, so several deployments can share one Redis.
     pub prefix: String,
     up: Arc<AtomicBool>,
@@ -78,31 +92,17 @@ impl RedisLink {
         let subscriber = builder().build_subscriber_client()?;
         let commands = builder().build()?;
         commands.init().await?;
-        let link = Self {
+        Ok(Self {
             subscriber,
             commands,
-            node_id: uuid::Uuid::new_v4().simple().to_string(),
             prefix: prefix.to_owned(),
             up: Arc::new(AtomicBool::new(true)),
-        };
-        link.refresh_liveness().await?;
-        Ok(link)
+        })
     }
 
-    /// Whether Redis answered the last check.
+    /// Whether Redis answered the last check and this node's state there is complete.
     pub fn is_up(&self) -> bool {
-        self.up.load(Ordering::Relaxed)
-    }
-
-    fn node_key(&self) -> String {
-        node_key(&self.prefix, &self.node_id)
-    }
-
-    async fn refresh_liveness(&self) -> Result<(), fred::error::Error> {
-        let ttl = i64::try_from(NODE_TTL.as_millis()).unwrap_or(i64::MAX);
-        self.commands
-            .set::<(), _, _>(self.node_key(), "1", Some(Expiration::PX(ttl)), None, false)
-            .await
+        self.up.load(Ordering::Acquire)
     }
 
     /// Re-subscribes every shard channel the adapter uses. Called after each reconnection of the subscriber.
@@ -115,9 +115,11 @@ impl RedisLink {
         }
     }
 
-    /// Starts the background work: subscription restore on reconnect, and the heartbeat that refreshes this
-    /// node's liveness key, tracks health (logging each change once), and re-syncs presence after an outage.
-    pub fn spawn_watchers(&self, presence: Arc<presence::ClusterPresence>) {
+    /// Starts the background work: subscription restore on reconnect, and the heartbeat that keeps
+    /// `membership` alive, tracks health (logging each change once), and has `membership` rebuilt after an
+    /// outage before Redis is reported up again. Abort the returned handle on shutdown, before the membership
+    /// departs, or the next beat would bring it back.
+    pub fn spawn_watchers<M: Membership>(&self, membership: M) -> tokio::task::AbortHandle {
         let subscriber = self.subscriber.clone();
         self.subscriber.on_reconnect(move |_server| {
             let subscriber = subscriber.clone();
@@ -133,35 +135,65 @@ impl RedisLink {
             ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 ticker.tick().await;
-                let healthy = link.subscriber.is_connected()
-                    && link.commands.is_connected()
-                    && tokio::time::timeout(HEARTBEAT, link.refresh_liveness())
-                        .await
-                        .is_ok_and(|r| r.is_ok());
-                let was = link.up.swap(healthy, Ordering::Relaxed);
-                match (was, healthy) {
-                    (true, false) => tracing::warn!(
-                        "Redis unreachable: delivering to this node's sockets only until it is back"
-                    ),
-                    (false, true) => {
-                        Self::restore_subscriptions(&link.subscriber).await;
-                        presence.resync().await;
-                        tracing::info!("Redis reachable again: cross-node delivery resumed");
-                    }
-                    _ => {}
-                }
+                link.beat(&membership).await;
             }
-        });
+        })
+        .abort_handle()
     }
 
-    /// Removes this node's liveness key so that its users leave presence at once.
-    pub async fn leave_cluster(&self) {
-        let _ = self.commands.del::<(), _>(self.node_key()).await;
+    async fn beat<M: Membership>(&self, membership: &M) {
+        let connected = self.subscriber.is_connected() && self.commands.is_connected();
+        let beat = match connected {
+            true => tokio::time::timeout(HEARTBEAT, membership.beat()).await,
+            false => Ok(Err(fred::error::Error::new(
+                fred::error::ErrorKind::IO,
+                "not connected",
+            ))),
+        };
+        let was = self.is_up();
+        let in_sync = match beat {
+            Ok(Ok(in_sync)) => in_sync,
+            Ok(Err(e)) => {
+                self.went_down(membership, was, &e.to_string());
+                return;
+            }
+            Err(_) => {
+                self.went_down(membership, was, "heartbeat timed out");
+                return;
+            }
+        };
+        if was && in_sync {
+            return;
+        }
+        if was {
+            self.went_down(membership, was, "this node's presence in Redis is stale");
+        } else {
+            Self::restore_subscriptions(&self.subscriber).await;
+        }
+        match tokio::time::timeout(RESTORE_TIMEOUT, membership.restore()).await {
+            Ok(Ok(())) => {
+                self.up.store(true, Ordering::Release);
+                tracing::info!(
+                    "Redis reachable again: presence rebuilt, cross-node delivery resumed"
+                );
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "could not rebuild presence in Redis; retrying")
+            }
+            Err(_) => tracing::warn!("rebuilding presence in Redis timed out; retrying"),
+        }
     }
-}
 
-pub fn node_key(prefix: &str, node_id: &str) -> String {
-    format!("{prefix}:node:{node_id}")
+    fn went_down<M: Membership>(&self, membership: &M, was: bool, why: &str) {
+        if was {
+            self.up.store(false, Ordering::Release);
+            membership.down();
+            tracing::warn!(
+                why,
+                "Redis not usable: delivering to this node's sockets only until it is back"
+            );
+        }
+    }
 }
 
 /// Longest a broadcast may wait on Redis before it is delivered to this node only.
