@@ -1,7 +1,8 @@
 // socket.io-client 2.x (Engine.IO 3, Socket.IO protocol v4) next to socket.io-client 4.x: the same rooms, messages
 // both ways and acks, over WebSocket, long-polling and polling upgraded to WebSocket. Protocol v4 has no `auth` in
 // its CONNECT packet, so a 2.x client authenticates with the handshake query (`query: { token, name }`); a refused
-// one gets an `error` event (2.x has no `connect_error` for middleware refusals). See docs/protocol.md, Connecting.
+// one gets an `error` event (2.x has no `connect_error` for middleware refusals). On a namespace other than `/`,
+// the query must go on the Manager. See docs/protocol.md, Connecting.
 import assert from "node:assert/strict";
 import { describe } from "node:test";
 
@@ -27,6 +28,7 @@ import {
   roomId,
   ok,
   waitFor,
+  sleep,
 } from "./harness.mjs";
 
 const TRANSPORTS = {
@@ -181,6 +183,32 @@ for (const store of STORES) {
         assert.equal(second.message.seq, 2);
       });
     }
+  });
+
+  describe(`socket.io-client 2.x on another namespace [${store}]`, () => {
+    const srv = useServer(store, { namespaces: '[[namespace]]\npath = "/game"\nanonymous = false\n' });
+
+    it("with the query on the Manager, a 2.x client signs in to /game", async () => {
+      const ada = identity("ada");
+      const manager = new ioV2.Manager(srv.url, { query: { token: ada.token }, transports: ["websocket"], reconnection: false });
+      const socket = track(manager.socket("/game"));
+      const session = await waitFor(socket, "session", () => true, ACK_TIMEOUT_MS);
+      assertUser(session.user, { id: ada.id, anonymous: false });
+      const room = roomId("v2-game");
+      await v2Ok(socket, "room:join", { room });
+      const modern = await connectUser(srv, ada, { ns: "/game" });
+      assert.ok(modern.session.rooms.some((r) => r.id === room), `the /game room ${room} is the user's`);
+    });
+
+    it("io(url + '/game', { query }) does not connect (the query ends up in the namespace name)", async () => {
+      const ada = identity("ada");
+      const socket = track(ioV2(`${srv.url}/game`, { query: { token: ada.token }, transports: ["websocket"], forceNew: true, reconnection: false }));
+      const events = [];
+      for (const event of ["connect", "session", "error"]) socket.on(event, () => events.push(event));
+      await sleep(1000);
+      assert.deepEqual(events, [], "a 2.x socket with a query on a namespace other than / hears nothing");
+      assert.equal(socket.connected, false);
+    });
   });
 
   describe(`socket.io-client 2.x, anonymous access off [${store}]`, () => {
