@@ -36,6 +36,19 @@ pub struct AuthPayload {
     pub name: Option<serde_json::Value>,
 }
 
+/// The `auth` payload of a Socket.IO protocol v4 client (socket.io-client 2.x), whose CONNECT packet carries none:
+/// the handshake's query parameters `token` and `name`, percent-decoded, stand for `auth.token` and `auth.name`
+/// (the first of each counts; `EIO`, `transport`, `t` and any other parameter is ignored).
+pub fn auth_from_query(query: Option<&str>) -> serde_json::Value {
+    let mut auth = serde_json::Map::new();
+    for (key, value) in form_urlencoded::parse(query.unwrap_or_default().as_bytes()) {
+        if matches!(&*key, "token" | "name") && !auth.contains_key(&*key) {
+            auth.insert(key.into_owned(), value.into_owned().into());
+        }
+    }
+    auth.into()
+}
+
 /// Why a connection was refused. Sent as the `connect_error` message `unauthorized: <code>: <message>`.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("unauthorized: {code}: {message}")]
@@ -134,6 +147,31 @@ mod tests {
         let err = authenticate(None, None, false).expect_err("refused");
         assert_eq!(err.code, "missing_token");
         assert!(err.to_string().starts_with("unauthorized: missing_token: "));
+    }
+
+    #[test]
+    fn query_stands_for_auth() {
+        let q =
+            "EIO=3&transport=polling&t=Nx1&token=a.b%2Bc&name=Zo%C3%AB+L%20%F0%9F%A6%A6&extra=1";
+        assert_eq!(
+            auth_from_query(Some(q)),
+            json!({ "token": "a.b+c", "name": "Zoë L 🦦" })
+        );
+        assert_eq!(
+            auth_from_query(Some("name=first&name=second&token=&x")),
+            json!({ "name": "first", "token": "" })
+        );
+        assert_eq!(
+            auth_from_query(Some("EIO=3&transport=websocket")),
+            json!({})
+        );
+        assert_eq!(auth_from_query(None), json!({}));
+        let user = authenticate(Some(&auth_from_query(Some("name=%20ada%20"))), None, true)
+            .expect("guest");
+        assert_eq!(user.name, "ada");
+        let err = authenticate(Some(&auth_from_query(Some("token=x.y.z"))), None, true)
+            .expect_err("no key");
+        assert_eq!(err.code, "not_configured");
     }
 
     #[test]

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use serde::Serialize;
 use serde_json::Value as Json;
 use socketioxide::{
+    ProtocolVersion,
     adapter::Adapter,
     extract::{SocketRef, TryData},
     handler::ConnectHandler,
@@ -60,6 +61,11 @@ async fn admit<A: Adapter>(
     auth: Option<Json>,
     settings: Arc<NamespaceSettings>,
 ) -> Result<(), AuthError> {
+    // Protocol v4 (socket.io-client 2.x) has no auth payload: its handshake query carries `token` and `name`.
+    let auth = match socket.protocol() {
+        ProtocolVersion::V4 => Some(auth::auth_from_query(socket.req_parts().uri.query())),
+        ProtocolVersion::V5 => auth,
+    };
     let user = auth::authenticate(auth.as_ref(), chat.verifier.as_ref(), settings.anonymous)
         .inspect_err(|e| {
             tracing::info!(ns = %settings.path, code = e.code, reason = %e.message, "connection refused");
