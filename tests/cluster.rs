@@ -885,7 +885,10 @@ async fn presence_is_rebuilt_before_redis_is_reported_up() {
         let mut redis_server = common::RedisServer::start().await;
         let db = TestDb::new(Store::Postgres).await;
         let prefix = "palaver-resync-test";
-        let node = TestServer::start_node(&db, &redis_server.url(), prefix).await;
+        let url = redis_server.url();
+        // Each socket joins 100 rooms back to back: above the default join burst (50).
+        let flags = ["--redis-url", &url, "--redis-prefix", prefix, "--join-burst", "1000"];
+        let node = TestServer::start(&db, &flags).await;
         // Enough rooms that the resync takes a while: a node that said "up" before it would be caught.
         let rooms: Vec<String> = (0..200).map(|i| format!("resync-{i}")).collect();
         let (shared, bobs_own) = rooms.split_at(100);
