@@ -85,6 +85,7 @@ impl Presence {
     pub async fn with_redis(link: RedisLink) -> Result<Self, fred::error::Error> {
         let presence = Self::build(Some(RedisPresence::new(link)));
         if let Some(redis) = &presence.inner.redis {
+            redis.load_scripts().await?;
             redis.heartbeat().await?;
         }
         presence.inner.in_sync.store(true, Ordering::Release);
@@ -281,6 +282,8 @@ impl Membership for Presence {
             return Ok(());
         };
         let _gate = self.inner.gate.write().await;
+        // Redis may have restarted without its scripts.
+        redis.load_scripts().await?;
         let beat = match redis.heartbeat().await? {
             // The id expired while Redis was away (or Redis lost it): rebuild under a new one, which the
             // sweep of the old one cannot touch.

@@ -23,8 +23,10 @@
 //!
 //! # Costs
 //!
-//! Entering and exiting read only the user's own key (one field per node the user is on): a join storm into
-//! one room costs O(1) per join, not O(users in the room). Listing reads the room's `users` hash (`HVALS`).
+//! Entering and exiting read only the user's own key (one field per node the user is on), whatever the size of
+//! the room: deciding "first" and "last" in a join storm into one room costs O(1) per join, not O(users in the
+//! room). Listing reads the room's `users` hash with one `HVALS`: O(users in the room), which is what
+//! `presence:list` and `room:join`'s `members` return anyway.
 //!
 //! # Dead nodes
 //!
@@ -32,7 +34,7 @@
 //! fields are ignored, and swept when met, by every enter and exit (the dead ids are passed as script arguments),
 //! and the first live node to see it takes the sweep lock and removes all its entries, room by room, from its
 //! `rooms` index, then the node itself. A crashed node's users thus leave `presence:list` within
-//! [`NODE_TTL`] plus one heartbeat. A node whose own expiry passed (paused, or cut off from Redis for longer
+//! [`NODE_TTL`] plus one heartbeat and the sweep (milliseconds per room). Nobody is told they left. A node whose own expiry passed (paused, or cut off from Redis for longer
 //! than the TTL, or Redis restarted empty) never comes back under the same id: it takes a new one and rebuilds
 //! its entries under it, so a sweep of its old id cannot remove them.
 //!
@@ -320,6 +322,24 @@ impl RedisPresence {
                 depart: Script::new(DEPART, false),
             },
         }
+    }
+
+    /// Loads every script into Redis, so that the first burst of presence changes after start-up or after a
+    /// Redis restart does not load each of them once per concurrent call.
+    pub async fn load_scripts(&self) -> Result<()> {
+        let s = &self.scripts;
+        for script in [
+            &s.enter,
+            &s.exit,
+            &s.forget,
+            &s.replace,
+            &s.heartbeat,
+            &s.notify,
+            &s.depart,
+        ] {
+            script.load(self.client()).await?;
+        }
+        Ok(())
     }
 
     fn client(&self) -> &Client {
