@@ -271,6 +271,8 @@ export interface RoomNotice {
   user: User;
   /** RFC 3339. */
   at: string;
+  /** Increases per room across every node: order notices by it, not by arrival (docs/protocol.md). */
+  version: number;
 }
 
 export interface TypingEvent {
