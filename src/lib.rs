@@ -5,10 +5,12 @@
 //! * [`config`]: flags and environment, the namespaces file;
 //! * [`server`]: [`serve`] wires everything on a bound listener and shuts down gracefully;
 //! * [`auth`]: who a connection is (JWT or guest);
-//! * [`chat`]: the event contract, one file per area (`rooms`, `messages`, `dm`, `presence`, `session`);
+//! * [`chat`]: the event contract, one file per area (`rooms`, `invitations`, `messages`, `dm`, `presence`,
+//!   `recovery`, `session`), and the budgets every event spends (`budget`);
 //! * [`presence`]: who is online in which room, one facade over this node's registry and Redis, notice versions;
 //! * [`cluster`]: several nodes through Redis: the link, its health and heartbeat, delivery with local fallback;
-//! * [`store`]: rooms, memberships and messages behind one trait, SQLite and Postgres backends;
+//! * [`store`]: rooms, memberships, invitations and messages behind one trait, one SQL implementation for SQLite and
+//!   Postgres;
 //! * [`http`]: `/healthz`, `/readyz`, the history API and the demo page;
 //! * [`error`]: the `{ code, message }` error every client sees.
 
