@@ -504,7 +504,7 @@ async fn invitations_newest_first(kind: Store) {
 
 store_test!(invitations_newest_first => invitations_newest_first_sqlite, invitations_newest_first_postgres);
 
-async fn user_rooms_most_recently_active_first(kind: Store) {
+async fn user_rooms_groups_then_dms_most_recently_active_first(kind: Store) {
     let db = TestDb::new(kind).await;
     let store = store::open(&db.url, 4).await.expect("open store");
     let (me, peer, owner) = (author("me"), author("peer"), author("owner"));
@@ -534,10 +534,10 @@ async fn user_rooms_most_recently_active_first(kind: Store) {
             .unwrap()
     );
 
-    // Without messages, the newest room first.
+    // Without messages, the newest room first, group rooms before DMs.
     let rooms = store.user_rooms(NS, "me", 10).await.unwrap();
-    assert_eq!(ids(&rooms), ["dm:me:peer", "r3", "r2", "r1"]);
-    let dm = &rooms[0];
+    assert_eq!(ids(&rooms), ["r3", "r2", "r1", "dm:me:peer"]);
+    let dm = &rooms[3];
     assert!(dm.member && !dm.invited, "{dm:?}");
     let shown = dm.peer.as_ref().expect("a DM shows its other member");
     assert_eq!(
@@ -545,7 +545,7 @@ async fn user_rooms_most_recently_active_first(kind: Store) {
         ("peer", "Name of peer")
     );
     assert!(
-        rooms[1..]
+        rooms[..3]
             .iter()
             .all(|r| r.member && !r.invited && r.peer.is_none())
     );
@@ -554,7 +554,13 @@ async fn user_rooms_most_recently_active_first(kind: Store) {
     send(&store, "r1", &me).await;
     assert_eq!(
         ids(&store.user_rooms(NS, "me", 10).await.unwrap()),
-        ["r1", "dm:me:peer", "r3", "r2"]
+        ["r1", "r3", "r2", "dm:me:peer"]
+    );
+    // A DM with a newer message still comes after every group room.
+    send(&store, "dm:me:peer", &peer).await;
+    assert_eq!(
+        ids(&store.user_rooms(NS, "me", 10).await.unwrap()),
+        ["r1", "r3", "r2", "dm:me:peer"]
     );
     send(&store, "r2", &owner).await;
     assert_eq!(
@@ -569,7 +575,7 @@ async fn user_rooms_most_recently_active_first(kind: Store) {
     );
 }
 
-store_test!(user_rooms_most_recently_active_first => user_rooms_most_recently_active_first_sqlite, user_rooms_most_recently_active_first_postgres);
+store_test!(user_rooms_groups_then_dms_most_recently_active_first => user_rooms_groups_then_dms_most_recently_active_first_sqlite, user_rooms_groups_then_dms_most_recently_active_first_postgres);
 
 async fn rooms_created_since_counts_the_creators_rooms(kind: Store) {
     let db = TestDb::new(kind).await;

@@ -352,8 +352,9 @@ pub trait Store: Send + Sync + 'static {
     /// Whether the user holds an open invitation to the room.
     async fn is_invited(&self, ns: &str, room: &str, user_id: &str) -> StoreResult<bool>;
 
-    /// The rooms of this user: every room (DMs included) the user has joined, most recently active first, at
-    /// most `limit`. The one query behind both the `session` event's `rooms` and re-entry on connect, so the
+    /// The rooms of this user: every room (DMs included) the user has joined, at most `limit`: group rooms
+    /// first, then DMs (anyone can start a DM, so DMs from strangers must not push out the user's rooms), each
+    /// most recently active first. The one query behind both the `session` event's `rooms` and re-entry on connect, so the
     /// two can never disagree.
     async fn user_rooms(
         &self,

@@ -791,8 +791,10 @@ where
             "TRUE AS member, FALSE AS invited \
              FROM memberships m JOIN rooms r ON r.ns = m.ns AND r.id = m.room",
             peer_join!(),
+            // Group rooms, which the user joined themself, come before DMs, which anyone can start: a flood
+            // of DMs from strangers can push out older DMs, never the user's rooms.
             "WHERE m.ns = $1 AND m.user_id = $2 AND m.state = 'joined' \
-             ORDER BY COALESCE(r.last_active_at, r.created_at) DESC, r.id LIMIT $3"
+             ORDER BY (r.kind = 'dm'), COALESCE(r.last_active_at, r.created_at) DESC, r.id LIMIT $3"
         ))
         .bind(ns)
         .bind(user_id)
