@@ -176,6 +176,32 @@ for (const store of STORES) {
       assert.deepEqual(members.invited, [], "a member is not invited");
     });
 
+    it("guests cannot invite (no membership), and leaving a room one is only invited to declines it silently", async () => {
+      const alice = identity("alice");
+      const bob = identity("bob");
+      const a = await connect(srv, alice.auth);
+      const b = await connect(srv, bob.auth);
+      const pub = roomId("pub");
+      await ok(a.socket, "room:join", { room: pub });
+      const guest = await connect(srv, { name: "spammer" });
+      await ok(guest.socket, "room:join", { room: pub });
+      await fails(guest.socket, "room:invite", { room: pub, users: [bob.id] }, "forbidden", "a guest inviting: ");
+
+      const team = roomId("team");
+      await ok(a.socket, "room:create", { name: team, visibility: "private", members: [bob.id] });
+      const notices = [];
+      a.socket.on("room:notice", (n) => notices.push(n));
+      await ok(b.socket, "room:leave", { room: team });
+      assert.deepEqual((await ok(b.socket, "invitations:list", {})).invitations, [], "the invitation is gone");
+      // Barrier: carol's join is announced; bob's leave of a room he never entered was not.
+      const carol = identity("carol");
+      await ok(a.socket, "room:invite", { room: team, users: [carol.id] });
+      const c = await connect(srv, carol.auth);
+      await ok(c.socket, "room:join", { room: team });
+      await until(() => notices.some((n) => n.user.id === carol.id), { what: () => "carol's join" });
+      assert.deepEqual(notices.map((n) => [n.kind, n.user.id]), [["join", carol.id]]);
+    });
+
     it("a user others invited to 150 rooms, who accepted them all, gets live messages in every room session lists", { timeout: 120_000 }, async () => {
       const target = identity("target");
       const creators = [identity("c1"), identity("c2"), identity("c3")];

@@ -4,7 +4,7 @@
 
 use socketioxide::adapter::Adapter;
 
-use super::{Call, Reply, payload, presence::in_room, rooms, user_key};
+use super::{Call, Reply, payload, user_key};
 use crate::{
     error::{ChatError, ChatResult},
     store::{Invitation, Room, RoomKind},
@@ -30,8 +30,12 @@ pub async fn invite<A: Adapter>(mut call: Call<A>) -> ChatResult<Reply> {
             "a direct conversation has exactly two users; nobody can be invited to it",
         ));
     }
-    if !in_room(&call.socket, id) && !chat.store.is_member(ns, id, &call.conn.user.id).await? {
-        return Err(rooms::not_in_room(id));
+    // A membership, not merely being in the room: a guest in a public room has none, and a new identity on
+    // every connection would let it invite without limit.
+    if !chat.store.is_member(ns, id, &call.conn.user.id).await? {
+        return Err(ChatError::forbidden(format!(
+            "only members of room {id:?} can invite to it; join it first (guests cannot invite)"
+        )));
     }
     let invited = chat
         .store

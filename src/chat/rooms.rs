@@ -76,7 +76,7 @@ async fn check_creation_quota<A: Adapter>(chat: &Chat<A>, conn: &Conn) -> ChatRe
             ));
         }
         if let Some(ip) = conn.peer_ip
-            && chat.guest_creations.check_key(&ip).is_err()
+            && chat.guest_creations.check_key(&guest_network(ip)).is_err()
         {
             return Err(ChatError::rate_limited(format!(
                 "guests from your address have created {quota} rooms today, the most allowed"
@@ -95,6 +95,19 @@ async fn check_creation_quota<A: Adapter>(chat: &Chat<A>, conn: &Conn) -> ChatRe
         )));
     }
     Ok(())
+}
+
+/// The address a guest's creation quota is counted against: the address itself for IPv4, its /64 network for
+/// IPv6, since one host commonly holds a whole /64.
+pub fn guest_network(ip: std::net::IpAddr) -> std::net::IpAddr {
+    match ip {
+        std::net::IpAddr::V6(v6) if v6.to_ipv4_mapped().is_none() => {
+            let prefix = u128::from(v6) & !((1u128 << 64) - 1);
+            std::net::IpAddr::V6(prefix.into())
+        }
+        std::net::IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, std::net::IpAddr::V4),
+        v4 => v4,
+    }
 }
 
 /// `room:create { name, visibility?, members? }` → `{ room }`. The creator joins; `members` are invited.
@@ -205,6 +218,11 @@ pub async fn leave<A: Adapter>(mut call: Call<A>) -> ChatResult<Reply> {
         payload::parse("room:leave", "{ room: \"general\" }", call.payload.take())?;
     let id = payload::room_id(&p.room)?;
     let (chat, conn, ns) = (&call.chat, &call.conn, call.conn.ns.path.as_str());
+    // Leaving a room one was only invited to declines the invitation: the user was never in it, so nobody is told.
+    if chat.store.is_invited(ns, id, &conn.user.id).await? {
+        chat.store.decline(ns, id, &conn.user.id).await?;
+        return Ok(Reply::Done {});
+    }
     let removed = chat.store.remove_member(ns, id, &conn.user.id).await?;
     let (key, mine) = (room_key(id), user_key(&conn.user.id));
     let mut was_in = false;
@@ -245,4 +263,25 @@ pub async fn list<A: Adapter>(call: Call<A>) -> ChatResult<Reply> {
         .list_rooms(call.ns(), &call.conn.user.id, true)
         .await?;
     Ok(Reply::Rooms { rooms })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::guest_network;
+
+    #[test]
+    fn guests_count_per_ipv4_address_and_per_ipv6_64() {
+        let ip = |s: &str| s.parse::<std::net::IpAddr>().expect("ip");
+        assert_eq!(guest_network(ip("203.0.113.7")), ip("203.0.113.7"));
+        assert_eq!(
+            guest_network(ip("2001:db8:1:2:aaaa::1")),
+            ip("2001:db8:1:2::")
+        );
+        assert_eq!(
+            guest_network(ip("2001:db8:1:2:ffff:1:2:3")),
+            guest_network(ip("2001:db8:1:2::9"))
+        );
+        assert_ne!(guest_network(ip("2001:db8:1:3::1")), ip("2001:db8:1:2::"));
+        assert_eq!(guest_network(ip("::ffff:203.0.113.7")), ip("203.0.113.7"));
+    }
 }

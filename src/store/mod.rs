@@ -290,6 +290,21 @@ fn is_unavailable(e: &sqlx::Error) -> bool {
     }
 }
 
+/// Errors caused by the row itself (a value the database cannot store, a constraint, a trigger refusing it),
+/// as opposed to the database's own trouble (disk full, out of memory, deadlock, timeout), which is not the
+/// message's fault and must not be answered as a bad request.
+pub(crate) fn is_data_error(db: &dyn sqlx::error::DatabaseError) -> bool {
+    if db.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some() {
+        // Primary result codes: TOOBIG (18), CONSTRAINT (19, which RAISE(ABORT) in a trigger reports too),
+        // MISMATCH (20).
+        let code = db.code().and_then(|code| code.parse::<i32>().ok());
+        return code.is_some_and(|code| matches!(code & 0xff, 18..=20));
+    }
+    // Postgres: data exceptions (22…), integrity constraint violations (23…), a trigger's RAISE (P0001).
+    db.code()
+        .is_some_and(|code| code.starts_with("22") || code.starts_with("23") || code == "P0001")
+}
+
 pub type StoreResult<T> = Result<T, StoreError>;
 
 /// Everything the chat needs from a database. `ns` is the Socket.IO namespace: each is an isolated chat space.

@@ -251,13 +251,15 @@ impl<'b> Numbering<'b> {
     }
 }
 
-/// The answer to an append that failed in a transaction of its own: the database refusing it (a constraint,
-/// a trigger, a value it cannot store) is this message's fault alone.
+/// The answer to an append that failed in a transaction of its own: the database refusing the row (a
+/// constraint, a trigger, a value it cannot store) is this message's fault alone; any other failure is not.
 fn failed_alone(error: StoreError) -> StoreError {
     match error {
-        StoreError::Other(sqlx::Error::Database(db)) => StoreError::Rejected {
-            reason: db.to_string(),
-        },
+        StoreError::Other(sqlx::Error::Database(db)) if super::is_data_error(db.as_ref()) => {
+            StoreError::Rejected {
+                reason: db.to_string(),
+            }
+        }
         StoreError::Unavailable(_) => StoreError::Failed {
             unavailable: true,
             reason: error.to_string(),
