@@ -161,7 +161,7 @@ impl Presence {
                 let result = async {
                     let last = redis.exit(ns, room, user_id).await?;
                     if exited.room_empty_here {
-                        redis.unindex_room(ns, room).await?;
+                        self.unindex(redis, ns, room).await?;
                     }
                     Ok::<_, fred::error::Error>(last)
                 }
@@ -192,7 +192,7 @@ impl Presence {
             let result = async {
                 let version = redis.forget(ns, room, user_id).await?;
                 if emptied {
-                    redis.unindex_room(ns, room).await?;
+                    self.unindex(redis, ns, room).await?;
                 }
                 Ok::<_, fred::error::Error>(version)
             }
@@ -225,6 +225,22 @@ impl Presence {
         }
     }
 
+    /// Takes a room this node emptied out of its Redis room index, and puts it back if a socket entered the room
+    /// meanwhile: that socket's `enter` may have indexed the room before this removal ran, and a room missing
+    /// from the index would never be swept (its entries would outlive the node).
+    async fn unindex(
+        &self,
+        redis: &RedisPresence,
+        ns: &str,
+        room: &str,
+    ) -> Result<(), fred::error::Error> {
+        redis.unindex_room(ns, room).await?;
+        if !self.inner.local.users(ns, room).is_empty() {
+            redis.index_room(ns, room).await?;
+        }
+        Ok(())
+    }
+
     /// Applies `room:leave`s said on other nodes to the registry. The caller holds the gate.
     async fn apply_inbox(&self, redis: &RedisPresence, inbox: Vec<redis::Forgotten>) {
         for note in inbox {
@@ -240,7 +256,7 @@ impl Presence {
                     .forgotten_here(&note.ns, &note.room, &note.user)
                     .await?;
                 if emptied {
-                    redis.unindex_room(&note.ns, &note.room).await?;
+                    self.unindex(redis, &note.ns, &note.room).await?;
                 }
                 Ok::<_, fred::error::Error>(())
             }
@@ -261,8 +277,15 @@ impl Membership for Presence {
             Beat::Lapsed => Ok(false),
             Beat::Alive { dead, inbox } => {
                 if !inbox.is_empty() {
-                    let _gate = self.inner.gate.read().await;
-                    self.apply_inbox(redis, inbox).await;
+                    // The heartbeat has taken these notes out of Redis: apply them in a task of their own, so the
+                    // heartbeat's time limit cannot cancel them halfway and lose the rest.
+                    let presence = self.clone();
+                    tokio::spawn(async move {
+                        if let Some(redis) = &presence.inner.redis {
+                            let _gate = presence.inner.gate.read().await;
+                            presence.apply_inbox(redis, inbox).await;
+                        }
+                    });
                 }
                 for node in dead {
                     let presence = self.clone();
