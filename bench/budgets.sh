@@ -30,7 +30,8 @@ start() { # binary, label, extra args...
   "$bin" --listen 127.0.0.1:3300 "${limits[@]}" "$@" >"$out/$label.log" 2>&1 &
   pids+=($!); wait_port 3300; echo $!
 }
-stop() { kill "$1" 2>/dev/null || true; wait "$1" 2>/dev/null || true; }
+# The server was started in a command substitution, so it is not this shell's child: wait for it to be gone.
+stop() { kill "$1" 2>/dev/null || true; while kill -0 "$1" 2>/dev/null; do sleep 0.1; done; }
 
 for rate in 1000 4000; do
   for label in before after; do
