@@ -17,9 +17,8 @@ import {
   createDatabase,
   spawnServer,
   stopServer,
+  REDIS_URL,
 } from "./harness.mjs";
-
-const REDIS_URL = process.env.PALAVER_TEST_REDIS || "redis://127.0.0.1:6379";
 
 describe("abuse: invitations, quotas and budgets on two nodes (Postgres + Redis)", () => {
   let db;

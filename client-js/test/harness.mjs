@@ -13,6 +13,7 @@
 //   PALAVER_TEST_VERBOSE=1  echo server output while the tests run
 
 import { spawn } from "node:child_process";
+import net from "node:net";
 import { createHmac, randomBytes } from "node:crypto";
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import os from "node:os";
@@ -818,4 +819,41 @@ export function outgoing(socket, event) {
     if (name === event) seen.push(payload);
   });
   return seen;
+}
+
+// ---------------------------------------------------------------------------------------------
+// two nodes through Redis
+
+export const REDIS_URL = process.env.PALAVER_TEST_REDIS || "redis://127.0.0.1:6379";
+
+/** Whether a TCP connection to the URL's host and port opens within 1 s. */
+async function reachable(url) {
+  const { hostname, port } = new URL(url);
+  return new Promise((resolve) => {
+    const s = net.connect(Number(port || 6379), hostname);
+    const done = (ok) => {
+      s.destroy();
+      resolve(ok);
+    };
+    s.setTimeout(1000, () => done(false));
+    s.once("connect", () => done(true));
+    s.once("error", () => done(false));
+  });
+}
+
+/**
+ * For a suite that needs Postgres and Redis: `skip` is a reason without the postgres store (PALAVER_TEST_STORES),
+ * or without Redis locally; under CI (`CI` set) a missing Redis is not skipped, and `requireRedis()` fails the test.
+ */
+export async function twoNodeGate() {
+  const redisUp = await reachable(REDIS_URL);
+  const inCI = !["", "0", "false"].includes((process.env.CI ?? "").trim().toLowerCase());
+  const skip = !STORES.includes("postgres")
+    ? "needs the postgres store (left out by PALAVER_TEST_STORES)"
+    : !redisUp && !inCI
+      ? `needs Redis at ${REDIS_URL}, which is unreachable (set PALAVER_TEST_REDIS; under CI this fails instead)`
+      : false;
+  const requireRedis = () =>
+    assert.ok(redisUp, `Redis at ${REDIS_URL} is unreachable; CI is set, so this suite fails instead of skipping`);
+  return { skip, requireRedis };
 }

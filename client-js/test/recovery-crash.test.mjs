@@ -7,7 +7,6 @@
 // Redis server (PALAVER_TEST_REDIS, default redis://127.0.0.1:6379); when Redis is unreachable it is skipped, except
 // under CI, where it fails.
 import assert from "node:assert/strict";
-import net from "node:net";
 import { describe, after } from "node:test";
 
 import {
@@ -27,9 +26,10 @@ import {
   until,
   fullHistory,
   assertGapFree,
+  REDIS_URL,
+  twoNodeGate,
 } from "./harness.mjs";
 
-const REDIS_URL = process.env.PALAVER_TEST_REDIS || "redis://127.0.0.1:6379";
 const CLIENTS = 200;
 const ROOMS = 8;
 const ROOMS_PER_CLIENT = 2;
@@ -37,20 +37,6 @@ const SENDS_PER_CLIENT = 8;
 /** The server is killed once this share of all sends has been acked. */
 const KILL_AT = 0.35;
 const SOCKET = { reconnectionDelay: 100, reconnectionDelayMax: 400 };
-
-async function reachable(url) {
-  const { hostname, port } = new URL(url);
-  return new Promise((resolve) => {
-    const s = net.connect(Number(port || 6379), hostname);
-    const done = (ok) => {
-      s.destroy();
-      resolve(ok);
-    };
-    s.setTimeout(1000, () => done(false));
-    s.once("connect", () => done(true));
-    s.once("error", () => done(false));
-  });
-}
 
 /**
  * Connects `CLIENTS` signed-in SDK clients (client i on `urlsOf(i)`), each following `ROOMS_PER_CLIENT` of the rooms.
@@ -213,17 +199,7 @@ for (const store of STORES) {
   });
 }
 
-// Needs Postgres and Redis. Without the postgres store (PALAVER_TEST_STORES) it is skipped. Without Redis it is skipped
-// locally, with the reason, but under CI (`CI` set) it runs and fails: a CI run must not go green without it.
-const redisUp = await reachable(REDIS_URL);
-const inCI = !["", "0", "false"].includes((process.env.CI ?? "").trim().toLowerCase());
-const twoNodesSkip = !STORES.includes("postgres")
-  ? "needs the postgres store (left out by PALAVER_TEST_STORES)"
-  : !redisUp && !inCI
-    ? `needs Redis at ${REDIS_URL}, which is unreachable (set PALAVER_TEST_REDIS; under CI this fails instead)`
-    : false;
-const requireRedis = () =>
-  assert.ok(redisUp, `Redis at ${REDIS_URL} is unreachable; CI is set, so this suite fails instead of skipping`);
+const { skip: twoNodesSkip, requireRedis } = await twoNodeGate();
 describe("recovery: two nodes (Postgres + Redis), one SIGKILLed mid-stream; its clients move to the other", { skip: twoNodesSkip }, () => {
   let db;
   const servers = [];

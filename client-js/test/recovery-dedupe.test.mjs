@@ -3,7 +3,6 @@
 // every ack carries that message (same id and seq), no seq is burnt by the losers, and the room sees the message
 // once. On one node per store, and across two nodes (Postgres + Redis), the sockets split between them.
 import assert from "node:assert/strict";
-import net from "node:net";
 import { describe, after } from "node:test";
 
 import {
@@ -27,25 +26,12 @@ import {
   fullHistory,
   assertGapFree,
   short,
+  REDIS_URL,
+  twoNodeGate,
 } from "./harness.mjs";
 
-const REDIS_URL = process.env.PALAVER_TEST_REDIS || "redis://127.0.0.1:6379";
 const SOCKETS = 5;
 const ROUNDS = 20;
-
-async function reachable(url) {
-  const { hostname, port } = new URL(url);
-  return new Promise((resolve) => {
-    const s = net.connect(Number(port || 6379), hostname);
-    const done = (up) => {
-      s.destroy();
-      resolve(up);
-    };
-    s.setTimeout(1000, () => done(false));
-    s.once("connect", () => done(true));
-    s.once("error", () => done(false));
-  });
-}
 
 /** `nodes[i % nodes.length]` serves socket i; one observer per node. */
 async function concurrentRetries(t, nodes) {
@@ -128,17 +114,7 @@ for (const store of STORES) {
   });
 }
 
-// Needs Postgres and Redis. Without the postgres store (PALAVER_TEST_STORES) it is skipped. Without Redis it is skipped
-// locally, with the reason, but under CI (`CI` set) it runs and fails: a CI run must not go green without it.
-const redisUp = await reachable(REDIS_URL);
-const inCI = !["", "0", "false"].includes((process.env.CI ?? "").trim().toLowerCase());
-const twoNodesSkip = !STORES.includes("postgres")
-  ? "needs the postgres store (left out by PALAVER_TEST_STORES)"
-  : !redisUp && !inCI
-    ? `needs Redis at ${REDIS_URL}, which is unreachable (set PALAVER_TEST_REDIS; under CI this fails instead)`
-    : false;
-const requireRedis = () =>
-  assert.ok(redisUp, `Redis at ${REDIS_URL} is unreachable; CI is set, so this suite fails instead of skipping`);
+const { skip: twoNodesSkip, requireRedis } = await twoNodeGate();
 describe("recovery: concurrent retries of one clientId on two nodes (Postgres + Redis)", { skip: twoNodesSkip }, () => {
   let db;
   const servers = [];
