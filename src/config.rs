@@ -1,6 +1,6 @@
 //! Configuration: command-line flags with environment fallbacks, plus an optional namespaces file.
 
-use std::{fmt, net::SocketAddr, num::NonZeroU32, path::PathBuf};
+use std::{fmt, net::SocketAddr, num::NonZeroU32, path::PathBuf, sync::Arc};
 
 use clap::Parser;
 use serde::Deserialize;
@@ -152,6 +152,11 @@ pub struct Config {
     #[arg(long, env = "PALAVER_NAMESPACES")]
     pub namespaces: Option<PathBuf>,
 
+    /// Compatibility profile for the `/` namespace: an existing Socket.IO app's events instead of palaver's
+    /// (docs/migrating.md).
+    #[arg(long, env = "PALAVER_PROFILE")]
+    pub profile: Option<PathBuf>,
+
     /// Folder served at `/` (the demo chat once built).
     #[arg(
         long,
@@ -189,42 +194,78 @@ impl Config {
             .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], self.port)))
     }
 
-    /// Settings of every namespace served: `/` first, then those of the namespaces file.
+    /// Settings of every namespace served: `/` first, then those of the namespaces file (its `[[namespace]]`
+    /// entries, then one namespace per `[[websocket]]` endpoint). Every profile is read and checked here, so a
+    /// broken one stops start-up.
     pub fn namespaces(&self) -> Result<Vec<NamespaceSettings>, ConfigError> {
+        let root_profile = match &self.profile {
+            Some(path) => Some(Arc::new(crate::profile::load(path)?)),
+            None => None,
+        };
         let defaults = NamespaceSettings {
             path: "/".to_owned(),
             anonymous: self.anonymous,
             history: true,
             max_message_length: self.max_message_length,
+            profile: root_profile,
+            websocket: false,
         };
         let mut all = vec![defaults.clone()];
         let Some(path) = &self.namespaces else {
             return Ok(all);
         };
-        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Namespaces {
+        let fail = |reason: String| ConfigError::Namespaces {
             path: path.clone(),
-            reason: e.to_string(),
-        })?;
-        let file: NamespacesFile = toml::from_str(&text).map_err(|e| ConfigError::Namespaces {
-            path: path.clone(),
-            reason: e.to_string(),
-        })?;
-        for entry in file.namespace {
+            reason,
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| fail(e.to_string()))?;
+        let file: NamespacesFile = toml::from_str(&text).map_err(|e| fail(e.to_string()))?;
+        // Profile files are named relative to the namespaces file.
+        let base = path.parent().unwrap_or(std::path::Path::new("."));
+        let profile = |file: &Option<PathBuf>| -> Result<_, ConfigError> {
+            match file {
+                Some(file) => Ok(Some(Arc::new(crate::profile::load(&base.join(file))?))),
+                None => Ok(None),
+            }
+        };
+        let websockets = file.websocket.iter().map(|w| NamespaceEntry {
+            path: w.path.clone(),
+            anonymous: w.anonymous,
+            history: w.history,
+            max_message_length: w.max_message_length,
+            profile: Some(w.profile.clone()),
+        });
+        let ws_count = file.websocket.len();
+        let entries: Vec<NamespaceEntry> = file.namespace.into_iter().chain(websockets).collect();
+        let first_ws = entries.len() - ws_count;
+        for (i, entry) in entries.into_iter().enumerate() {
+            let websocket = i >= first_ws;
             if !entry.path.starts_with('/') {
-                return Err(ConfigError::Namespaces {
-                    path: path.clone(),
-                    reason: format!("namespace path {:?} must start with '/'", entry.path),
-                });
+                return Err(fail(format!("path {:?} must start with '/'", entry.path)));
             }
             let settings = NamespaceSettings {
-                path: entry.path,
                 anonymous: entry.anonymous.unwrap_or(defaults.anonymous),
                 history: entry.history.unwrap_or(true),
                 max_message_length: entry
                     .max_message_length
                     .unwrap_or(defaults.max_message_length),
+                profile: profile(&entry.profile)?,
+                websocket,
+                path: entry.path,
             };
+            if websocket && (settings.path == "/" || settings.path.starts_with("/socket.io")) {
+                return Err(fail(format!(
+                    "[[websocket]] path {:?} is taken by Socket.IO",
+                    settings.path
+                )));
+            }
             match all.iter_mut().find(|ns| ns.path == settings.path) {
+                Some(_) if websocket => {
+                    return Err(fail(format!(
+                        "[[websocket]] path {:?} is also a [[namespace]]; a WebSocket endpoint is served as a namespace of its own",
+                        settings.path
+                    )));
+                }
                 Some(existing) => *existing = settings,
                 None => all.push(settings),
             }
@@ -270,6 +311,7 @@ impl fmt::Debug for Config {
             .field("auto_create_rooms", &self.auto_create_rooms)
             .field("recovery_limit", &self.recovery_limit)
             .field("namespaces", &self.namespaces)
+            .field("profile", &self.profile)
             .field("static_dir", &self.static_dir)
             .field("shutdown_grace_secs", &self.shutdown_grace_secs)
             .finish()
@@ -301,6 +343,10 @@ pub struct NamespaceSettings {
     pub anonymous: bool,
     pub history: bool,
     pub max_message_length: usize,
+    /// The compatibility profile this namespace speaks instead of palaver's own events.
+    pub profile: Option<Arc<crate::profile::Profile>>,
+    /// Also served to plain WebSocket clients at `path` (a `[[websocket]]` entry).
+    pub websocket: bool,
 }
 
 #[derive(Deserialize)]
@@ -308,6 +354,19 @@ pub struct NamespaceSettings {
 struct NamespacesFile {
     #[serde(default)]
     namespace: Vec<NamespaceEntry>,
+    #[serde(default)]
+    websocket: Vec<WebSocketEntry>,
+}
+
+/// A plain WebSocket endpoint: its frames go through a profile, as the events of a namespace at the same path.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WebSocketEntry {
+    path: String,
+    profile: PathBuf,
+    anonymous: Option<bool>,
+    history: Option<bool>,
+    max_message_length: Option<usize>,
 }
 
 #[derive(Deserialize)]
@@ -317,12 +376,15 @@ struct NamespaceEntry {
     anonymous: Option<bool>,
     history: Option<bool>,
     max_message_length: Option<usize>,
+    profile: Option<PathBuf>,
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("namespaces file {path:?}: {reason}")]
     Namespaces { path: PathBuf, reason: String },
+    #[error(transparent)]
+    Profile(#[from] crate::profile::ProfileError),
     #[error("JWT public key {path:?}: {reason}")]
     PublicKey { path: PathBuf, reason: String },
 }

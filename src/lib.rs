@@ -7,6 +7,7 @@
 //! * [`auth`]: who a connection is (JWT or guest);
 //! * [`chat`]: the event contract, one file per area (`rooms`, `invitations`, `messages`, `dm`, `presence`,
 //!   `recovery`, `session`), and the budgets every event spends (`budget`);
+//! * [`profile`]: compatibility profiles: an existing Socket.IO app's events mapped onto palaver's operations;
 //! * [`presence`]: who is online in which room, one facade over this node's registry and Redis, notice versions;
 //! * [`cluster`]: several nodes through Redis: the link, its health and heartbeat, delivery with local fallback;
 //! * [`store`]: rooms, memberships, invitations and messages behind one trait, one SQL implementation for SQLite and
@@ -21,6 +22,7 @@ pub mod config;
 pub mod error;
 pub mod http;
 pub mod presence;
+pub mod profile;
 pub mod server;
 pub mod store;
 

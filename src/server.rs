@@ -50,6 +50,7 @@ pub async fn serve(
     let verifier = JwtVerifier::from_config(&config)?;
     let store = store::open(&config.database_url, config.db_pool_size).await?;
     tracing::info!(database = %crate::config::redact_url(&config.database_url), "store ready");
+    crate::profile::prepare(&store, &namespaces).await?;
     let socket_io = SocketIo::builder()
         .max_payload(config.max_payload)
         .max_buffer_size(SOCKET_BUFFER)

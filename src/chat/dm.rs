@@ -79,10 +79,11 @@ pub async fn send<A: Adapter>(mut call: Call<A>) -> ChatResult<Reply> {
         from: conn.user.author(),
         text: text.to_owned(),
         client_id,
+        client_id_scope: crate::store::ClientIdScope::Sender,
     };
     let appended = messages::append(chat, conn, new).await?;
     if !appended.duplicate {
-        messages::broadcast(&call, &appended.message).await;
+        messages::broadcast(chat, &call.socket, conn, &appended.message).await;
     }
     Ok(Reply::Sent {
         message: appended.message,

@@ -9,11 +9,11 @@
 pub mod budget;
 mod dm;
 mod invitations;
-mod messages;
+pub mod messages;
 pub mod payload;
-mod presence;
+pub mod presence;
 mod recovery;
-mod rooms;
+pub mod rooms;
 mod session;
 
 use std::{
@@ -140,8 +140,11 @@ pub type SharedChat<A> = Arc<Chat<A>>;
 
 /// One socket's context: who it is, where it is, and its budgets.
 pub struct Conn {
+    /// Who the socket is, as authenticated; [`Conn::user`] adds the name a profile's client gave itself.
     pub user: User,
     pub ns: Arc<NamespaceSettings>,
+    /// What a profile's client told about itself (its name, the rooms as it names them).
+    pub app: crate::profile::SocketState,
     /// Where the connection comes from (guest room-creation quota); `None` when unknown.
     pub peer_ip: Option<std::net::IpAddr>,
     budget: Arc<budget::SocketBudget>,
@@ -163,14 +166,34 @@ impl Conn {
             user,
             ns,
             peer_ip,
+            app: crate::profile::SocketState::default(),
             budget: Arc::new(budget::SocketBudget::new(&limits.budgets)),
             last_turn: Mutex::new(None),
             connect_turn: Mutex::new(None),
         }
     }
 
+    /// The user as others see them: with the name the client gave itself, in a profile that takes names from
+    /// the client.
+    pub fn user(&self) -> User {
+        match self.app.name() {
+            Some(name) => User {
+                name,
+                ..self.user.clone()
+            },
+            None => self.user.clone(),
+        }
+    }
+
+    /// Whether others are told about this socket (presence, join and leave notices): always, except in a
+    /// profile that takes names from the client, until the client has given one.
+    pub fn announced(&self) -> bool {
+        let named_by_client = self.ns.profile.as_ref().is_some_and(|p| p.client_names);
+        !named_by_client || self.app.name().is_some()
+    }
+
     /// Reserves the first turn for the connect work (see `connect_turn`).
-    fn reserve_connect_turn(&self) {
+    pub(crate) fn reserve_connect_turn(&self) {
         let (_, done) = self.take_turn();
         *self
             .connect_turn
@@ -179,7 +202,7 @@ impl Conn {
     }
 
     /// Ends the connect turn: queued events may run.
-    fn release_connect_turn(&self) {
+    pub(crate) fn release_connect_turn(&self) {
         self.connect_turn
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -189,7 +212,7 @@ impl Conn {
     /// Events of one socket run one after another, in the order they arrived: a client may emit `room:join`
     /// and `message:send` back to back and rely on the join being done. Socket.IO hands us events in order,
     /// synchronously; each takes the previous event's receiver here and runs once that one has finished.
-    fn take_turn(&self) -> (Option<oneshot::Receiver<()>>, oneshot::Sender<()>) {
+    pub(crate) fn take_turn(&self) -> (Option<oneshot::Receiver<()>>, oneshot::Sender<()>) {
         let (done, next) = oneshot::channel();
         let previous = self
             .last_turn
@@ -271,7 +294,11 @@ struct Event<A: Adapter> {
 
 /// Engine.IO enforces the payload limit on HTTP long-polling only; over WebSocket the packet arrives whole, so
 /// the limit is applied here: the offending client is disconnected, nobody else is affected.
-fn oversized<A: Adapter>(chat: &Chat<A>, socket: &Arc<Socket<A>>, value: &Value) -> bool {
+pub(crate) fn oversized<A: Adapter>(
+    chat: &Chat<A>,
+    socket: &Arc<Socket<A>>,
+    value: &Value,
+) -> bool {
     let size = value.len() as u64;
     if size <= chat.limits.max_payload {
         return false;
@@ -290,17 +317,7 @@ impl<A: Adapter> MessageHandler<A, Ordered> for Event<A> {
         }
         // Both extractors are infallible.
         let Ok(ack) = AckSender::from_message_parts(&socket, &mut value, &ack_id);
-        // Refused events are answered here, unrun and unqueued: a flood costs one ack each and holds nothing.
-        let admitted = self.conn.budget.enqueue().and_then(|place| {
-            budget::spend(
-                &self.conn.budget,
-                &self.chat.user_budgets,
-                &self.conn.user.id,
-                self.class,
-            )?;
-            Ok(place)
-        });
-        let place = match admitted {
+        let place = match admit(&self.chat, &self.conn, self.class) {
             Ok(place) => place,
             Err(refused) => {
                 let socket = SocketRef::from(socket);
@@ -327,7 +344,6 @@ impl<A: Adapter> MessageHandler<A, Ordered> for Event<A> {
                 return;
             }
         };
-        let (previous, done) = self.conn.take_turn();
         let call = Call {
             chat: self.chat.clone(),
             conn: self.conn.clone(),
@@ -335,17 +351,43 @@ impl<A: Adapter> MessageHandler<A, Ordered> for Event<A> {
             payload,
         };
         let (name, run, wants_ack) = (self.name, self.run, ack_id.is_some());
-        self.chat.tasks.spawn(async move {
-            if let Some(previous) = previous {
-                // An error only means the previous event's task ended without signalling: its turn is over.
-                let _ = previous.await;
-            }
+        run_in_order(&self.chat, &self.conn, place, async move {
             let socket = call.socket.clone();
             let result = run(call).await;
             respond(&socket, ack, wants_ack, name, result);
-            drop((done, place));
         });
     }
+}
+
+/// Lets an event in, or refuses it at the door: the socket has too many events waiting, or its (or its user's)
+/// budget for this class is spent. A refused event is answered unrun and unqueued: a flood costs one ack each
+/// and holds nothing.
+pub(crate) fn admit<A: Adapter>(
+    chat: &Chat<A>,
+    conn: &Conn,
+    class: EventClass,
+) -> ChatResult<budget::QueuePlace> {
+    let place = conn.budget.enqueue()?;
+    budget::spend(&conn.budget, &chat.user_budgets, &conn.user.id, class)?;
+    Ok(place)
+}
+
+/// Runs an admitted event once the socket's previous event has finished, holding its queue place until done.
+pub(crate) fn run_in_order<A: Adapter>(
+    chat: &Chat<A>,
+    conn: &Conn,
+    place: budget::QueuePlace,
+    work: impl Future<Output = ()> + Send + 'static,
+) {
+    let (previous, done) = conn.take_turn();
+    chat.tasks.spawn(async move {
+        if let Some(previous) = previous {
+            // An error only means the previous event's task ended without signalling: its turn is over.
+            let _ = previous.await;
+        }
+        work.await;
+        drop((done, place));
+    });
 }
 
 /// Answers an event: the ack when the client asked for one, else errors go to `chat:error`.

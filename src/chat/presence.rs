@@ -9,7 +9,7 @@ use chrono::Utc;
 use serde::Serialize;
 use socketioxide::{adapter::Adapter, extract::SocketRef};
 
-use super::{Call, Conn, Reply, payload, room_key};
+use super::{Call, Chat, Conn, Reply, payload, room_key};
 use crate::{auth::User, error::ChatResult};
 
 /// What a `room:notice` says, with the room's version for the change (see [`crate::presence`]).
@@ -19,10 +19,12 @@ pub enum NoticeKind {
     Leave(u64),
 }
 
-/// Tells the others in the room that a user arrived or left.
+/// Tells the others in the room that a user arrived or left: natively as `room:notice`, in a profile
+/// namespace as the app's own event, if it has one.
 pub async fn announce<A: Adapter>(
-    link: Option<&crate::cluster::RedisLink>,
+    chat: &Chat<A>,
     socket: &SocketRef<A>,
+    conn: &Conn,
     room: &str,
     kind: NoticeKind,
     user: &User,
@@ -34,6 +36,10 @@ pub async fn announce<A: Adapter>(
         user: &'a User,
         at: chrono::DateTime<Utc>,
         version: u64,
+    }
+    if let Some(profile) = &conn.ns.profile {
+        crate::profile::events::deliver_notice(profile, chat, socket, conn, room, kind, user).await;
+        return;
     }
     let (kind, version) = match kind {
         NoticeKind::Join(version) => ("join", version),
@@ -47,12 +53,19 @@ pub async fn announce<A: Adapter>(
         version,
     };
     let key = room_key(room);
-    crate::cluster::deliver(link, || socket.to(key.clone()), "room:notice", &notice).await;
+    crate::cluster::deliver(
+        chat.redis.as_ref(),
+        || socket.to(key.clone()),
+        "room:notice",
+        &notice,
+    )
+    .await;
 }
 
-/// The socket enters a chat room: Socket.IO room, presence, and a `join` notice if the user is new there.
+/// The socket enters a chat room: Socket.IO room, presence, and a `join` notice if the user is new there. A
+/// socket that is not announced yet (a profile client that has not given its name) only listens.
 pub async fn enter_room<A: Adapter>(
-    chat: &super::Chat<A>,
+    chat: &Chat<A>,
     socket: &SocketRef<A>,
     conn: &Conn,
     room: &str,
@@ -60,11 +73,34 @@ pub async fn enter_room<A: Adapter>(
     if in_room(socket, room) {
         return;
     }
-    let ns = &conn.ns.path;
     socket.join(room_key(room));
-    if let Some(version) = chat.presence.enter(ns, room, &conn.user, socket.id).await {
-        let kind = NoticeKind::Join(version);
-        announce(chat.redis.as_ref(), socket, room, kind, &conn.user).await;
+    if conn.announced() {
+        arrive(chat, socket, conn, room).await;
+    }
+}
+
+/// The user becomes present in a room the socket is in, and the room is told if the user is new there.
+async fn arrive<A: Adapter>(chat: &Chat<A>, socket: &SocketRef<A>, conn: &Conn, room: &str) {
+    let user = conn.user();
+    if let Some(version) = chat
+        .presence
+        .enter(&conn.ns.path, room, &user, socket.id)
+        .await
+    {
+        announce(chat, socket, conn, room, NoticeKind::Join(version), &user).await;
+    }
+}
+
+/// A listening socket has just been announced (its client gave its name): it becomes present in every room it
+/// is in.
+pub async fn announce_arrival<A: Adapter>(chat: &Chat<A>, socket: &SocketRef<A>, conn: &Conn) {
+    let rooms: Vec<String> = socket
+        .rooms()
+        .iter()
+        .filter_map(|r| r.strip_prefix("r:").map(str::to_owned))
+        .collect();
+    for room in rooms {
+        arrive(chat, socket, conn, &room).await;
     }
 }
 

@@ -10,7 +10,7 @@ use super::{
 use crate::cluster;
 use crate::{
     error::{ChatError, ChatResult},
-    store::{HistoryQuery, Room, RoomKind, Visibility},
+    store::{HistoryQuery, Message, Room, RoomKind, Visibility},
 };
 
 pub fn not_in_room(room: &str) -> ChatError {
@@ -154,17 +154,65 @@ pub async fn join<A: Adapter>(mut call: Call<A>) -> ChatResult<Reply> {
         call.payload.take(),
     )?;
     let id = payload::room_id(&p.room)?;
-    let limit = payload::limit(p.limit)?;
-    let since = p.since.map(payload::since).transpose()?;
-    let (chat, conn, ns) = (&call.chat, &call.conn, call.conn.ns.path.as_str());
-    check_room_budget(chat, &call.socket, id)?;
+    let request = JoinRequest {
+        id,
+        name: id,
+        limit: payload::limit(p.limit)?,
+        since: p.since.map(payload::since).transpose()?,
+    };
+    let joined = join_room(&call.chat, &call.socket, &call.conn, request).await?;
+    Ok(Reply::Joined {
+        room: joined.room,
+        history: joined.history,
+        has_more: joined.has_more,
+        members: joined.members,
+        truncated: joined.truncated,
+    })
+}
+
+/// What a socket asks for when it joins a room.
+pub struct JoinRequest<'a> {
+    pub id: &'a str,
+    /// The room's name if this join creates it (a profile's free-text name; natively the id).
+    pub name: &'a str,
+    /// Messages of history to return (0: none).
+    pub limit: u32,
+    /// The last seq the client holds: return every later message instead of the latest page.
+    pub since: Option<i64>,
+}
+
+/// What joining returns: the room, its history as asked, and who is online.
+pub struct Joined {
+    pub room: Room,
+    pub history: Vec<Message>,
+    pub has_more: bool,
+    pub members: Vec<crate::auth::User>,
+    pub truncated: Option<bool>,
+}
+
+/// The one join operation (native `room:join` and every profile's join rule): creates a public room that does
+/// not exist (when allowed), checks access, records the membership, enters the socket, reads history.
+pub async fn join_room<A: Adapter>(
+    chat: &Chat<A>,
+    socket: &SocketRef<A>,
+    conn: &Conn,
+    request: JoinRequest<'_>,
+) -> ChatResult<Joined> {
+    let JoinRequest {
+        id,
+        name,
+        limit,
+        since,
+    } = request;
+    let ns = conn.ns.path.as_str();
+    check_room_budget(chat, socket, id)?;
     let room = match chat.store.room(ns, id).await? {
         Some(room) => room,
         None if chat.limits.auto_create_rooms && !id.starts_with(payload::DM_PREFIX) => {
             check_creation_quota(chat, conn).await?;
             let room = Room {
                 id: id.to_owned(),
-                name: id.to_owned(),
+                name: name.to_owned(),
                 kind: RoomKind::Group,
                 visibility: Visibility::Public,
                 created_at: crate::store::now(),
@@ -184,17 +232,17 @@ pub async fn join<A: Adapter>(mut call: Call<A>) -> ChatResult<Reply> {
     // A guest's id lives only as long as its connection: a membership of a public room would never be used
     // again, and would only grow the table.
     if !(conn.user.anonymous && room.visibility == Visibility::Public) {
-        chat.store.add_member(ns, id, &conn.user.author()).await?;
+        chat.store.add_member(ns, id, &conn.user().author()).await?;
     }
     // Enter before reading history: a message committed in between then arrives as an event (the client
     // drops it by seq if history has it too) instead of being missed.
-    presence::enter_room(chat, &call.socket, conn, id).await;
+    presence::enter_room(chat, socket, conn, id).await;
     let (history, has_more, truncated) = match since {
         Some(since) => {
             let missed = recovery::missed(chat, conn, id, since).await?;
             (missed.messages, since > 0, Some(missed.has_more))
         }
-        None if conn.ns.history => {
+        None if conn.ns.history && limit > 0 => {
             let page = chat
                 .store
                 .history(ns, id, HistoryQuery::latest(limit))
@@ -203,7 +251,7 @@ pub async fn join<A: Adapter>(mut call: Call<A>) -> ChatResult<Reply> {
         }
         None => (Vec::new(), false, None),
     };
-    Ok(Reply::Joined {
+    Ok(Joined {
         room,
         history,
         has_more,
@@ -217,11 +265,22 @@ pub async fn leave<A: Adapter>(mut call: Call<A>) -> ChatResult<Reply> {
     let p: payload::RoomOnly =
         payload::parse("room:leave", "{ room: \"general\" }", call.payload.take())?;
     let id = payload::room_id(&p.room)?;
-    let (chat, conn, ns) = (&call.chat, &call.conn, call.conn.ns.path.as_str());
+    leave_room(&call.chat, &call.socket, &call.conn, id).await?;
+    Ok(Reply::Done {})
+}
+
+/// The one leave operation: the user leaves the room on every socket and node, and the room is told.
+pub async fn leave_room<A: Adapter>(
+    chat: &Chat<A>,
+    socket: &SocketRef<A>,
+    conn: &Conn,
+    id: &str,
+) -> ChatResult<()> {
+    let ns = conn.ns.path.as_str();
     // Leaving a room one was only invited to declines the invitation: the user was never in it, so nobody is told.
     if chat.store.is_invited(ns, id, &conn.user.id).await? {
         chat.store.decline(ns, id, &conn.user.id).await?;
-        return Ok(Reply::Done {});
+        return Ok(());
     }
     let removed = chat.store.remove_member(ns, id, &conn.user.id).await?;
     let (key, mine) = (room_key(id), user_key(&conn.user.id));
@@ -245,9 +304,11 @@ pub async fn leave<A: Adapter>(mut call: Call<A>) -> ChatResult<Reply> {
     if !removed && !was_in {
         return Err(ChatError::not_found(format!("you are not in room {id:?}")));
     }
-    let kind = presence::NoticeKind::Leave(version);
-    presence::announce(chat.redis.as_ref(), &call.socket, id, kind, &conn.user).await;
-    Ok(Reply::Done {})
+    if conn.announced() {
+        let kind = presence::NoticeKind::Leave(version);
+        presence::announce(chat, socket, conn, id, kind, &conn.user()).await;
+    }
+    Ok(())
 }
 
 /// `rooms:list {}` → `{ rooms }`

@@ -91,7 +91,12 @@ async fn admit<A: Adapter>(
     socket.extensions.insert(conn.clone());
     socket.extensions.insert(session);
     socket.join(user_key(&conn.user.id));
-    register_events(socket, chat, &conn);
+    match &conn.ns.profile {
+        Some(profile) => {
+            crate::profile::events::register(profile, socket, chat, &conn, auth.as_ref())
+        }
+        None => register_events(socket, chat, &conn),
+    }
     let on_disconnect = {
         let (chat, conn) = (chat.clone(), conn.clone());
         move |socket: SocketRef<A>, reason: DisconnectReason| {
@@ -119,19 +124,33 @@ async fn session_of<A: Adapter>(
 
 /// After the client is connected: enter the user's rooms, then send `session`.
 async fn connected<A: Adapter>(chat: SharedChat<A>, socket: SocketRef<A>) {
-    #[derive(Serialize)]
-    struct SessionEvent<'a> {
-        user: &'a User,
-        #[serde(flatten)]
-        session: Session,
-    }
     let Some(conn) = socket.extensions.get::<Arc<Conn>>() else {
         return;
     };
     let session = socket.extensions.remove::<Session>().unwrap_or_default();
     tracing::info!(socket = %socket.id, ns = %conn.ns.path, user = %conn.user.id, name = %conn.user.name, "connected");
+    if let Some(profile) = conn.ns.profile.clone() {
+        crate::profile::events::connected(&profile, &chat, &socket, &conn, &session.rooms).await;
+        if profile.session_event {
+            emit_session(&socket, &conn, session);
+        }
+        conn.release_connect_turn();
+        return;
+    }
     for room in &session.rooms {
         presence::enter_room(&chat, &socket, &conn, &room.room.id).await;
+    }
+    emit_session(&socket, &conn, session);
+    // `session` is queued first: the answers to the client's first events come after it.
+    conn.release_connect_turn();
+}
+
+fn emit_session<A: Adapter>(socket: &SocketRef<A>, conn: &Conn, session: Session) {
+    #[derive(Serialize)]
+    struct SessionEvent<'a> {
+        user: &'a User,
+        #[serde(flatten)]
+        session: Session,
     }
     let event = SessionEvent {
         user: &conn.user,
@@ -140,8 +159,6 @@ async fn connected<A: Adapter>(chat: SharedChat<A>, socket: SocketRef<A>) {
     if let Err(e) = socket.emit("session", &event) {
         tracing::debug!(socket = %socket.id, error = %e, "could not send session");
     }
-    // `session` is queued first: the answers to the client's first events come after it.
-    conn.release_connect_turn();
 }
 
 /// Removes the socket from presence and says `leave` where it was the user's last socket.
@@ -159,7 +176,7 @@ async fn disconnected<A: Adapter>(
     }
     for left in chat.presence.exit_all(&conn.user.id, socket.id).await {
         let kind = presence::NoticeKind::Leave(left.version);
-        presence::announce(chat.redis.as_ref(), &socket, &left.room, kind, &conn.user).await;
+        presence::announce(&chat, &socket, &conn, &left.room, kind, &conn.user()).await;
     }
     drop(done);
 }

@@ -155,6 +155,20 @@ pub struct NewMessage {
     pub from: Author,
     pub text: String,
     pub client_id: Option<String>,
+    /// Whose retries the client id tells apart: the sender's (palaver's contract), or anyone's in the room.
+    pub client_id_scope: ClientIdScope,
+}
+
+/// Whose retries a client id tells apart.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ClientIdScope {
+    /// A retry of the same user (palaver's contract).
+    #[default]
+    Sender,
+    /// Any retry in the room: for apps that make their keys unique themselves and retry from a new connection,
+    /// with a new guest identity.
+    Room,
 }
 
 /// What `append_message` did.
