@@ -9,10 +9,13 @@ fn start(args: &[&str]) -> (bool, String) {
         .env("PALAVER_LISTEN", "127.0.0.1:0")
         .output()
         .expect("run palaver");
-    (
-        output.status.success(),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
+    // clap prints to stderr, palaver's own log (a refused configuration file) to stdout.
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stderr),
+        String::from_utf8_lossy(&output.stdout)
+    );
+    (output.status.success(), said)
 }
 
 #[test]
@@ -44,4 +47,86 @@ fn a_negative_or_non_numeric_rate_is_refused() {
     let (ok, stderr) = start(&["--join-burst", "lots"]);
     assert!(!ok);
     assert!(stderr.contains("--join-burst"), "{stderr}");
+}
+
+/// Writes a profile into a temp dir; returns the dir (kept alive by the caller) and the file's path.
+fn profile_file(text: &str) -> (tempfile::TempDir, String) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("app.toml");
+    std::fs::write(&path, text).expect("write profile");
+    let path = path.to_str().expect("utf-8 path").to_owned();
+    (dir, path)
+}
+
+#[test]
+fn a_broken_profile_stops_start_up_naming_the_file_and_the_line() {
+    let cases = [
+        // A key that does not exist, on line 8.
+        (
+            "[rooms]\ndefault = \"lobby\"\n\n[[on]]\nevent = \"chat message\"\nop = \"send\"\ntext = \"$0\"\nbogus = 1\n",
+            ":8",
+            "unknown field `bogus`",
+        ),
+        // An operation that does not exist (line 3).
+        (
+            "[[on]]\nevent = \"x\"\nop = \"sned\"\n",
+            ":3",
+            "unknown variant `sned`",
+        ),
+        // A template naming an unknown variable (the [[emit]] starting on line 6).
+        (
+            "[rooms]\ndefault = \"lobby\"\n[[on]]\nevent = \"m\"\nop = \"send\"\ntext = \"$0\"\n[[emit]]\non = \"message\"\nevent = \"m\"\nargs = [\"{txt}\"]\n",
+            ":7",
+            "unknown variable {txt}",
+        ),
+        // A name taken from the client without saying it is trusted (the rule on line 3).
+        (
+            "[rooms]\ndefault = \"lobby\"\n[[on]]\nevent = \"m\"\nop = \"send\"\ntext = \"$0.text\"\nname = \"$0.user\"\n",
+            ":3",
+            "trust_client_names",
+        ),
+        // A send with nowhere to go.
+        (
+            "[[on]]\nevent = \"m\"\nop = \"send\"\ntext = \"$0\"\n",
+            ":1",
+            "has no room",
+        ),
+    ];
+    for (text, line, what) in cases {
+        let (_dir, path) = profile_file(text);
+        let (ok, stderr) = start(&["--profile", &path]);
+        assert!(!ok, "accepted: {text}");
+        assert!(
+            stderr.contains(&format!("{path}{line}")),
+            "{line}: {stderr}"
+        );
+        assert!(stderr.contains(what), "{what}: {stderr}");
+    }
+}
+
+#[test]
+fn a_profile_in_the_namespaces_file_is_found_next_to_it_and_checked() {
+    let (dir, _) = profile_file(
+        "[[on]]\nevent = \"m\"\nop = \"ignore\"\n\n[[emit]]\non = \"leave\"\nevent = \"bye\"\nargs = [\"{user.nam}\"]\n",
+    );
+    let namespaces = dir.path().join("namespaces.toml");
+    std::fs::write(
+        &namespaces,
+        "[[namespace]]\npath = \"/app\"\nprofile = \"app.toml\"\n",
+    )
+    .expect("write namespaces");
+    let (ok, stderr) = start(&["--namespaces", namespaces.to_str().expect("utf-8")]);
+    assert!(!ok);
+    assert!(stderr.contains("app.toml:5"), "{stderr}");
+    assert!(stderr.contains("unknown variable {user.nam}"), "{stderr}");
+}
+
+#[test]
+fn the_shipped_profiles_are_valid() {
+    for profile in ["socketio-tutorial", "bdg-chat", "live-ws"] {
+        let path = format!("{}/profiles/{profile}.toml", env!("CARGO_MANIFEST_DIR"));
+        if let Err(e) = palaver::profile::load(std::path::Path::new(&path)) {
+            panic!("{profile}: {e}");
+        }
+    }
 }

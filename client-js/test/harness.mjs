@@ -117,10 +117,12 @@ async function pgAdmin(sql) {
 }
 
 /** Writes a namespaces TOML file into a fresh temp dir and returns its path. */
-export async function writeNamespacesToml(text) {
+export async function writeNamespacesToml(text, files = {}) {
   const dir = await mkdtemp(path.join(os.tmpdir(), "palaver-ns-"));
   const file = path.join(dir, "namespaces.toml");
   await writeFile(file, text);
+  // Files the namespaces file names (profiles), next to it.
+  for (const [name, content] of Object.entries(files)) await writeFile(path.join(dir, name), content);
   return file;
 }
 
@@ -251,13 +253,13 @@ export async function killServer(server, signal = "SIGKILL") {
  * and stop it (and drop the database) afterwards. Returns a handle whose `url` is set once the server is up.
  * Options: `flags`, `jwtSecret`, `namespaces` (TOML text).
  */
-export function useServer(kind, { flags = {}, jwtSecret = JWT_SECRET, namespaces, label } = {}) {
+export function useServer(kind, { flags = {}, jwtSecret = JWT_SECRET, namespaces, files, label } = {}) {
   const h = { kind, url: null, server: null, db: null };
   before(async () => {
     h.db = await createDatabase(kind);
     const allFlags = { ...flags };
     if (namespaces) {
-      h.namespacesFile = await writeNamespacesToml(namespaces);
+      h.namespacesFile = await writeNamespacesToml(namespaces, files);
       allFlags.namespaces = h.namespacesFile;
     }
     h.server = await spawnServer({ databaseUrl: h.db.url, flags: allFlags, jwtSecret, label: label ?? `palaver/${kind}` });

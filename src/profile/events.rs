@@ -471,6 +471,12 @@ async fn run<A: Adapter>(
             None => {}
         }
     }
+    let speaks = matches!(rule.op, Op::Send { .. } | Op::Relay { .. });
+    if speaks && profile.client_names && conn.app.name().is_none() {
+        return Err(ChatError::forbidden(
+            "this connection has not given its name yet; a listener can read but not write",
+        ));
+    }
     let user = conn.user();
     match &rule.op {
         Op::Identify | Op::Ignore => Ok(user_vars(&user, None)),
