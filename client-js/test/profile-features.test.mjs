@@ -111,6 +111,32 @@ op = "send"
 text = "$0"
 `;
 
+const NAMED_BY_HANDSHAKE = `
+[identity]
+trust_client_names = true
+name = "query.username"
+
+[rooms]
+default = "lobby"
+
+[[on]]
+event = "chat"
+op = "send"
+text = "$0"
+ack = []
+
+[[emit]]
+on = "message"
+event = "chat"
+args = ["{user.name}", "{text}"]
+
+[[emit]]
+on = "join"
+event = "joined"
+args = ["{user.name}", "{online}"]
+to = "others"
+`;
+
 /** Emits with an ack and resolves with all of the ack's arguments. */
 function ask(socket, event, ...args) {
   return socket.timeout(ACK_TIMEOUT_MS).emitWithAck(event, ...args).then(
@@ -143,7 +169,7 @@ async function user(srv, name, ns) {
 for (const kind of STORES) {
   describe(`profiles: what a profile can express (${kind})`, () => {
     const srv = useServer(kind, {
-      files: { "rooms-app.toml": ROOMS_APP, "native.toml": WITH_NATIVE_EVENTS },
+      files: { "rooms-app.toml": ROOMS_APP, "native.toml": WITH_NATIVE_EVENTS, "named.toml": NAMED_BY_HANDSHAKE },
       namespaces: `
 [[namespace]]
 path = "/rooms"
@@ -152,6 +178,10 @@ profile = "rooms-app.toml"
 [[namespace]]
 path = "/native"
 profile = "native.toml"
+
+[[namespace]]
+path = "/named"
+profile = "named.toml"
 `,
     });
     it("a first event names the user; a free-text room is joined by a bare string and shown as written", async () => {
@@ -252,6 +282,18 @@ profile = "native.toml"
       const announced = waitFor(ana, "user joined");
       await ask(anon, "add user", "Late");
       assert.deepEqual(await announced, { username: "Late", numUsers: 2, room });
+    });
+
+    it("the user's name can come from the handshake (a query parameter here)", async () => {
+      const ana = client(srv, { ns: "/named", query: { username: "Ana María" } });
+      await new Promise((resolve) => ana.once("connect", resolve));
+      const joined = new Promise((resolve) => ana.once("joined", (...args) => resolve(args)));
+      const bo = client(srv, { ns: "/named", query: { username: "Bo" } });
+      await new Promise((resolve) => bo.once("connect", resolve));
+      assert.deepEqual(await joined, ["Bo", 2]);
+      const line = new Promise((resolve) => bo.once("chat", (...args) => resolve(args)));
+      await askAll(ana, "chat", "hola");
+      assert.deepEqual(await line, ["Ana María", "hola"]);
     });
 
     it("palaver's session and chat:error events can be switched on in a profile", async () => {

@@ -47,6 +47,15 @@ pub fn register<A: Adapter>(
         let offset = handshake_offset(path, auth, socket.req_parts().uri.query());
         socket.extensions.insert(ReplayAfter(offset));
     }
+    if let Some(path) = &profile.handshake_name {
+        // A name the handshake lacks or that cannot be used leaves the socket listening until an event names it.
+        let query = socket.req_parts().uri.query();
+        if let Some(Json::String(name)) = handshake_value(path, auth, query)
+            && let Ok(name) = validate_display_name("name", &name)
+        {
+            conn.app.set_name(name);
+        }
+    }
     for event in profile.rules.keys() {
         socket.on(
             event.clone(),
@@ -68,15 +77,19 @@ pub fn register<A: Adapter>(
 #[derive(Clone, Copy)]
 struct ReplayAfter(i64);
 
-/// A number, or a string holding one, at a handshake path; 0 (everything) when absent or not a number.
-fn handshake_offset(path: &HandshakePath, auth: Option<&Json>, query: Option<&str>) -> i64 {
-    let value = match path {
+/// The value at a handshake path: a field of the `auth` object, or a query parameter (a string).
+fn handshake_value(path: &HandshakePath, auth: Option<&Json>, query: Option<&str>) -> Option<Json> {
+    match path {
         HandshakePath::Auth(field) => auth.and_then(|a| a.get(field)).cloned(),
         HandshakePath::Query(name) => form_urlencoded::parse(query.unwrap_or_default().as_bytes())
             .find(|(k, _)| k == name)
             .map(|(_, v)| Json::String(v.into_owned())),
-    };
-    let offset = match value {
+    }
+}
+
+/// A number, or a string holding one, at a handshake path; 0 (everything) when absent or not a number.
+fn handshake_offset(path: &HandshakePath, auth: Option<&Json>, query: Option<&str>) -> i64 {
+    let offset = match handshake_value(path, auth, query) {
         Some(Json::Number(n)) => n.as_i64(),
         Some(Json::String(s)) => s.trim().parse().ok(),
         _ => None,

@@ -58,6 +58,8 @@ struct Meta {
 struct Identity {
     #[serde(default)]
     trust_client_names: Option<Spanned<bool>>,
+    /// Where the handshake carries the user's name: `auth.<field>` or `query.<name>`.
+    name: Option<Spanned<String>>,
 }
 
 #[derive(Default, Deserialize)]
@@ -166,8 +168,16 @@ pub fn parse(path: &Path, text: &str) -> Result<Profile, ProfileError> {
         ),
     };
 
+    let handshake_name = match &file.identity.name {
+        None => None,
+        Some(name) => Some((
+            HandshakePath::parse(name.get_ref())
+                .map_err(|m| at(Some(name.span()), format!("identity.name: {m}")))?,
+            name.span(),
+        )),
+    };
     let mut rules: BTreeMap<String, Vec<Rule>> = BTreeMap::new();
-    let mut client_names = None;
+    let mut client_names = handshake_name.as_ref().map(|(_, span)| span.clone());
     for entry in &file.on {
         let span = entry.span();
         let rule = rule(entry.get_ref()).map_err(|e| at(Some(span.clone()), e))?;
@@ -315,6 +325,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Profile, ProfileError> {
         session_event: file.profile.session_event,
         error_event: file.profile.error_event,
         client_names: client_names.is_some(),
+        handshake_name: handshake_name.map(|(path, _)| path),
         default_room,
         history,
         rules,

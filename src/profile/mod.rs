@@ -44,6 +44,8 @@ pub struct Profile {
     /// Some rule takes the user's name from the client: until a socket has named itself it listens silently
     /// (it is in its rooms, but not in presence, and nobody is told it arrived).
     pub client_names: bool,
+    /// Where the handshake carries the user's name (`[identity] name`), when the app names users there.
+    pub handshake_name: Option<HandshakePath>,
     /// The room every socket is in from the start.
     pub default_room: Option<RoomName>,
     pub history: History,
