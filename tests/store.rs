@@ -16,8 +16,8 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use common::{Store, TestDb};
 use palaver::store::{
-    self, Author, ClientIdScope, NewMessage, Room, RoomKind, RoomSummary, SharedStore, StoreError,
-    Visibility,
+    self, Author, ClientIdScope, HistoryQuery, NewMessage, Room, RoomKind, RoomSummary,
+    SharedStore, StoreError, Visibility,
 };
 
 const ROOMS: usize = 20;
@@ -763,3 +763,75 @@ async fn create_dm_makes_both_members(kind: Store) {
 }
 
 store_test!(create_dm_makes_both_members => create_dm_makes_both_members_sqlite, create_dm_makes_both_members_postgres);
+
+/// A room-scoped client id (a compatibility profile's) is unique in the room whoever sends it: a retry from
+/// another sender (the same app user on a new connection, a new guest) gets the original, also when it shares a
+/// batch with it; sender-scoped ids of the same value stay independent of it and of each other.
+async fn room_scoped_client_ids_dedupe_across_senders(kind: Store) {
+    let db = TestDb::new(kind).await;
+    let store = store::open(&db.url, 4).await.expect("open store");
+    let room = group("lobby", Visibility::Public, store::now());
+    store.ensure_room(NS, &room, "").await.expect("room");
+    let post = |from: &str, text: &str, key: &str, scope: ClientIdScope| NewMessage {
+        room: "lobby".to_owned(),
+        from: author(from),
+        text: text.to_owned(),
+        client_id: Some(key.to_owned()),
+        client_id_scope: scope,
+    };
+    let first = store
+        .append_message(
+            NS,
+            post("guest-1", "hello", "sock-1-0", ClientIdScope::Room),
+        )
+        .await
+        .expect("first");
+    assert!(!first.duplicate);
+    let retry = store
+        .append_message(
+            NS,
+            post("guest-2", "hello", "sock-1-0", ClientIdScope::Room),
+        )
+        .await
+        .expect("retry");
+    assert!(retry.duplicate);
+    assert_eq!(retry.message, first.message);
+    // The original and its retry in one batch (sent at once from two connections).
+    let (a, b) = tokio::join!(
+        store.append_message(
+            NS,
+            post("guest-3", "twice", "sock-3-0", ClientIdScope::Room)
+        ),
+        store.append_message(
+            NS,
+            post("guest-4", "twice", "sock-3-0", ClientIdScope::Room)
+        ),
+    );
+    let (a, b) = (a.expect("a"), b.expect("b"));
+    assert_eq!(a.message, b.message);
+    assert!(a.duplicate != b.duplicate, "exactly one of them is stored");
+    // The same value as a sender-scoped id: its own message, once per sender.
+    let own = store
+        .append_message(NS, post("ann", "mine", "sock-1-0", ClientIdScope::Sender))
+        .await
+        .expect("sender-scoped");
+    assert!(!own.duplicate);
+    let others = store
+        .append_message(
+            NS,
+            post("bob", "mine too", "sock-1-0", ClientIdScope::Sender),
+        )
+        .await
+        .expect("another sender");
+    assert!(!others.duplicate);
+    let page = store
+        .history(NS, "lobby", HistoryQuery::latest(50))
+        .await
+        .expect("history");
+    let texts: Vec<&str> = page.messages.iter().map(|m| m.text.as_str()).collect();
+    assert_eq!(texts, ["hello", "twice", "mine", "mine too"]);
+    let seqs: Vec<i64> = page.messages.iter().map(|m| m.seq).collect();
+    assert_eq!(seqs, [1, 2, 3, 4], "gap-free");
+}
+
+store_test!(room_scoped_client_ids_dedupe_across_senders => room_scoped_client_ids_dedupe_across_senders_sqlite, room_scoped_client_ids_dedupe_across_senders_postgres);

@@ -5,7 +5,8 @@
 //! * `seq` is gap-free per room and grows in commit order: the room row's `last_seq` is bumped inside the
 //!   transaction that inserts the message, so the row lock orders concurrent writers and a rollback leaves no gap;
 //! * a message is returned only once committed;
-//! * a `client_id` is unique per (room, sender): a retry returns the original message, also when the retry
+//! * a `client_id` is unique per (room, sender), or per room for a room-scoped one (a compatibility profile's, see
+//!   [`ClientIdScope`]): a retry returns the original message, also when the retry
 //!   reaches another node, or shares a batch with its original;
 //! * appends are committed in groups (`batch.rs`): one transaction per batch, in the same 4 statements however
 //!   many messages and rooms it holds (lock the rooms' counters, read the originals of retried client ids, bump

@@ -127,8 +127,17 @@ struct Numbering<'b> {
 
 /// A room of the batch: (ns, room id).
 type RoomKey<'b> = (&'b str, &'b str);
-/// A stored message by (ns, room, sender id, client id).
+/// A stored message by (ns, room, sender id, client id); the sender id is empty for a room-scoped client id.
 type ClientKey = (String, String, String, String);
+
+/// Whose retries a message's client id tells apart, as the sender part of its [`ClientKey`]: the sender's id, or
+/// nobody's (empty: any sender in the room), which no real sender id can be.
+fn key_owner(message: &super::NewMessage) -> &str {
+    match message.client_id_scope {
+        super::ClientIdScope::Sender => message.from.id.as_str(),
+        super::ClientIdScope::Room => "",
+    }
+}
 
 impl<'b> Numbering<'b> {
     /// Numbers the appends room by room, in batch order. `counters` holds the `last_seq` of every room of the
@@ -154,7 +163,7 @@ impl<'b> Numbering<'b> {
             for &i in indexes {
                 let message = &batch[i].message;
                 if let Some(client_id) = message.client_id.as_deref() {
-                    let key = (message.from.id.as_str(), client_id);
+                    let key = (key_owner(message), client_id);
                     if let Some(&first) = seen.get(&key) {
                         outcomes[i] = Some(Outcome::SameAs(first));
                         continue;
@@ -421,38 +430,66 @@ where
             .iter()
             .filter_map(|p| Some((p, p.message.client_id.as_deref()?)))
             .collect();
-        if with_client_id.is_empty() {
-            return Ok(HashMap::new());
-        }
-        let mut select = QueryBuilder::<DB>::new(concat!(
-            "SELECT ns, id, room, seq, sender_id, sender_name, text, client_id, created_at FROM messages ",
-            "WHERE client_id IS NOT NULL AND (ns, room, sender_id, client_id) IN (VALUES "
-        ));
-        let mut list = select.separated(", ");
-        for (p, client_id) in with_client_id {
-            list.push("(")
-                .push_bind_unseparated(p.ns.as_str())
-                .push_unseparated(", ");
-            list.push_bind_unseparated(p.message.room.as_str())
-                .push_unseparated(", ");
-            list.push_bind_unseparated(p.message.from.id.as_str())
-                .push_unseparated(", ");
-            list.push_bind_unseparated(client_id).push_unseparated(")");
-        }
-        select.push(")");
-        let rows: Vec<OriginalRow> = select.build_query_as().fetch_all(&mut *tx).await?;
-        Ok(rows
+        let (by_room, by_sender): (Vec<_>, Vec<_>) = with_client_id
             .into_iter()
-            .map(|OriginalRow { ns, message }| {
+            .partition(|(p, _)| p.message.client_id_scope == super::ClientIdScope::Room);
+        let mut originals = HashMap::new();
+        if !by_sender.is_empty() {
+            let mut select = QueryBuilder::<DB>::new(concat!(
+                "SELECT ns, id, room, seq, sender_id, sender_name, text, client_id, created_at FROM messages ",
+                "WHERE client_id IS NOT NULL AND (ns, room, sender_id, client_id) IN (VALUES "
+            ));
+            let mut list = select.separated(", ");
+            for (p, client_id) in by_sender {
+                list.push("(")
+                    .push_bind_unseparated(p.ns.as_str())
+                    .push_unseparated(", ");
+                list.push_bind_unseparated(p.message.room.as_str())
+                    .push_unseparated(", ");
+                list.push_bind_unseparated(p.message.from.id.as_str())
+                    .push_unseparated(", ");
+                list.push_bind_unseparated(client_id).push_unseparated(")");
+            }
+            select.push(")");
+            let rows: Vec<OriginalRow> = select.build_query_as().fetch_all(&mut *tx).await?;
+            for OriginalRow { ns, message } in rows {
                 let key = (
                     ns,
                     message.room.clone(),
                     message.sender_id.clone(),
                     message.client_id.clone().unwrap_or_default(),
                 );
-                (key, message)
-            })
-            .collect())
+                originals.insert(key, message);
+            }
+        }
+        if !by_room.is_empty() {
+            // Room-scoped keys (a compatibility profile's), by the unique index messages_room_client_id.
+            let mut select = QueryBuilder::<DB>::new(concat!(
+                "SELECT ns, id, room, seq, sender_id, sender_name, text, client_id, created_at FROM messages ",
+                "WHERE room_client_id IS NOT NULL AND (ns, room, room_client_id) IN (VALUES "
+            ));
+            let mut list = select.separated(", ");
+            for (p, client_id) in by_room {
+                list.push("(")
+                    .push_bind_unseparated(p.ns.as_str())
+                    .push_unseparated(", ");
+                list.push_bind_unseparated(p.message.room.as_str())
+                    .push_unseparated(", ");
+                list.push_bind_unseparated(client_id).push_unseparated(")");
+            }
+            select.push(")");
+            let rows: Vec<OriginalRow> = select.build_query_as().fetch_all(&mut *tx).await?;
+            for OriginalRow { ns, message } in rows {
+                let key = (
+                    ns,
+                    message.room.clone(),
+                    String::new(),
+                    message.client_id.clone().unwrap_or_default(),
+                );
+                originals.insert(key, message);
+            }
+        }
+        Ok(originals)
     }
 
     /// Statement 3 of a batch: the new counters of the rooms that get messages, and their activity time.
@@ -492,10 +529,14 @@ where
             return Ok(HashMap::new());
         }
         let mut insert = QueryBuilder::<DB>::new(
-            "INSERT INTO messages (ns, room, seq, sender_id, sender_name, text, client_id, created_at) ",
+            "INSERT INTO messages (ns, room, seq, sender_id, sender_name, text, client_id, room_client_id, created_at) ",
         );
         insert.push_values(fresh, |mut row, &(i, seq)| {
             let pending = &batch[i];
+            let room_client_id = match pending.message.client_id_scope {
+                super::ClientIdScope::Room => pending.message.client_id.as_deref(),
+                super::ClientIdScope::Sender => None,
+            };
             row.push_bind(pending.ns.as_str())
                 .push_bind(pending.message.room.as_str())
                 .push_bind(seq)
@@ -503,6 +544,7 @@ where
                 .push_bind(pending.message.from.name.as_str())
                 .push_bind(pending.message.text.as_str())
                 .push_bind(pending.message.client_id.as_deref())
+                .push_bind(room_client_id)
                 .push_bind(at);
         });
         insert.push(" RETURNING id, ns, room, seq");
