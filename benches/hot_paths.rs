@@ -5,7 +5,9 @@
 use std::hint::black_box;
 
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
-use palaver::store::{self, Author, Message, NewMessage, Room, RoomKind, Visibility};
+use palaver::store::{
+    self, Author, ClientIdScope, Message, NewMessage, Room, RoomKind, Visibility,
+};
 use socketioxide::{SocketIo, extract::SocketRef};
 
 fn message(seq: i64) -> Message {
@@ -93,6 +95,7 @@ fn group_commit(c: &mut Criterion) {
                         },
                         text: "hello".into(),
                         client_id: None,
+                        client_id_scope: ClientIdScope::Sender,
                     })
                     .collect::<Vec<_>>()
             },

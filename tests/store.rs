@@ -16,7 +16,8 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use common::{Store, TestDb};
 use palaver::store::{
-    self, Author, NewMessage, Room, RoomKind, RoomSummary, SharedStore, StoreError, Visibility,
+    self, Author, ClientIdScope, NewMessage, Room, RoomKind, RoomSummary, SharedStore, StoreError,
+    Visibility,
 };
 
 const ROOMS: usize = 20;
@@ -56,6 +57,7 @@ async fn concurrent_appends_keep_seq_and_dedupe(kind: Store) {
                 },
                 text: format!("hello {i}"),
                 client_id: Some(format!("c{i}")),
+                client_id_scope: ClientIdScope::Sender,
             };
             let retry = NewMessage {
                 text: format!("retried {i}"),
@@ -211,6 +213,7 @@ async fn bad_row_fails_alone(db: &TestDb, store: SharedStore, bad_text: &'static
                     format!("fine {i}")
                 },
                 client_id: (i % 2 == 0).then(|| format!("c{i}")),
+                client_id_scope: ClientIdScope::Sender,
             };
             start.wait().await;
             if i % 10 == 0 {
@@ -338,6 +341,7 @@ async fn send(store: &SharedStore, room: &str, from: &Author) {
         from: from.clone(),
         text: "hi".to_owned(),
         client_id: None,
+        client_id_scope: ClientIdScope::Sender,
     };
     store.append_message(NS, message).await.expect("append");
 }

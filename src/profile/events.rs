@@ -219,7 +219,7 @@ fn history_list(profile: &Profile, room: &RoomName, messages: &[Message]) -> Jso
 }
 
 fn emit_to_socket<A: Adapter>(socket: &SocketRef<A>, event: &str, args: &Args) {
-    if let Err(e) = socket.emit(event.to_owned(), args) {
+    if let Err(e) = socket.emit(event, args) {
         tracing::debug!(socket = %socket.id, event, error = %e, "could not send");
     }
 }
