@@ -226,6 +226,65 @@ for (const kind of STORES) {
   });
 }
 
+// A profile that joins the room a frame names and reports failures as `chat:error` (whose first argument the gateway
+// sends as a frame): with --room-quota 1, guests from one address may create one room, which only holds if the
+// gateway passes the plain client's address on to its Socket.IO socket.
+const JOIN_PROFILE = `
+[profile]
+name = "join-probe"
+error_event = true
+
+[[on]]
+event = "message"
+op = "join"
+room = "$0.room"
+
+[[emit]]
+on = "join"
+event = "message"
+args = [{ joined = "{room}" }]
+to = "room"
+`;
+
+describe("plain WebSocket: the client's address reaches the chat (guest creation quota)", () => {
+  let db;
+  let server;
+  const dirs = [];
+  before(async () => {
+    const profile = await writeNamespacesToml(JOIN_PROFILE);
+    const namespaces = await writeNamespacesToml(`[[websocket]]\npath = "/live"\nprofile = ${JSON.stringify(profile)}\n`);
+    dirs.push(path.dirname(profile), path.dirname(namespaces));
+    db = await createDatabase(STORES[0] ?? "sqlite");
+    server = await spawnServer({
+      databaseUrl: db.url,
+      flags: { namespaces, "room-quota": 1 },
+      label: "palaver/live-quota",
+    });
+  });
+  after(async () => {
+    if (server) await stopServer(server);
+    if (db) await db.drop();
+    for (const dir of dirs) await rm(dir, { recursive: true, force: true });
+  });
+
+  it("a second guest from the same address cannot create a second room", async () => {
+    const first = liveClient(server);
+    await first.opened;
+    const room = `quota-${rand()}`;
+    first.ws.send(JSON.stringify({ room }));
+    await until(() => first.frames.some((f) => f.joined === room), { what: () => short(first.frames) });
+    // Another connection is another guest, from the same address.
+    const second = liveClient(server);
+    await second.opened;
+    second.ws.send(JSON.stringify({ room: `quota-${rand()}` }));
+    await until(() => second.frames.length > 0, { what: () => "no answer" });
+    assert.equal(second.frames[0]?.error?.code, "rate_limited", short(second.frames));
+    // Joining the room that exists is no creation.
+    second.ws.send(JSON.stringify({ room }));
+    await until(() => second.frames.some((f) => f.joined === room), { what: () => short(second.frames) });
+  });
+});
+
 describe("profile live-ws over plain WebSocket on two nodes (Postgres + Redis)", { skip: gate.skip }, () => {
   let db;
   let namespacesFile;
