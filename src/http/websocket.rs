@@ -110,8 +110,15 @@ async fn upgrade(
         .max_message_size(max)
         .max_frame_size(max)
         .on_upgrade(move |plain| async move {
-            if let Err(e) = bridge(&endpoint, plain, peer, query.as_deref()).await {
-                tracing::debug!(ns = %endpoint.ns, peer = ?peer, error = %e, "plain WebSocket ended");
+            match bridge(&endpoint, plain, peer, query.as_deref()).await {
+                Ok(()) => {}
+                // palaver could not connect to itself: the server's fault, not the client's.
+                Err(e @ GatewayError::Handshake(_)) => {
+                    tracing::warn!(ns = %endpoint.ns, peer = ?peer, error = %e, "plain WebSocket refused");
+                }
+                Err(e) => {
+                    tracing::debug!(ns = %endpoint.ns, peer = ?peer, error = %e, "plain WebSocket ended");
+                }
             }
         })
 }
@@ -149,7 +156,7 @@ async fn bridge(
         Ok(inner) => inner,
         Err(e) => {
             close(&mut plain, close_code::ERROR, "the chat is unavailable").await;
-            return Err(e);
+            return Err(GatewayError::Handshake(e.to_string()));
         }
     };
     match tokio::time::timeout(CONNECT_TIMEOUT, join(&mut inner, ns, query)).await {
@@ -160,7 +167,10 @@ async fn bridge(
         }
         Ok(Err(e)) => {
             close(&mut plain, close_code::ERROR, "the chat is unavailable").await;
-            return Err(e);
+            return Err(match e {
+                GatewayError::Handshake(_) => e,
+                other => GatewayError::Handshake(other.to_string()),
+            });
         }
         Err(_) => {
             close(
