@@ -253,11 +253,8 @@ impl Config {
                 websocket,
                 path: entry.path,
             };
-            if websocket && (settings.path == "/" || settings.path.starts_with("/socket.io")) {
-                return Err(fail(format!(
-                    "[[websocket]] path {:?} is taken by Socket.IO",
-                    settings.path
-                )));
+            if websocket {
+                websocket_path(&settings.path).map_err(fail)?;
             }
             match all.iter_mut().find(|ns| ns.path == settings.path) {
                 Some(_) if websocket => {
@@ -272,6 +269,28 @@ impl Config {
         }
         Ok(all)
     }
+}
+
+/// Whether a `[[websocket]]` path can be an HTTP route of its own: a literal path (axum would read `{…}` and `*`
+/// as captures) that is neither Socket.IO's nor one of palaver's routes.
+fn websocket_path(path: &str) -> Result<(), String> {
+    let taken = |prefix: &str| path == prefix || path.starts_with(&format!("{prefix}/"));
+    // Engine.IO takes every path that starts with /socket.io.
+    if path == "/" || path.starts_with("/socket.io") {
+        return Err(format!("[[websocket]] path {path:?} is taken by Socket.IO"));
+    }
+    if let Some(route) = crate::http::RESERVED_PATHS.iter().find(|r| taken(r)) {
+        return Err(format!(
+            "[[websocket]] path {path:?} is taken by palaver's {route} route"
+        ));
+    }
+    let literal = |c: char| c.is_ascii_alphanumeric() || "/-_.~".contains(c);
+    if path.ends_with('/') || path.contains("//") || !path.chars().all(literal) {
+        return Err(format!(
+            "[[websocket]] path {path:?}: use letters, digits, '-', '_', '.' and '~' between single '/'s, with no '/' at the end"
+        ));
+    }
+    Ok(())
 }
 
 /// Secrets are shown as `<redacted>` so that `Debug` output can be logged safely.
@@ -409,6 +428,31 @@ mod tests {
             shown.contains("postgres://app:<redacted>@db/chat"),
             "{shown}"
         );
+    }
+
+    #[test]
+    fn websocket_paths_are_literal_routes_of_their_own() {
+        for ok in ["/live", "/chat/live-1", "/a.b_c~d", "/apis", "/healthz2"] {
+            assert_eq!(websocket_path(ok), Ok(()), "{ok}");
+        }
+        for bad in [
+            "/",
+            "/socket.io",
+            "/socket.io/x",
+            "/socket.iox",
+            "/healthz",
+            "/api",
+            "/api/rooms",
+            "/readyz",
+            "/live/",
+            "//live",
+            "/{room}",
+            "/live/*rest",
+            "/l ive",
+            "/caf\u{e9}",
+        ] {
+            assert!(websocket_path(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -47,6 +47,11 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), Error> {
     let namespaces = config.namespaces()?;
+    let websockets: Vec<String> = namespaces
+        .iter()
+        .filter(|ns| ns.websocket)
+        .map(|ns| ns.path.clone())
+        .collect();
     let verifier = JwtVerifier::from_config(&config)?;
     let store = store::open(&config.database_url, config.db_pool_size).await?;
     tracing::info!(database = %crate::config::redact_url(&config.database_url), "store ready");
@@ -67,7 +72,7 @@ pub async fn serve(
         for settings in namespaces {
             chat::register_namespace(&chat, settings);
         }
-        return run(parts.config, listener, shutdown, chat, layer).await;
+        return run(parts.config, listener, shutdown, chat, layer, &websockets).await;
     };
 
     let link = RedisLink::connect(&url, &parts.config.redis_prefix)
@@ -95,7 +100,7 @@ pub async fn serve(
             .map_err(|e| Error::Redis(e.to_string()))?;
     }
     tracing::info!(node = %presence.node_id().unwrap_or_default(), "joined the cluster through Redis");
-    let result = run(parts.config, listener, shutdown, chat, layer).await;
+    let result = run(parts.config, listener, shutdown, chat, layer, &websockets).await;
     heartbeat.abort();
     presence.depart().await;
     result
@@ -165,20 +170,27 @@ pub fn own_request_head<B>(mut req: axum::http::Request<B>) -> axum::http::Reque
     req
 }
 
-/// Serves HTTP and Socket.IO until `shutdown`, then shuts down gracefully.
+/// Serves HTTP, Socket.IO and the plain WebSocket endpoints at `websockets` until `shutdown`, then shuts down
+/// gracefully.
 async fn run<A: Adapter>(
     config: Config,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
     chat: Arc<Chat<A>>,
     socket_layer: SocketIoLayer<A>,
+    websockets: &[String],
 ) -> Result<(), Error> {
-    let app = http::router(chat.clone(), &config).layer(
+    let gateway = http::websocket::Gateway::new(config.max_payload);
+    let app = http::router(chat.clone(), &config, websockets, &gateway).layer(
         ServiceBuilder::new()
             .layer(cors(&config.cors_origins))
             .map_request(own_request_head)
             .layer(socket_layer),
     );
+    // The plain WebSocket gateway connects its in-process Socket.IO clients to this very service (and so to its
+    // Engine.IO session table); it holds it weakly, and `app_for_gateway` keeps it until the server stops.
+    let app_for_gateway = Arc::new(app.clone());
+    gateway.connect_to(&app_for_gateway);
     chat::spawn_housekeeping(&chat);
     tracing::info!(addr = %listener.local_addr()?, "listening");
     let grace = Duration::from_secs(config.shutdown_grace_secs);
@@ -209,6 +221,7 @@ async fn run<A: Adapter>(
         }
     })
     .await?;
+    drop(app_for_gateway);
     tracing::info!("stopped");
     Ok(())
 }

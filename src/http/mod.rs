@@ -1,5 +1,7 @@
-//! Plain HTTP next to Socket.IO: health and readiness probes, history for server-side rendering, and the demo
-//! page at `/`.
+//! Plain HTTP next to Socket.IO: health and readiness probes, history for server-side rendering, the demo page at
+//! `/`, and the plain WebSocket endpoints ([`websocket`]).
+
+pub mod websocket;
 
 use std::time::Duration;
 
@@ -22,13 +24,23 @@ use crate::{
     store::{HistoryPage, Visibility},
 };
 
-/// The HTTP routes; Socket.IO is layered on top by the server.
-pub fn router<A: Adapter>(chat: SharedChat<A>, config: &Config) -> Router {
+/// Paths of palaver's own HTTP routes (a plain WebSocket endpoint may not take one).
+pub const RESERVED_PATHS: &[&str] = &["/healthz", "/readyz", "/api"];
+
+/// The HTTP routes, and a plain WebSocket endpoint at each of `websockets` served through `gateway`; Socket.IO is
+/// layered on top by the server.
+pub fn router<A: Adapter>(
+    chat: SharedChat<A>,
+    config: &Config,
+    websockets: &[String],
+    gateway: &std::sync::Arc<websocket::Gateway>,
+) -> Router {
     let router = Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz::<A>))
         .route("/api/rooms/{room}/messages", get(room_messages::<A>))
-        .with_state(chat);
+        .with_state(chat)
+        .merge(websocket::routes(websockets, gateway));
     let index = config.static_dir.join("index.html");
     if index.is_file() {
         router.fallback_service(ServeDir::new(&config.static_dir))

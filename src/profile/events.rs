@@ -128,15 +128,17 @@ pub async fn connected<A: Adapter>(
     // events (and so its own sends) wait for all of this, and a message can only be both replayed and
     // delivered live if it was committed in the instant between entering and the last read.
     let after = socket.extensions.get::<ReplayAfter>().map(|a| a.0);
-    let last = replay(profile, chat, socket, conn, room, after, limit).await;
+    let last = replay(profile, chat, socket, conn, room, after, limit, false).await;
     presence::enter_room(chat, socket, conn, &room.id).await;
     if let Some(last) = last {
-        replay(profile, chat, socket, conn, room, Some(last), limit).await;
+        replay(profile, chat, socket, conn, room, Some(last), limit, true).await;
     }
 }
 
 /// Sends the room's history to this socket: every message after `after`, page by page, or without `after` the
-/// latest page. Returns the last seq sent (or read, when nothing was).
+/// latest page. Returns the last seq sent (or read, when nothing was). A `catch_up` (what was committed while the
+/// history was read) goes out as message events, as if live: a second history event would replace the first.
+#[allow(clippy::too_many_arguments)]
 async fn replay<A: Adapter>(
     profile: &Profile,
     chat: &Chat<A>,
@@ -145,6 +147,7 @@ async fn replay<A: Adapter>(
     room: &RoomName,
     after: Option<i64>,
     limit: u32,
+    catch_up: bool,
 ) -> Option<i64> {
     let ns = conn.ns.path.as_str();
     let mut cursor = after;
@@ -165,7 +168,11 @@ async fn replay<A: Adapter>(
             }
         };
         let last = page.messages.last().map(|m| m.seq);
-        send_history(profile, socket, room, &page.messages);
+        if catch_up {
+            send_each(profile, socket, room, &page.messages);
+        } else {
+            send_history(profile, socket, room, &page.messages);
+        }
         match (cursor, last) {
             (Some(_), Some(last)) if page.has_more => cursor = Some(last),
             (_, Some(last)) => return Some(last),
@@ -198,6 +205,16 @@ fn send_history<A: Adapter>(
         emit_to_socket(socket, &emit.event, &args);
         return;
     }
+    send_each(profile, socket, room, messages);
+}
+
+/// Messages to one socket, a message event each.
+fn send_each<A: Adapter>(
+    profile: &Profile,
+    socket: &SocketRef<A>,
+    room: &RoomName,
+    messages: &[Message],
+) {
     if messages.is_empty() {
         return;
     }
