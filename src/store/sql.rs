@@ -118,6 +118,15 @@ enum Outcome {
     SameAs(usize),
 }
 
+/// How a batch finds the retries among its appends (see [`SqlStore::write_batch`]).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Retries {
+    /// Insert as if there were none; a stored client id makes the insert skip its row.
+    Optimistic,
+    /// Read the originals of the batch's client ids first.
+    LookedUp,
+}
+
 /// Seqs given to the appends of a batch, from the rooms' counters and the stored originals of retried client ids.
 struct Numbering<'b> {
     outcomes: Vec<Outcome>,
@@ -366,18 +375,18 @@ where
         }
     }
 
-    /// One transaction for the whole batch, in a fixed number of statements however many rooms it touches: lock
-    /// the rooms' counters, read the originals of any retried client ids, bump the counters, insert the messages.
-    /// Rooms are locked in (ns, id) order, so writers on several nodes cannot deadlock; a room's lock is taken
-    /// before its client ids are checked, so a retry racing on another node cannot slip in between.
+    /// Writes a batch in one transaction and answers each append; `Err` when the transaction failed as a whole
+    /// (nothing of it is stored).
     ///
-    /// `Err` when the transaction failed as a whole (nothing of it is stored); otherwise one answer per append.
+    /// A batch whose appends carry client ids is first written optimistically, as if none were a retry: its
+    /// insert skips any row whose client id is already stored. Only when a row was skipped (a retry of a
+    /// committed message, which is rare) is that transaction rolled back and the batch written again reading the
+    /// originals first. So the common case costs no lookup of client ids at all.
     #[tracing::instrument(level = "debug", skip_all, fields(messages = batch.len()))]
     async fn write_batch(
         pool: &Pool<DB>,
         batch: &[Pending],
     ) -> StoreResult<Vec<StoreResult<Appended>>> {
-        let at = super::now();
         let mut by_room: BTreeMap<RoomKey<'_>, Vec<usize>> = BTreeMap::new();
         for (i, pending) in batch.iter().enumerate() {
             by_room
@@ -385,14 +394,51 @@ where
                 .or_default()
                 .push(i);
         }
+        if batch.iter().any(|p| p.message.client_id.is_some())
+            && let Some(answers) =
+                Self::try_batch(pool, batch, &by_room, Retries::Optimistic).await?
+        {
+            return Ok(answers);
+        }
+        Self::try_batch(pool, batch, &by_room, Retries::LookedUp)
+            .await?
+            .ok_or_else(|| StoreError::Failed {
+                unavailable: false,
+                reason: "the batch's insert wrote fewer rows than it was given".to_owned(),
+            })
+    }
+
+    /// One transaction for the whole batch, in a fixed number of statements however many rooms it touches: lock
+    /// the rooms' counters, read the originals of retried client ids (with [`Retries::LookedUp`]), bump the
+    /// counters, insert the messages. Rooms are locked in (ns, id) order, so writers on several nodes cannot
+    /// deadlock; a room's lock is taken before its client ids are checked or inserted, so a retry racing on
+    /// another node cannot slip in between.
+    ///
+    /// `Ok(None)` (only with [`Retries::Optimistic`]) when the insert skipped a stored client id: the transaction
+    /// is rolled back, to be written again with [`Retries::LookedUp`].
+    async fn try_batch(
+        pool: &Pool<DB>,
+        batch: &[Pending],
+        by_room: &BTreeMap<RoomKey<'_>, Vec<usize>>,
+        retries: Retries,
+    ) -> StoreResult<Option<Vec<StoreResult<Appended>>>> {
+        let at = super::now();
         let mut tx = pool.begin().await?;
         let counters = Self::lock_counters(&mut tx, by_room.keys()).await?;
-        let originals = Self::read_originals(&mut tx, batch).await?;
-        let numbering = Numbering::new(batch, &by_room, &counters, originals);
+        let originals = match retries {
+            Retries::Optimistic => HashMap::new(),
+            Retries::LookedUp => Self::read_originals(&mut tx, batch).await?,
+        };
+        let numbering = Numbering::new(batch, by_room, &counters, originals);
         Self::bump_counters(&mut tx, &numbering.bumped, at).await?;
-        let ids = Self::insert_messages(&mut tx, batch, &numbering.fresh(), at).await?;
+        let fresh = numbering.fresh();
+        let ids = Self::insert_messages(&mut tx, batch, &fresh, retries, at).await?;
+        if ids.len() < fresh.len() {
+            tx.rollback().await?;
+            return Ok(None);
+        }
         tx.commit().await?;
-        Ok(numbering.answers(batch, &ids, at))
+        Ok(Some(numbering.answers(batch, &ids, at)))
     }
 
     /// Statement 1 of a batch: the `last_seq` of each of its rooms that exists, locked.
@@ -418,75 +464,57 @@ where
             .collect())
     }
 
-    /// Statement 2 of a batch (only when some appends carry a client id): the messages already stored under the
-    /// batch's client ids, the originals of retries. Read under the room locks.
+    /// Statement 2 of a batch written with [`Retries::LookedUp`]: the messages already stored under the batch's
+    /// client ids, the originals of retries, read under the room locks. One query per scope, each by its unique
+    /// index: `messages_client_id` for sender-scoped keys, `messages_room_client_id` for room-scoped ones.
     async fn read_originals(
         tx: &mut DB::Connection,
         batch: &[Pending],
     ) -> StoreResult<HashMap<ClientKey, MessageRow>> {
-        // Collected rather than iterated lazily: a closure's iterator kept in this future defeats rustc's proof
-        // that the batch writer's future is `Send` (a known limitation with generic higher-ranked bounds).
-        let with_client_id: Vec<(&Pending, &str)> = batch
-            .iter()
-            .filter_map(|p| Some((p, p.message.client_id.as_deref()?)))
-            .collect();
-        let (by_room, by_sender): (Vec<_>, Vec<_>) = with_client_id
-            .into_iter()
-            .partition(|(p, _)| p.message.client_id_scope == super::ClientIdScope::Room);
         let mut originals = HashMap::new();
-        if !by_sender.is_empty() {
-            let mut select = QueryBuilder::<DB>::new(concat!(
-                "SELECT ns, id, room, seq, sender_id, sender_name, text, client_id, created_at FROM messages ",
-                "WHERE client_id IS NOT NULL AND (ns, room, sender_id, client_id) IN (VALUES "
-            ));
+        for scope in [super::ClientIdScope::Sender, super::ClientIdScope::Room] {
+            // Collected rather than iterated lazily: a closure's iterator kept in this future defeats rustc's
+            // proof that the batch writer's future is `Send` (a known limitation with generic higher-ranked
+            // bounds).
+            let keys: Vec<(&Pending, &str)> = batch
+                .iter()
+                .filter(|p| p.message.client_id_scope == scope)
+                .filter_map(|p| Some((p, p.message.client_id.as_deref()?)))
+                .collect();
+            if keys.is_empty() {
+                continue;
+            }
+            let room_scoped = scope == super::ClientIdScope::Room;
+            let mut select = QueryBuilder::<DB>::new(if room_scoped {
+                "SELECT ns, id, room, seq, sender_id, sender_name, text, client_id, created_at FROM messages \
+                 WHERE room_client_id IS NOT NULL AND (ns, room, room_client_id) IN (VALUES "
+            } else {
+                "SELECT ns, id, room, seq, sender_id, sender_name, text, client_id, created_at FROM messages \
+                 WHERE client_id IS NOT NULL AND (ns, room, sender_id, client_id) IN (VALUES "
+            });
             let mut list = select.separated(", ");
-            for (p, client_id) in by_sender {
+            for (p, client_id) in keys {
                 list.push("(")
                     .push_bind_unseparated(p.ns.as_str())
                     .push_unseparated(", ");
                 list.push_bind_unseparated(p.message.room.as_str())
                     .push_unseparated(", ");
-                list.push_bind_unseparated(p.message.from.id.as_str())
-                    .push_unseparated(", ");
+                if !room_scoped {
+                    list.push_bind_unseparated(p.message.from.id.as_str())
+                        .push_unseparated(", ");
+                }
                 list.push_bind_unseparated(client_id).push_unseparated(")");
             }
             select.push(")");
             let rows: Vec<OriginalRow> = select.build_query_as().fetch_all(&mut *tx).await?;
             for OriginalRow { ns, message } in rows {
-                let key = (
-                    ns,
-                    message.room.clone(),
-                    message.sender_id.clone(),
-                    message.client_id.clone().unwrap_or_default(),
-                );
-                originals.insert(key, message);
-            }
-        }
-        if !by_room.is_empty() {
-            // Room-scoped keys (a compatibility profile's), by the unique index messages_room_client_id.
-            let mut select = QueryBuilder::<DB>::new(concat!(
-                "SELECT ns, id, room, seq, sender_id, sender_name, text, client_id, created_at FROM messages ",
-                "WHERE room_client_id IS NOT NULL AND (ns, room, room_client_id) IN (VALUES "
-            ));
-            let mut list = select.separated(", ");
-            for (p, client_id) in by_room {
-                list.push("(")
-                    .push_bind_unseparated(p.ns.as_str())
-                    .push_unseparated(", ");
-                list.push_bind_unseparated(p.message.room.as_str())
-                    .push_unseparated(", ");
-                list.push_bind_unseparated(client_id).push_unseparated(")");
-            }
-            select.push(")");
-            let rows: Vec<OriginalRow> = select.build_query_as().fetch_all(&mut *tx).await?;
-            for OriginalRow { ns, message } in rows {
-                let key = (
-                    ns,
-                    message.room.clone(),
-                    String::new(),
-                    message.client_id.clone().unwrap_or_default(),
-                );
-                originals.insert(key, message);
+                let owner = if room_scoped {
+                    String::new()
+                } else {
+                    message.sender_id.clone()
+                };
+                let client_id = message.client_id.clone().unwrap_or_default();
+                originals.insert((ns, message.room.clone(), owner, client_id), message);
             }
         }
         Ok(originals)
@@ -517,12 +545,14 @@ where
         Ok(())
     }
 
-    /// Statement 4 of a batch: the new messages, `fresh` being (index in the batch, seq). Returns their ids by
-    /// (ns, room, seq).
+    /// Statement 4 of a batch: the new messages, `fresh` being (index in the batch, seq). Returns the ids of
+    /// the rows inserted, by (ns, room, seq). With [`Retries::Optimistic`] a row whose client id is already
+    /// stored is skipped (so fewer ids come back); otherwise it fails the statement.
     async fn insert_messages(
         tx: &mut DB::Connection,
         batch: &[Pending],
         fresh: &[(usize, i64)],
+        retries: Retries,
         at: DateTime<Utc>,
     ) -> StoreResult<HashMap<(String, String, i64), i64>> {
         if fresh.is_empty() {
@@ -547,6 +577,11 @@ where
                 .push_bind(room_client_id)
                 .push_bind(at);
         });
+        if retries == Retries::Optimistic {
+            // Untargeted, so that it covers both client-id indexes (sender- and room-scoped); the room locks
+            // keep (ns, room, seq) from conflicting.
+            insert.push(" ON CONFLICT DO NOTHING");
+        }
         insert.push(" RETURNING id, ns, room, seq");
         let rows: Vec<(i64, String, String, i64)> =
             insert.build_query_as().fetch_all(&mut *tx).await?;
