@@ -128,6 +128,7 @@ impl Parts {
             limits: Limits::from_config(config),
             user_budgets: chat::budget::UserBudgets::new(&budgets),
             guest_creations: chat::guest_creation_quota(config),
+            creation_turns: chat::rooms::CreationTurns::default(),
             presence,
             redis,
             io,

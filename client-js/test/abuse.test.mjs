@@ -291,6 +291,18 @@ for (const store of STORES) {
     });
   });
 
+  describe(`abuse: a rush of guests into a new room [${store}]`, () => {
+    const srv = useServer(store, { flags: { "room-quota": 1 } });
+
+    it("joins racing to create one room spend one creation: every guest gets in, the next new room is refused", async () => {
+      const guests = await Promise.all(Array.from({ length: 20 }, (_, i) => connect(srv, { name: `rush${i}` })));
+      const room = roomId("rush");
+      const acks = await Promise.all(guests.map(({ socket }) => call(socket, "room:join", { room })));
+      assert.deepEqual(acks.filter((a) => !a.ok), [], "every guest joins the room one of them created");
+      await fails(guests[0].socket, "room:join", { room: roomId("second") }, "rate_limited", "the address's one creation is spent: ");
+    });
+  });
+
   describe(`abuse: --guests-create-rooms false [${store}]`, () => {
     const srv = useServer(store, { flags: { "guests-create-rooms": false } });
 

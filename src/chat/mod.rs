@@ -134,6 +134,8 @@ pub struct Chat<A: Adapter> {
     pub user_budgets: budget::UserBudgets,
     /// Room creations by guests, per source address: a guest's id is new on every connection.
     pub guest_creations: governor::DefaultKeyedRateLimiter<std::net::IpAddr>,
+    /// Joins that create a room take turns per room on this node (see `rooms::join_room`).
+    pub creation_turns: rooms::CreationTurns,
 }
 
 pub type SharedChat<A> = Arc<Chat<A>>;

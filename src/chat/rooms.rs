@@ -190,6 +190,51 @@ pub struct Joined {
     pub truncated: Option<bool>,
 }
 
+/// Turns for the joins that find no room and would create it: one lock per slot, a room's slot by its id's
+/// hash. A rush of joins into a new room (a class behind one NAT opening the same link) then has one of them
+/// create it and spend a creation from the quota; the others wait, find the room, and join it. On several nodes
+/// two may still both create (`ensure_room` is idempotent) and both spend: the quota is a brake, not a ledger.
+pub struct CreationTurns([tokio::sync::Mutex<()>; 64]);
+
+impl Default for CreationTurns {
+    fn default() -> Self {
+        Self(std::array::from_fn(|_| tokio::sync::Mutex::new(())))
+    }
+}
+
+impl CreationTurns {
+    async fn take(&self, ns: &str, room: &str) -> tokio::sync::MutexGuard<'_, ()> {
+        use std::hash::{Hash, Hasher};
+        let mut hasher = std::hash::DefaultHasher::new();
+        (ns, room).hash(&mut hasher);
+        let slot = hasher.finish() % self.0.len() as u64;
+        self.0[slot as usize].lock().await
+    }
+}
+
+/// A public room created by its first join, if the quota allows: see [`CreationTurns`].
+async fn create_on_join<A: Adapter>(
+    chat: &Chat<A>,
+    conn: &Conn,
+    id: &str,
+    name: &str,
+) -> ChatResult<Room> {
+    let ns = conn.ns.path.as_str();
+    let _turn = chat.creation_turns.take(ns, id).await;
+    if let Some(room) = chat.store.room(ns, id).await? {
+        return Ok(room);
+    }
+    check_creation_quota(chat, conn).await?;
+    let room = Room {
+        id: id.to_owned(),
+        name: name.to_owned(),
+        kind: RoomKind::Group,
+        visibility: Visibility::Public,
+        created_at: crate::store::now(),
+    };
+    Ok(chat.store.ensure_room(ns, &room, &conn.user.id).await?.0)
+}
+
 /// The one join operation (native `room:join` and every profile's join rule): creates a public room that does
 /// not exist (when allowed), checks access, records the membership, enters the socket, reads history.
 pub async fn join_room<A: Adapter>(
@@ -209,15 +254,7 @@ pub async fn join_room<A: Adapter>(
     let room = match chat.store.room(ns, id).await? {
         Some(room) => room,
         None if chat.limits.auto_create_rooms && !id.starts_with(payload::DM_PREFIX) => {
-            check_creation_quota(chat, conn).await?;
-            let room = Room {
-                id: id.to_owned(),
-                name: name.to_owned(),
-                kind: RoomKind::Group,
-                visibility: Visibility::Public,
-                created_at: crate::store::now(),
-            };
-            chat.store.ensure_room(ns, &room, &conn.user.id).await?.0
+            create_on_join(chat, conn, id, name).await?
         }
         None => return Err(ChatError::room_not_found(id)),
     };
