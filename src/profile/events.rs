@@ -13,8 +13,8 @@ use socketioxide::{
 };
 
 use super::{
-    Ack, Args, History, Op, Profile, RoomName, Rule, Scope, Target, add_members, message_vars,
-    render, template::HandshakePath, user_vars, uses,
+    Ack, Args, History, MessageVars, Op, Profile, RoomName, Rule, Scope, Target, add_members,
+    message_vars, render, template::HandshakePath, user_vars, uses,
 };
 use crate::{
     auth::{User, validate_display_name},
@@ -222,15 +222,11 @@ fn send_each<A: Adapter>(
         return;
     };
     for message in messages {
-        let vars = message_vars(message, &room.written);
-        let args = render(
-            &emit.args,
-            &Scope {
-                named: vars,
-                args: &[],
-            },
-        );
-        emit_to_socket(socket, &emit.event, &args);
+        let vars = MessageVars {
+            message,
+            room: &room.written,
+        };
+        emit_to_socket(socket, &emit.event, &render(&emit.args, &vars));
     }
 }
 
@@ -241,7 +237,10 @@ fn history_list(profile: &Profile, room: &RoomName, messages: &[Message]) -> Jso
         messages
             .iter()
             .map(|m| match item {
-                Some(item) => item.render(&message_vars(m, &room.written)),
+                Some(item) => item.render(&MessageVars {
+                    message: m,
+                    room: &room.written,
+                }),
                 None => serde_json::to_value(m).unwrap_or(Json::Null),
             })
             .collect(),
@@ -266,14 +265,11 @@ pub async fn deliver_message<A: Adapter>(
         return;
     };
     let written = conn.app.written(&message.room);
-    let vars = message_vars(message, &written);
-    let args = render(
-        &emit.args,
-        &Scope {
-            named: vars,
-            args: &[],
-        },
-    );
+    let vars = MessageVars {
+        message,
+        room: &written,
+    };
+    let args = render(&emit.args, &vars);
     deliver(
         chat,
         socket,

@@ -208,19 +208,7 @@ pub struct HistoryEmit {
 
 /// Variables each kind of template may use.
 pub mod vars {
-    pub const MESSAGE: &[&str] = &[
-        "id",
-        "seq",
-        "text",
-        "room",
-        "room_id",
-        "user.id",
-        "user.name",
-        "at",
-        "at_ms",
-        "client_id",
-        "message",
-    ];
+    /// A send's ack: a message's variables, then `duplicate`.
     pub const SENT: &[&str] = &[
         "id",
         "seq",
@@ -235,6 +223,8 @@ pub mod vars {
         "message",
         "duplicate",
     ];
+    /// A message's variables (see [`super::MessageVars`]).
+    pub const MESSAGE: &[&str] = SENT.split_at(SENT.len() - 1).0;
     pub const NOTICE: &[&str] = &[
         "room",
         "room_id",
@@ -415,24 +405,41 @@ impl Vars for Scope<'_> {
     }
 }
 
-/// The variables of a message.
+/// The variables of a message, each computed only when a template asks for it: a broadcast renders them once
+/// per message, and most templates use few of them (`message`, the whole message, costs a serialization).
+pub struct MessageVars<'a> {
+    pub message: &'a Message,
+    /// The room as the app writes it.
+    pub room: &'a str,
+}
+
+impl Vars for MessageVars<'_> {
+    fn get(&self, name: &str) -> Option<Json> {
+        let message = self.message;
+        Some(match name {
+            "id" => json!(message.id),
+            "seq" => json!(message.seq),
+            "text" => json!(message.text),
+            "room" => json!(self.room),
+            "room_id" => json!(message.room),
+            "user.id" => json!(message.from.id),
+            "user.name" => json!(message.from.name),
+            "at" => json!(message.at),
+            "at_ms" => json!(message.at.timestamp_millis()),
+            "client_id" => json!(message.client_id),
+            "message" => serde_json::to_value(message).ok()?,
+            _ => return None,
+        })
+    }
+}
+
+/// Every variable of a message, for an ack's templates (which may add their own).
 pub fn message_vars(message: &Message, room: &str) -> BTreeMap<&'static str, Json> {
-    BTreeMap::from([
-        ("id", json!(message.id)),
-        ("seq", json!(message.seq)),
-        ("text", json!(message.text)),
-        ("room", json!(room)),
-        ("room_id", json!(message.room)),
-        ("user.id", json!(message.from.id)),
-        ("user.name", json!(message.from.name)),
-        ("at", json!(message.at)),
-        ("at_ms", json!(message.at.timestamp_millis())),
-        ("client_id", json!(message.client_id)),
-        (
-            "message",
-            serde_json::to_value(message).unwrap_or(Json::Null),
-        ),
-    ])
+    let vars = MessageVars { message, room };
+    vars::MESSAGE
+        .iter()
+        .filter_map(|&name| Some((name, vars.get(name)?)))
+        .collect()
 }
 
 /// The variables about a user in a room.
