@@ -2,43 +2,26 @@
 // node reaches the invitee's sockets on the other, accepting there works, the creation quota is counted in the
 // database and so holds across nodes, and a user's budget is per node.
 import assert from "node:assert/strict";
-import { describe, before, after } from "node:test";
+import { describe } from "node:test";
 
 import {
   it,
   identity,
-  rand,
   roomId,
   connect,
   ok,
   fails,
   call,
   until,
-  createDatabase,
-  spawnServer,
-  stopServer,
-  REDIS_URL,
+  twoNodeGate,
+  useTwoNodes,
 } from "./harness.mjs";
 
-describe("abuse: invitations, quotas and budgets on two nodes (Postgres + Redis)", () => {
-  let db;
-  const nodes = [];
-  before(async () => {
-    db = await createDatabase("postgres");
-    const flags = {
-      "redis-url": REDIS_URL,
-      "redis-prefix": `palaver-test-${process.pid}-${rand()}`,
-      "room-quota": 2,
-      "read-rate": 1,
-      "read-burst": 3,
-      "user-budget-factor": 1,
-    };
-    nodes.push(await spawnServer({ databaseUrl: db.url, flags, label: "palaver/node-a" }));
-    nodes.push(await spawnServer({ databaseUrl: db.url, flags, label: "palaver/node-b" }));
-  });
-  after(async () => {
-    for (const s of nodes) await stopServer(s);
-    if (db) await db.drop();
+const gate = await twoNodeGate();
+
+describe("abuse: invitations, quotas and budgets on two nodes (Postgres + Redis)", { skip: gate.skip }, () => {
+  const nodes = useTwoNodes(gate, {
+    flags: { "room-quota": 2, "read-rate": 1, "read-burst": 3, "user-budget-factor": 1 },
   });
 
   it("an invitation made on node A reaches the invitee on node B, who accepts there and then hears the room", async () => {

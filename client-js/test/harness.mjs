@@ -859,3 +859,31 @@ export async function twoNodeGate() {
     assert.ok(redisUp, `Redis at ${REDIS_URL} is unreachable; CI is set, so this suite fails instead of skipping`);
   return { skip, requireRedis };
 }
+
+/**
+ * Two palaver nodes on one fresh Postgres database, linked through Redis under a prefix of their own, for the
+ * enclosing `describe` (whose `skip` is `gate.skip`): started before its tests, stopped after them. `flags` are
+ * both nodes' (a function, for flags that need set-up, is called first). Returns the nodes' array, filled once
+ * they are up.
+ */
+export function useTwoNodes(gate, { label = "palaver/node", flags = {} } = {}) {
+  const nodes = [];
+  let db;
+  before(async () => {
+    gate.requireRedis();
+    db = await createDatabase("postgres");
+    const shared = {
+      ...(typeof flags === "function" ? await flags() : flags),
+      "redis-url": REDIS_URL,
+      "redis-prefix": `palaver-test-${process.pid}-${rand()}`,
+    };
+    for (const side of ["a", "b"]) {
+      nodes.push(await spawnServer({ databaseUrl: db.url, flags: shared, label: `${label}-${side}` }));
+    }
+  });
+  after(async () => {
+    for (const s of nodes) await stopServer(s);
+    if (db) await db.drop();
+  });
+  return nodes;
+}

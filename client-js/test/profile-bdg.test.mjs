@@ -10,22 +10,19 @@
 // a user's connection closes, the others get `{ type: "notice", userName, message: "<name>님이 나갔습니다." }`.
 import assert from "node:assert/strict";
 import path from "node:path";
-import { describe, before, after } from "node:test";
+import { describe } from "node:test";
 
 import { io } from "socket.io-client";
 
 import {
   PKG_ROOT,
-  REDIS_URL,
   it,
   track,
   rand,
   until,
   short,
-  createDatabase,
-  spawnServer,
-  stopServer,
   twoNodeGate,
+  useTwoNodes,
   token,
 } from "./harness.mjs";
 
@@ -53,19 +50,7 @@ const canonical = (o) => JSON.stringify(Object.fromEntries(Object.entries(o).sor
 const has = (client, data) => client.messages.some((m) => canonical(m) === canonical(data));
 
 describe("profile bdg-chat on two nodes (Postgres + Redis)", { skip: gate.skip }, () => {
-  let db;
-  const nodes = [];
-  before(async () => {
-    gate.requireRedis();
-    db = await createDatabase("postgres");
-    const flags = { profile: PROFILE, "redis-url": REDIS_URL, "redis-prefix": `palaver-test-${process.pid}-${rand()}` };
-    nodes.push(await spawnServer({ databaseUrl: db.url, flags, label: "palaver/bdg-a" }));
-    nodes.push(await spawnServer({ databaseUrl: db.url, flags, label: "palaver/bdg-b" }));
-  });
-  after(async () => {
-    for (const s of nodes) await stopServer(s);
-    if (db) await db.drop();
-  });
+  const nodes = useTwoNodes(gate, { label: "palaver/bdg", flags: { profile: PROFILE } });
 
   it("entry notices and chat reach everyone on both nodes, the sender included, in the app's exact shape", async () => {
     const alice = bdgClient(nodes[0], `앨리스${rand(2)}`);

@@ -19,7 +19,6 @@ import { io } from "socket.io-client";
 import {
   STORES,
   PKG_ROOT,
-  REDIS_URL,
   useServer,
   it,
   track,
@@ -30,6 +29,7 @@ import {
   spawnServer,
   stopServer,
   twoNodeGate,
+  useTwoNodes,
   writeNamespacesToml,
 } from "./harness.mjs";
 
@@ -286,20 +286,15 @@ describe("plain WebSocket: the client's address reaches the chat (guest creation
 });
 
 describe("profile live-ws over plain WebSocket on two nodes (Postgres + Redis)", { skip: gate.skip }, () => {
-  let db;
   let namespacesFile;
-  const nodes = [];
-  before(async () => {
-    gate.requireRedis();
-    db = await createDatabase("postgres");
-    namespacesFile = await writeNamespacesToml(NAMESPACES);
-    const flags = { namespaces: namespacesFile, "redis-url": REDIS_URL, "redis-prefix": `palaver-test-${process.pid}-${rand()}` };
-    nodes.push(await spawnServer({ databaseUrl: db.url, flags, label: "palaver/live-a" }));
-    nodes.push(await spawnServer({ databaseUrl: db.url, flags, label: "palaver/live-b" }));
+  const nodes = useTwoNodes(gate, {
+    label: "palaver/live",
+    flags: async () => {
+      namespacesFile = await writeNamespacesToml(NAMESPACES);
+      return { namespaces: namespacesFile };
+    },
   });
   after(async () => {
-    for (const s of nodes) await stopServer(s);
-    if (db) await db.drop();
     if (namespacesFile) await rm(path.dirname(namespacesFile), { recursive: true, force: true });
   });
 
