@@ -14,6 +14,9 @@ pg=postgres://postgres@127.0.0.1:5432
 bench=./target/release/palaver-bench
 palaver=./target/release/palaver
 limits=(--send-rate 100000 --send-burst 100000)   # the benchmark drives each socket far above the default 10/s
+# Every bench client is a guest from 127.0.0.1: the guests' room-creation quota (per address) must not refuse the
+# joins that create the bench's rooms.
+export PALAVER_ROOM_QUOTA=100000
 
 cargo build --release -p palaver -p palaver-bench
 (cd "$reference" && npm ci --no-audit --no-fund >/dev/null)
