@@ -6,10 +6,11 @@
 #   bench/profile-cost.sh [palaver binary] [results-dir]
 #
 # 1000 clients in 10 rooms of 100 (SQLite), at 1,000 and 2,000 sends/s (~99k and ~198k deliveries/s) unless RATES
-# (space-separated sends/s) says otherwise; ROUNDS rounds (default 2), DURATION seconds each (default 15).
-# Besides palaver-bench's report, the server's CPU time (user + system, from /proc) is recorded for the whole run in <mode>-<rate>-<round>.cpu: CPU per delivered message is what bounds throughput on a busy box,
-# and it is far less disturbed by other load on the machine than latency is. The send limit is raised as in
-# bench/sweep.sh. Needs `cargo build --release --bins -p palaver -p palaver-bench`.
+# (space-separated sends/s) says otherwise; ROUNDS rounds (default 2), DURATION seconds each (default 15). Besides
+# palaver-bench's report, the server's CPU time (user + system, from /proc) is recorded for the whole run in
+# <mode>-<rate>-<round>.cpu: CPU per delivered message is what bounds throughput on a busy box, and it is far less
+# disturbed by other load on the machine than latency is. The send limit is raised as in bench/sweep.sh. Needs
+# `cargo build --release --bins -p palaver -p palaver-bench`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bin=${1:-./target/release/palaver}
