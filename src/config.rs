@@ -51,6 +51,23 @@ pub struct Config {
     #[arg(long, env = "JWT_ALGORITHM", value_enum, default_value_t = PublicKeyAlgorithm::Rs256)]
     pub jwt_algorithm: PublicKeyAlgorithm,
 
+    /// The host service's connect hook: a connection without a token is admitted as the user this URL names
+    /// (see docs/integration.md), never as a guest.
+    #[arg(long, env = "PALAVER_AUTH_HOOK_URL")]
+    pub auth_hook_url: Option<String>,
+
+    /// Bearer secret palaver sends to --auth-hook-url.
+    #[arg(long, env = "PALAVER_AUTH_HOOK_SECRET", hide_env_values = true)]
+    pub auth_hook_secret: Option<String>,
+
+    /// How long a connection waits for the connect hook (including for a free call), in milliseconds.
+    #[arg(long, env = "PALAVER_AUTH_HOOK_TIMEOUT_MS", default_value_t = nz(3000))]
+    pub auth_hook_timeout_ms: NonZeroU32,
+
+    /// Connect-hook calls in flight at once, at most; more connections wait their turn.
+    #[arg(long, env = "PALAVER_AUTH_HOOK_CONCURRENCY", default_value_t = nz(64))]
+    pub auth_hook_concurrency: NonZeroU32,
+
     /// Allow connections without a token (default for every namespace).
     #[arg(long, env = "PALAVER_ANONYMOUS", default_value_t = true, action = clap::ArgAction::Set)]
     pub anonymous: bool,
@@ -307,6 +324,13 @@ impl fmt::Debug for Config {
                 &self.jwt_secret.as_ref().map(|_| "<redacted>"),
             )
             .field("jwt_public_key", &self.jwt_public_key)
+            .field("auth_hook_url", &self.auth_hook_url)
+            .field(
+                "auth_hook_secret",
+                &self.auth_hook_secret.as_ref().map(|_| "<redacted>"),
+            )
+            .field("auth_hook_timeout_ms", &self.auth_hook_timeout_ms)
+            .field("auth_hook_concurrency", &self.auth_hook_concurrency)
             .field("jwt_algorithm", &self.jwt_algorithm)
             .field("anonymous", &self.anonymous)
             .field("cors_origins", &self.cors_origins)
@@ -406,6 +430,8 @@ pub enum ConfigError {
     Profile(#[from] crate::profile::ProfileError),
     #[error("JWT public key {path:?}: {reason}")]
     PublicKey { path: PathBuf, reason: String },
+    #[error("{0}")]
+    AuthHook(String),
 }
 
 #[cfg(test)]
@@ -418,12 +444,15 @@ mod tests {
             "palaver",
             "--jwt-secret",
             "hunter2",
+            "--auth-hook-secret",
+            "hook-s3cret",
             "--database-url",
             "postgres://app:s3cret@db/chat",
         ]);
         let shown = format!("{config:?}");
         assert!(!shown.contains("hunter2"), "{shown}");
         assert!(!shown.contains("s3cret"), "{shown}");
+        assert!(!shown.contains("hook-s3cret"), "{shown}");
         assert!(
             shown.contains("postgres://app:<redacted>@db/chat"),
             "{shown}"

@@ -53,6 +53,9 @@ pub async fn serve(
         .map(|ns| ns.path.clone())
         .collect();
     let verifier = JwtVerifier::from_config(&config)?;
+    let auth_hook = crate::auth::AuthHook::from_config(&config)
+        .map_err(ConfigError::AuthHook)?
+        .map(Arc::new);
     let store = store::open(&config.database_url, config.db_pool_size).await?;
     tracing::info!(database = %crate::config::redact_url(&config.database_url), "store ready");
     crate::profile::prepare(&store, &namespaces).await?;
@@ -64,6 +67,7 @@ pub async fn serve(
         config,
         store,
         verifier,
+        auth_hook,
     };
 
     let Some(url) = parts.config.redis_url.clone() else {
@@ -111,6 +115,7 @@ struct Parts {
     config: Config,
     store: store::SharedStore,
     verifier: Option<JwtVerifier>,
+    auth_hook: Option<Arc<crate::auth::AuthHook>>,
 }
 
 impl Parts {
@@ -125,6 +130,7 @@ impl Parts {
         Arc::new(Chat {
             store: self.store.clone(),
             verifier: self.verifier.clone(),
+            auth_hook: self.auth_hook.clone(),
             limits: Limits::from_config(config),
             user_budgets: chat::budget::UserBudgets::new(&budgets),
             guest_creations: chat::guest_creation_quota(config),

@@ -32,11 +32,20 @@ fn zero_budgets_and_limits_are_refused_naming_the_flag() {
         "--max-rooms-per-socket",
         "--db-pool-size",
         "--max-payload",
+        "--auth-hook-timeout-ms",
+        "--auth-hook-concurrency",
     ] {
         let (ok, stderr) = start(&[flag, "0"]);
         assert!(!ok, "{flag} 0 was accepted");
         assert!(stderr.contains(flag), "{flag}: {stderr}");
     }
+}
+
+#[test]
+fn a_connect_hook_without_its_secret_is_refused() {
+    let (ok, said) = start(&["--auth-hook-url", "http://127.0.0.1:9/hook"]);
+    assert!(!ok, "started without --auth-hook-secret");
+    assert!(said.contains("--auth-hook-secret"), "{said}");
 }
 
 #[test]

@@ -1,10 +1,13 @@
-//! Who is on the other end of a socket: a JWT-verified user or an anonymous guest.
+//! Who is on the other end of a socket: a JWT-verified user, the host service's user (its connect hook), or an
+//! anonymous guest.
 
+pub mod hook;
 mod jwt;
 mod names;
 
 use serde::{Deserialize, Serialize};
 
+pub use hook::AuthHook;
 pub use jwt::JwtVerifier;
 pub use names::{random_name, validate_display_name};
 
@@ -72,6 +75,14 @@ const GUEST_PREFIX: &str = "anon-";
 /// Whether a user id belongs to a guest (its id lives only as long as its connection).
 pub fn is_guest_id(id: &str) -> bool {
     id.starts_with(GUEST_PREFIX)
+}
+
+/// Whether an `auth` payload carries a token (which then decides who the connection is, whatever else is set).
+pub fn has_token(payload: Option<&serde_json::Value>) -> bool {
+    payload
+        .and_then(|p| p.get("token"))
+        .and_then(serde_json::Value::as_str)
+        .is_some_and(|t| !t.is_empty())
 }
 
 /// Decides who a connection is, given its `auth` payload and whether the namespace admits guests.

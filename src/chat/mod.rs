@@ -123,6 +123,8 @@ pub fn guest_creation_quota(
 pub struct Chat<A: Adapter> {
     pub store: SharedStore,
     pub verifier: Option<JwtVerifier>,
+    /// The host service's connect hook, which names the users of connections without a token.
+    pub auth_hook: Option<Arc<crate::auth::AuthHook>>,
     pub limits: Limits,
     pub presence: crate::presence::Presence,
     /// The Redis link when running as one node of several.

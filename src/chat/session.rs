@@ -52,6 +52,31 @@ struct Session {
     invitations: Vec<Invitation>,
 }
 
+/// Who the connection is: the user of its token; else, when the host service has a connect hook, the user the
+/// host names (never a guest); else a guest, if the namespace admits them.
+async fn identify<A: Adapter>(
+    chat: &SharedChat<A>,
+    socket: &SocketRef<A>,
+    auth: Option<&Json>,
+    settings: &NamespaceSettings,
+    peer_ip: Option<std::net::IpAddr>,
+) -> Result<User, AuthError> {
+    if let Some(hook) = &chat.auth_hook
+        && !auth::has_token(auth)
+    {
+        let parts = socket.req_parts();
+        let request = auth::hook::HookRequest {
+            namespace: &settings.path,
+            auth,
+            query: auth::hook::query_of(parts.uri.query()),
+            headers: auth::hook::headers_of(&parts.headers),
+            address: peer_ip.map(|ip| ip.to_string()),
+        };
+        return hook.admit(&request).await;
+    }
+    auth::authenticate(auth, chat.verifier.as_ref(), settings.anonymous)
+}
+
 /// Runs before the client learns it is connected: decides who it is, reads its rooms, and registers every event
 /// handler, so no event the client sends right after connecting can arrive before its handler exists. When the
 /// store cannot be read, the connection is refused (`unavailable`) rather than connected into no rooms.
@@ -66,7 +91,13 @@ async fn admit<A: Adapter>(
         ProtocolVersion::V4 => Some(auth::auth_from_query(socket.req_parts().uri.query())),
         ProtocolVersion::V5 => auth,
     };
-    let user = auth::authenticate(auth.as_ref(), chat.verifier.as_ref(), settings.anonymous)
+    let peer_ip = socket
+        .req_parts()
+        .extensions
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|info| info.0.ip());
+    let user = identify(chat, socket, auth.as_ref(), &settings, peer_ip)
+        .await
         .inspect_err(|e| {
             tracing::info!(ns = %settings.path, code = e.code, reason = %e.message, "connection refused");
         })?;
@@ -81,11 +112,6 @@ async fn admit<A: Adapter>(
                 AuthError::new("unavailable", "the message store is unavailable; reconnect shortly")
             })?
     };
-    let peer_ip = socket
-        .req_parts()
-        .extensions
-        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
-        .map(|info| info.0.ip());
     let conn = Arc::new(Conn::new(user, settings, peer_ip, &chat.limits));
     conn.reserve_connect_turn();
     socket.extensions.insert(conn.clone());

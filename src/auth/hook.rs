@@ -1,0 +1,225 @@
+//! The connect hook: the host service decides who a connection without a token is (`--auth-hook-url`).
+//!
+//! palaver POSTs what the connection carries (namespace, `auth`, query, a few headers, address) to the host with
+//! `Authorization: Bearer <--auth-hook-secret>`. `200 { user: { id, name } }` admits that user; `401`/`403`
+//! refuses with the host's reason; anything else (a timeout, a `5xx`, an unreachable host, an answer that is not
+//! understood) refuses with a retryable reason. A connection is never admitted as a guest because the host failed.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value as Json;
+use tokio::sync::Semaphore;
+
+use super::{AuthError, User, validate_display_name};
+use crate::config::Config;
+
+/// Longest user id the host may give (the same bound as a JWT subject's).
+const MAX_USER_ID: usize = 256;
+
+/// The headers of the handshake the host is shown: what identifies a browser session, nothing else.
+pub const FORWARDED_HEADERS: [&str; 4] = ["cookie", "authorization", "origin", "user-agent"];
+
+/// A client for the host's connect hook, shared by every connection.
+pub struct AuthHook {
+    client: reqwest::Client,
+    url: String,
+    secret: String,
+    /// Calls in flight, at most `--auth-hook-concurrency`: a connect storm must not become a storm on the host.
+    permits: Semaphore,
+    timeout: Duration,
+}
+
+/// What the host is told of a connection.
+#[derive(Serialize)]
+pub struct HookRequest<'a> {
+    pub namespace: &'a str,
+    pub auth: Option<&'a Json>,
+    /// The handshake's query parameters (without Engine.IO's own `EIO`, `transport`, `t` and `sid`).
+    pub query: serde_json::Map<String, Json>,
+    pub headers: serde_json::Map<String, Json>,
+    pub address: Option<String>,
+}
+
+/// The handshake's query parameters for the host, without Engine.IO's own (the first of each name counts).
+pub fn query_of(query: Option<&str>) -> serde_json::Map<String, Json> {
+    let mut params = serde_json::Map::new();
+    for (key, value) in form_urlencoded::parse(query.unwrap_or_default().as_bytes()) {
+        if !matches!(&*key, "EIO" | "transport" | "t" | "sid") && !params.contains_key(&*key) {
+            params.insert(key.into_owned(), value.into_owned().into());
+        }
+    }
+    params
+}
+
+/// The handshake's [`FORWARDED_HEADERS`] that it has, as text.
+pub fn headers_of(headers: &http::HeaderMap) -> serde_json::Map<String, Json> {
+    FORWARDED_HEADERS
+        .iter()
+        .filter_map(|&name| {
+            let value = headers.get(name)?.to_str().ok()?;
+            Some((name.to_owned(), Json::from(value)))
+        })
+        .collect()
+}
+
+#[derive(Deserialize)]
+struct Admitted {
+    user: HookUser,
+}
+
+#[derive(Deserialize)]
+struct HookUser {
+    id: String,
+    name: String,
+}
+
+/// A refusal's body: `{ reason }`, `{ message }` or `{ error: { message } }`, whichever the host writes.
+#[derive(Deserialize, Default)]
+struct Refusal {
+    reason: Option<String>,
+    message: Option<String>,
+    error: Option<RefusalError>,
+}
+
+#[derive(Deserialize)]
+struct RefusalError {
+    message: Option<String>,
+}
+
+impl std::fmt::Debug for AuthHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuthHook")
+            .field("url", &self.url)
+            .field("secret", &"<redacted>")
+            .field("timeout", &self.timeout)
+            .finish()
+    }
+}
+
+impl AuthHook {
+    /// The hook of `--auth-hook-url`, if one is configured.
+    pub fn from_config(config: &Config) -> Result<Option<Self>, String> {
+        let Some(url) = config.auth_hook_url.clone() else {
+            return Ok(None);
+        };
+        let secret = config.auth_hook_secret.clone().ok_or_else(|| {
+            "--auth-hook-url needs --auth-hook-secret (env PALAVER_AUTH_HOOK_SECRET): the host must be able to \
+             tell palaver's calls from anyone else's"
+                .to_owned()
+        })?;
+        let timeout = Duration::from_millis(config.auth_hook_timeout_ms.get().into());
+        let client = reqwest::Client::builder()
+            .timeout(timeout)
+            .build()
+            .map_err(|e| format!("--auth-hook-url: cannot build an HTTP client: {e}"))?;
+        Ok(Some(Self {
+            client,
+            url,
+            secret,
+            permits: Semaphore::new(config.auth_hook_concurrency.get() as usize),
+            timeout,
+        }))
+    }
+
+    /// Asks the host who this connection is.
+    pub async fn admit(&self, request: &HookRequest<'_>) -> Result<User, AuthError> {
+        let call = async {
+            let _permit = self.permits.acquire().await.map_err(|_| unavailable())?;
+            self.call(request).await
+        };
+        // The wait for a permit counts against the same timeout as the call itself.
+        tokio::time::timeout(self.timeout, call)
+            .await
+            .unwrap_or_else(|_| {
+                tracing::warn!(url = %self.url, "auth hook: no answer in time");
+                Err(unavailable())
+            })
+    }
+
+    async fn call(&self, request: &HookRequest<'_>) -> Result<User, AuthError> {
+        let response = self
+            .client
+            .post(&self.url)
+            .bearer_auth(&self.secret)
+            .json(request)
+            .send()
+            .await
+            .map_err(|e| {
+                tracing::warn!(url = %self.url, error = %e, "auth hook: call failed");
+                unavailable()
+            })?;
+        let status = response.status();
+        if status == reqwest::StatusCode::UNAUTHORIZED || status == reqwest::StatusCode::FORBIDDEN {
+            let refusal: Refusal = response.json().await.unwrap_or_default();
+            let reason = refusal
+                .reason
+                .or(refusal.message)
+                .or(refusal.error.and_then(|e| e.message))
+                .unwrap_or_else(|| "the host service refused this connection".to_owned());
+            return Err(AuthError::new("refused", reason));
+        }
+        if !status.is_success() {
+            tracing::warn!(url = %self.url, %status, "auth hook: unexpected status");
+            return Err(unavailable());
+        }
+        let admitted: Admitted = response.json().await.map_err(|e| {
+            tracing::warn!(url = %self.url, error = %e, "auth hook: answer is not {{ user: {{ id, name }} }}");
+            unavailable()
+        })?;
+        user_of(admitted.user).map_err(|reason| {
+            tracing::warn!(url = %self.url, %reason, "auth hook: unusable user");
+            unavailable()
+        })
+    }
+}
+
+/// The host's user, checked like a JWT's: a non-empty id that cannot pass for a guest's, a displayable name.
+fn user_of(user: HookUser) -> Result<User, String> {
+    if user.id.is_empty() || user.id.len() > MAX_USER_ID || user.id.chars().any(char::is_control) {
+        return Err(format!(
+            "user.id must be 1 to {MAX_USER_ID} bytes without control characters"
+        ));
+    }
+    if super::is_guest_id(&user.id) {
+        return Err("user.id may not start with palaver's guest prefix".to_owned());
+    }
+    let name = validate_display_name("user.name", &user.name)?;
+    Ok(User {
+        id: user.id,
+        name,
+        anonymous: false,
+    })
+}
+
+fn unavailable() -> AuthError {
+    AuthError::new(
+        "unavailable",
+        "the sign-in service did not answer; reconnect shortly",
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn user(id: &str, name: &str) -> HookUser {
+        HookUser {
+            id: id.to_owned(),
+            name: name.to_owned(),
+        }
+    }
+
+    #[test]
+    fn the_hosts_user_is_checked_like_a_tokens() {
+        let ok = user_of(user("u-42", "  Ada ")).expect("valid");
+        assert_eq!(
+            (ok.id.as_str(), ok.name.as_str(), ok.anonymous),
+            ("u-42", "Ada", false)
+        );
+        assert!(user_of(user("", "Ada")).is_err());
+        assert!(user_of(user("anon-1", "Ada")).is_err(), "a guest's id");
+        assert!(user_of(user("u\u{0}", "Ada")).is_err());
+        assert!(user_of(user("u-1", "   ")).is_err());
+    }
+}
