@@ -68,6 +68,16 @@ pub struct Config {
     #[arg(long, env = "PALAVER_AUTH_HOOK_CONCURRENCY", default_value_t = nz(64))]
     pub auth_hook_concurrency: NonZeroU32,
 
+    /// A key of the server API (`/api/v1`) for the host's backend, as `SCOPES=KEY`: scopes `publish`, `read` and
+    /// `manage` joined by `+` (e.g. `publish+read=…`). Repeatable; the environment variable is comma-separated.
+    #[arg(
+        long = "api-key",
+        env = "PALAVER_API_KEYS",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    pub api_keys: Vec<String>,
+
     /// Allow connections without a token (default for every namespace).
     #[arg(long, env = "PALAVER_ANONYMOUS", default_value_t = true, action = clap::ArgAction::Set)]
     pub anonymous: bool,
@@ -324,6 +334,10 @@ impl fmt::Debug for Config {
                 &self.jwt_secret.as_ref().map(|_| "<redacted>"),
             )
             .field("jwt_public_key", &self.jwt_public_key)
+            .field(
+                "api_keys",
+                &format_args!("<{} redacted>", self.api_keys.len()),
+            )
             .field("auth_hook_url", &self.auth_hook_url)
             .field(
                 "auth_hook_secret",
@@ -432,6 +446,8 @@ pub enum ConfigError {
     PublicKey { path: PathBuf, reason: String },
     #[error("{0}")]
     AuthHook(String),
+    #[error("{0}")]
+    ApiKey(String),
 }
 
 #[cfg(test)]
@@ -446,6 +462,8 @@ mod tests {
             "hunter2",
             "--auth-hook-secret",
             "hook-s3cret",
+            "--api-key",
+            "publish=api-s3cret-0123456789",
             "--database-url",
             "postgres://app:s3cret@db/chat",
         ]);
@@ -453,6 +471,7 @@ mod tests {
         assert!(!shown.contains("hunter2"), "{shown}");
         assert!(!shown.contains("s3cret"), "{shown}");
         assert!(!shown.contains("hook-s3cret"), "{shown}");
+        assert!(!shown.contains("api-s3cret"), "{shown}");
         assert!(
             shown.contains("postgres://app:<redacted>@db/chat"),
             "{shown}"

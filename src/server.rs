@@ -56,6 +56,7 @@ pub async fn serve(
     let auth_hook = crate::auth::AuthHook::from_config(&config)
         .map_err(ConfigError::AuthHook)?
         .map(Arc::new);
+    let api_keys = http::api::ApiKeys::parse(&config.api_keys).map_err(ConfigError::ApiKey)?;
     let store = store::open(&config.database_url, config.db_pool_size).await?;
     tracing::info!(database = %crate::config::redact_url(&config.database_url), "store ready");
     crate::profile::prepare(&store, &namespaces).await?;
@@ -68,6 +69,11 @@ pub async fn serve(
         store,
         verifier,
         auth_hook,
+        api_keys,
+        namespaces: namespaces
+            .iter()
+            .map(|ns| (ns.path.clone(), Arc::new(ns.clone())))
+            .collect(),
     };
 
     let Some(url) = parts.config.redis_url.clone() else {
@@ -116,6 +122,8 @@ struct Parts {
     store: store::SharedStore,
     verifier: Option<JwtVerifier>,
     auth_hook: Option<Arc<crate::auth::AuthHook>>,
+    api_keys: http::api::ApiKeys,
+    namespaces: std::collections::HashMap<String, Arc<crate::config::NamespaceSettings>>,
 }
 
 impl Parts {
@@ -131,6 +139,8 @@ impl Parts {
             store: self.store.clone(),
             verifier: self.verifier.clone(),
             auth_hook: self.auth_hook.clone(),
+            api_keys: self.api_keys.clone(),
+            namespaces: self.namespaces.clone(),
             limits: Limits::from_config(config),
             user_budgets: chat::budget::UserBudgets::new(&budgets),
             guest_creations: chat::guest_creation_quota(config),

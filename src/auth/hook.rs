@@ -11,11 +11,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value as Json;
 use tokio::sync::Semaphore;
 
-use super::{AuthError, User, validate_display_name};
+use super::{AuthError, User};
 use crate::config::Config;
-
-/// Longest user id the host may give (the same bound as a JWT subject's).
-const MAX_USER_ID: usize = 256;
 
 /// The headers of the handshake the host is shown: what identifies a browser session, nothing else.
 pub const FORWARDED_HEADERS: [&str; 4] = ["cookie", "authorization", "origin", "user-agent"];
@@ -167,29 +164,11 @@ impl AuthHook {
             tracing::warn!(url = %self.url, error = %e, "auth hook: answer is not {{ user: {{ id, name }} }}");
             unavailable()
         })?;
-        user_of(admitted.user).map_err(|reason| {
+        super::checked_user(admitted.user.id, &admitted.user.name).map_err(|reason| {
             tracing::warn!(url = %self.url, %reason, "auth hook: unusable user");
             unavailable()
         })
     }
-}
-
-/// The host's user, checked like a JWT's: a non-empty id that cannot pass for a guest's, a displayable name.
-fn user_of(user: HookUser) -> Result<User, String> {
-    if user.id.is_empty() || user.id.len() > MAX_USER_ID || user.id.chars().any(char::is_control) {
-        return Err(format!(
-            "user.id must be 1 to {MAX_USER_ID} bytes without control characters"
-        ));
-    }
-    if super::is_guest_id(&user.id) {
-        return Err("user.id may not start with palaver's guest prefix".to_owned());
-    }
-    let name = validate_display_name("user.name", &user.name)?;
-    Ok(User {
-        id: user.id,
-        name,
-        anonymous: false,
-    })
 }
 
 fn unavailable() -> AuthError {
@@ -197,29 +176,4 @@ fn unavailable() -> AuthError {
         "unavailable",
         "the sign-in service did not answer; reconnect shortly",
     )
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn user(id: &str, name: &str) -> HookUser {
-        HookUser {
-            id: id.to_owned(),
-            name: name.to_owned(),
-        }
-    }
-
-    #[test]
-    fn the_hosts_user_is_checked_like_a_tokens() {
-        let ok = user_of(user("u-42", "  Ada ")).expect("valid");
-        assert_eq!(
-            (ok.id.as_str(), ok.name.as_str(), ok.anonymous),
-            ("u-42", "Ada", false)
-        );
-        assert!(user_of(user("", "Ada")).is_err());
-        assert!(user_of(user("anon-1", "Ada")).is_err(), "a guest's id");
-        assert!(user_of(user("u\u{0}", "Ada")).is_err());
-        assert!(user_of(user("u-1", "   ")).is_err());
-    }
 }

@@ -77,6 +77,30 @@ pub fn is_guest_id(id: &str) -> bool {
     id.starts_with(GUEST_PREFIX)
 }
 
+/// Longest user id a host service may give (its connect hook, its server API calls).
+const MAX_USER_ID: usize = 256;
+
+/// A signed-in user that a host service names: a non-empty id without control characters that cannot pass for
+/// a guest's, and a displayable name (trimmed). `Err` says what is wrong.
+pub fn checked_user(id: String, name: &str) -> Result<User, String> {
+    if id.is_empty() || id.len() > MAX_USER_ID || id.chars().any(char::is_control) {
+        return Err(format!(
+            "user id must be 1 to {MAX_USER_ID} bytes without control characters"
+        ));
+    }
+    if is_guest_id(&id) {
+        return Err(format!(
+            "user id may not start with {GUEST_PREFIX:?}, palaver's guest prefix"
+        ));
+    }
+    let name = validate_display_name("user name", name)?;
+    Ok(User {
+        id,
+        name,
+        anonymous: false,
+    })
+}
+
 /// Whether an `auth` payload carries a token (which then decides who the connection is, whatever else is set).
 pub fn has_token(payload: Option<&serde_json::Value>) -> bool {
     payload
@@ -134,6 +158,22 @@ pub fn authenticate(
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn a_hosts_user_is_checked_like_a_tokens() {
+        let ok = checked_user("u-42".into(), "  Ada ").expect("valid");
+        assert_eq!(
+            (ok.id.as_str(), ok.name.as_str(), ok.anonymous),
+            ("u-42", "Ada", false)
+        );
+        assert!(checked_user(String::new(), "Ada").is_err());
+        assert!(
+            checked_user("anon-1".into(), "Ada").is_err(),
+            "a guest's id"
+        );
+        assert!(checked_user("u\u{0}".into(), "Ada").is_err());
+        assert!(checked_user("u-1".into(), "   ").is_err());
+    }
 
     #[test]
     fn guest_without_payload_gets_a_random_name() {

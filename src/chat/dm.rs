@@ -81,7 +81,7 @@ pub async fn send<A: Adapter>(mut call: Call<A>) -> ChatResult<Reply> {
         client_id,
         client_id_scope: crate::store::ClientIdScope::Sender,
     };
-    let appended = messages::append(chat, conn, new).await?;
+    let appended = messages::append(chat, &conn.ns, new).await?;
     if !appended.duplicate {
         messages::broadcast(chat, &call.socket, conn, &appended.message).await;
     }

@@ -4,8 +4,9 @@ use socketioxide::{adapter::Adapter, extract::SocketRef};
 
 use super::{Call, Chat, Conn, Reply, payload, presence::in_room, room_key, rooms};
 use crate::{
-    error::ChatResult,
-    store::{Appended, ClientIdScope, HistoryPage, Message, NewMessage},
+    config::NamespaceSettings,
+    error::{ChatError, ChatResult},
+    store::{Appended, Author, ClientIdScope, HistoryPage, Message, NewMessage},
 };
 
 /// `message:send { room, text, clientId? }` → `{ message }`, and `message` to the rest of the room.
@@ -56,24 +57,77 @@ pub async fn post_message<A: Adapter>(
         client_id,
         client_id_scope: post.scope,
     };
-    let appended = append(chat, conn, new).await?;
+    let appended = append(chat, &conn.ns, new).await?;
     if !appended.duplicate {
         broadcast(chat, socket, conn, &appended.message).await;
     }
     Ok(appended)
 }
 
+/// The send operation of the server API: the host's backend posts to a room as any sender (a user, a bot, the
+/// system). Checked, committed and numbered like a socket's message, and delivered to everyone in the room on
+/// every node, unless it is a retry of one already delivered.
+pub async fn publish<A: Adapter>(
+    chat: &Chat<A>,
+    ns: &NamespaceSettings,
+    room: &str,
+    from: Author,
+    text: &str,
+    client_id: Option<String>,
+) -> ChatResult<Appended> {
+    let text = payload::text(text, ns.max_message_length)?;
+    let client_id = payload::client_id(client_id)?;
+    let found = chat
+        .store
+        .room(&ns.path, room)
+        .await?
+        .ok_or_else(|| ChatError::room_not_found(room))?;
+    let new = NewMessage {
+        room: found.id.clone(),
+        from,
+        text: text.to_owned(),
+        client_id,
+        client_id_scope: ClientIdScope::Sender,
+    };
+    let appended = append(chat, ns, new).await?;
+    if !appended.duplicate {
+        let message = &appended.message;
+        let room_name = found.name.as_str();
+        if let Some(profile) = &ns.profile {
+            crate::profile::events::deliver_from_server(profile, chat, ns, message, room_name)
+                .await;
+        } else {
+            let key = room_key(&message.room);
+            let target = || server_target(chat, ns, &key);
+            crate::cluster::deliver(chat.redis.as_ref(), target, "message", message).await;
+        }
+    }
+    Ok(appended)
+}
+
+/// Every socket of the namespace in `key` (a room's or a user's), on every node.
+pub fn server_target<A: Adapter>(
+    chat: &Chat<A>,
+    ns: &NamespaceSettings,
+    key: &str,
+) -> socketioxide::operators::BroadcastOperators<A> {
+    match chat.io.of(&ns.path) {
+        Some(operators) => operators.within(key.to_owned()),
+        // Every namespace in `chat.namespaces` is registered at start-up, so this is not reached.
+        None => chat.io.within(key.to_owned()),
+    }
+}
+
 /// Stores a message, or only numbers it in a namespace that keeps no history.
 pub async fn append<A: Adapter>(
     chat: &Chat<A>,
-    conn: &Conn,
+    ns: &NamespaceSettings,
     new: NewMessage,
 ) -> ChatResult<Appended> {
-    let ns = conn.ns.path.as_str();
-    if conn.ns.history {
-        return Ok(chat.store.append_message(ns, new).await?);
+    if ns.history {
+        return Ok(chat.store.append_message(&ns.path, new).await?);
     }
-    let seq = chat.store.next_seq(ns, &new.room).await?;
+    let seq = chat.store.next_seq(&ns.path, &new.room).await?;
     Ok(Appended {
         message: Message {
             id: uuid::Uuid::new_v4().to_string(),

@@ -123,6 +123,10 @@ pub fn guest_creation_quota(
 pub struct Chat<A: Adapter> {
     pub store: SharedStore,
     pub verifier: Option<JwtVerifier>,
+    /// The keys of the server API (`--api-key`).
+    pub api_keys: crate::http::api::ApiKeys,
+    /// Every namespace served, by path (the server API addresses one by `?ns=`).
+    pub namespaces: std::collections::HashMap<String, Arc<crate::config::NamespaceSettings>>,
     /// The host service's connect hook, which names the users of connections without a token.
     pub auth_hook: Option<Arc<crate::auth::AuthHook>>,
     pub limits: Limits,

@@ -1,6 +1,7 @@
-//! Plain HTTP next to Socket.IO: health and readiness probes, history for server-side rendering, the demo page at
-//! `/`, and the plain WebSocket endpoints ([`websocket`]).
+//! Plain HTTP next to Socket.IO: health and readiness probes, history for server-side rendering, the server API
+//! for the host's backend ([`api`]), the demo page at `/`, and the plain WebSocket endpoints ([`websocket`]).
 
+pub mod api;
 pub mod websocket;
 
 use std::time::Duration;
@@ -39,6 +40,7 @@ pub fn router<A: Adapter>(
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz::<A>))
         .route("/api/rooms/{room}/messages", get(room_messages::<A>))
+        .merge(api::routes::<A>())
         .with_state(chat)
         .merge(websocket::routes(websockets, gateway));
     let index = config.static_dir.join("index.html");

@@ -282,6 +282,34 @@ pub async fn deliver_message<A: Adapter>(
     .await;
 }
 
+/// A message the server API posted, to the room as the profile's message event: to everyone in the room whatever
+/// the emit's `to` (there is no sending socket to leave out), or to the sender's sockets for `to = "user"`.
+/// `written` is the room as the app names it (its stored name).
+pub async fn deliver_from_server<A: Adapter>(
+    profile: &Profile,
+    chat: &Chat<A>,
+    ns: &crate::config::NamespaceSettings,
+    message: &Message,
+    written: &str,
+) {
+    let Some(emit) = &profile.message else {
+        return;
+    };
+    let args = render(
+        &emit.args,
+        &MessageVars {
+            message,
+            room: written,
+        },
+    );
+    let key = match emit.to {
+        Target::Room | Target::Others => room_key(&message.room),
+        Target::User => user_key(&message.from.id),
+    };
+    let target = || crate::chat::messages::server_target(chat, ns, &key);
+    crate::cluster::deliver(chat.redis.as_ref(), target, &emit.event, &args).await;
+}
+
 /// A join or leave, to the room as the profile's notice event, if it has one for it.
 pub async fn deliver_notice<A: Adapter>(
     profile: &Profile,

@@ -1,0 +1,217 @@
+// The server API for the host's backend (/api/v1): keys and scopes, posting messages that are stored, numbered
+// and delivered like a user's, history, presence, disconnecting a user, custom events, the OpenAPI document; on
+// both stores and across two nodes.
+import assert from "node:assert/strict";
+import path from "node:path";
+import { describe } from "node:test";
+
+import { io } from "socket.io-client";
+
+import {
+  STORES,
+  PKG_ROOT,
+  useServer,
+  track,
+  it,
+  connect,
+  identity,
+  roomId,
+  rand,
+  ok,
+  waitFor,
+  collect,
+  waitDisconnect,
+  twoNodeGate,
+  useTwoNodes,
+} from "./harness.mjs";
+
+const PUBLISHER = `pub-${rand(8)}-0123456789`;
+const READER = `read-${rand(8)}-0123456789`;
+const ADMIN = `admin-${rand(8)}-0123456789`;
+const KEYS = [`publish+read=${PUBLISHER}`, `read=${READER}`, `manage=${ADMIN}`].join(",");
+
+/** Calls the API: resolves with `{ status, body }` (body parsed when there is one). */
+async function api(srv, method, path, { key, body } = {}) {
+  const headers = { "content-type": "application/json" };
+  if (key) headers.authorization = `Bearer ${key}`;
+  const response = await fetch(`${srv.url}/api/v1${path}`, {
+    method,
+    headers,
+    body: body === undefined ? undefined : typeof body === "string" ? body : JSON.stringify(body),
+  });
+  const text = await response.text();
+  return { status: response.status, body: text ? JSON.parse(text) : null };
+}
+
+/** Expects `{ error: { code } }` with this status. */
+function refused(result, status, code, what = "") {
+  assert.equal(result.status, status, `${what}${JSON.stringify(result.body)}`);
+  assert.equal(result.body?.error?.code, code, `${what}${JSON.stringify(result.body)}`);
+  assert.equal(typeof result.body.error.message, "string");
+}
+
+/** A signed-in user in a fresh room: `{ room, socket, user }`. */
+async function member(srv, room = roomId("api")) {
+  const user = identity("member");
+  const { socket } = await connect(srv, user.auth);
+  await ok(socket, "room:join", { room });
+  return { room, socket, user };
+}
+
+for (const store of STORES) {
+  describe(`server API [${store}]`, () => {
+    const srv = useServer(store, { flags: { "api-key": KEYS } });
+
+    it("keys and scopes: no key or an unknown one is unauthorized, a key without the scope is forbidden", async () => {
+      const { room } = await member(srv);
+      const post = { text: "hello" };
+      refused(await api(srv, "POST", `/rooms/${room}/messages`, { body: post }), 401, "unauthorized", "no key: ");
+      refused(await api(srv, "POST", `/rooms/${room}/messages`, { key: "nope-nope-nope-nope", body: post }), 401, "unauthorized");
+      refused(await api(srv, "POST", `/rooms/${room}/messages`, { key: READER, body: post }), 403, "forbidden", "read key posting: ");
+      refused(await api(srv, "GET", `/rooms/${room}/messages`, { key: ADMIN }), 403, "forbidden", "manage key reading: ");
+      refused(await api(srv, "POST", `/users/someone/disconnect`, { key: PUBLISHER }), 403, "forbidden");
+      assert.equal((await api(srv, "GET", `/rooms/${room}/messages`, { key: READER })).status, 200);
+    });
+
+    it("a posted message is stored, numbered and delivered live like a user's; from defaults to the system", async () => {
+      const { room, socket, user } = await member(srv);
+      await ok(socket, "message:send", { room, text: "first, from a user" });
+      const live = waitFor(socket, "message", (m) => m.text === "from the backend");
+      const posted = await api(srv, "POST", `/rooms/${room}/messages`, { key: PUBLISHER, body: { text: "from the backend" } });
+      assert.equal(posted.status, 201, JSON.stringify(posted.body));
+      assert.equal(posted.body.duplicate, false);
+      const { message } = posted.body;
+      assert.equal(message.seq, 2, "numbered after the user's message");
+      assert.deepEqual(message.from, { id: "system", name: "System" });
+      assert.deepEqual(await live, message, "the sockets in the room get it as a message event");
+      const asBot = await api(srv, "POST", `/rooms/${room}/messages`, {
+        key: PUBLISHER,
+        body: { text: "order #42 shipped", from: { id: "shop-bot", name: "Shop" } },
+      });
+      assert.equal(asBot.status, 201);
+      assert.deepEqual(asBot.body.message.from, { id: "shop-bot", name: "Shop" });
+      const history = await api(srv, "GET", `/rooms/${room}/messages?limit=10`, { key: READER });
+      assert.deepEqual(
+        history.body.messages.map((m) => [m.seq, m.text, m.from.id]),
+        [
+          [1, "first, from a user", user.id],
+          [2, "from the backend", "system"],
+          [3, "order #42 shipped", "shop-bot"],
+        ],
+      );
+      assert.equal(history.body.hasMore, false);
+    });
+
+    it("a retried clientId answers the original with 200 and is not delivered twice", async () => {
+      const { room, socket } = await member(srv);
+      const heard = collect(socket, "message");
+      const body = { text: "once", clientId: `c-${rand()}` };
+      const first = await api(srv, "POST", `/rooms/${room}/messages`, { key: PUBLISHER, body });
+      const again = await api(srv, "POST", `/rooms/${room}/messages`, { key: PUBLISHER, body: { ...body, text: "changed" } });
+      assert.equal(first.status, 201);
+      assert.equal(again.status, 200);
+      assert.equal(again.body.duplicate, true);
+      assert.deepEqual(again.body.message, first.body.message);
+      // Barrier: a later message arrives after anything the retry could have sent.
+      const barrier = waitFor(socket, "message", (m) => m.text === "barrier");
+      await api(srv, "POST", `/rooms/${room}/messages`, { key: PUBLISHER, body: { text: "barrier" } });
+      await barrier;
+      heard.stop();
+      assert.deepEqual(heard.filter((m) => m.text === "once").length, 1, "delivered once");
+    });
+
+    it("bad requests are refused with the contract's codes and change nothing", async () => {
+      const { room } = await member(srv);
+      const post = (body, path = `/rooms/${room}/messages`) => api(srv, "POST", path, { key: PUBLISHER, body });
+      refused(await post({}), 400, "bad_request", "no text: ");
+      refused(await post({ text: "x", extra: 1 }), 400, "bad_request", "unknown field: ");
+      refused(await post("{not json"), 400, "bad_request", "not JSON: ");
+      refused(await post({ text: "" }), 400, "bad_request", "empty text: ");
+      refused(await post({ text: "x", from: { id: "anon-123", name: "x" } }), 400, "bad_request", "a guest's id as sender: ");
+      refused(await post({ text: "x", from: { id: "u-1", name: "a\u0000b" } }), 400, "bad_request", "control character: ");
+      refused(await post({ text: "x" }, `/rooms/${roomId("missing")}/messages`), 404, "not_found", "no such room: ");
+      refused(await post({ text: "x" }, `/rooms/${room}/messages?ns=/nowhere`), 404, "not_found", "no such namespace: ");
+      const history = await api(srv, "GET", `/rooms/${room}/messages`, { key: READER });
+      assert.deepEqual(history.body.messages, [], "nothing was stored");
+      refused(await api(srv, "GET", `/rooms/${room}/messages?limit=0`, { key: READER }), 400, "bad_request");
+    });
+
+    it("presence lists who is online in the room", async () => {
+      const { room, user } = await member(srv);
+      const presence = await api(srv, "GET", `/rooms/${room}/presence`, { key: READER });
+      assert.equal(presence.status, 200);
+      assert.deepEqual(presence.body.users.map((u) => u.id), [user.id]);
+    });
+
+    it("disconnect closes every socket of the user and no one else's", async () => {
+      const user = identity("kicked");
+      const tabs = await Promise.all([1, 2].map(() => connect(srv, user.auth)));
+      const other = await member(srv);
+      const done = await api(srv, "POST", `/users/${encodeURIComponent(user.id)}/disconnect`, { key: ADMIN });
+      assert.equal(done.status, 204);
+      for (const { socket } of tabs) await waitDisconnect(socket);
+      await ok(other.socket, "rooms:list", {}, "another user is still connected");
+    });
+
+    it("emit sends a custom event to a room or to a user's sockets; palaver's own event names are refused", async () => {
+      const { room, socket, user } = await member(srv);
+      const toRoom = waitFor(socket, "order:update", (d) => d.order === 42);
+      assert.equal((await api(srv, "POST", "/emit", { key: PUBLISHER, body: { room, event: "order:update", data: { order: 42 } } })).status, 202);
+      await toRoom;
+      const toUser = waitFor(socket, "notify", (d) => d === "just you");
+      assert.equal((await api(srv, "POST", "/emit", { key: PUBLISHER, body: { user: user.id, event: "notify", data: "just you" } })).status, 202);
+      await toUser;
+      const emit = (body) => api(srv, "POST", "/emit", { key: PUBLISHER, body });
+      refused(await emit({ room, event: "message", data: { text: "spoof" } }), 400, "bad_request", "reserved: ");
+      refused(await emit({ room, user: user.id, event: "x" }), 400, "bad_request", "both targets: ");
+      refused(await emit({ event: "x" }), 400, "bad_request", "no target: ");
+      refused(await emit({ room, event: "" }), 400, "bad_request", "empty event: ");
+    });
+
+    it("the OpenAPI document is served without a key", async () => {
+      const doc = await api(srv, "GET", "/openapi.json");
+      assert.equal(doc.status, 200);
+      assert.equal(doc.body.openapi.startsWith("3."), true);
+      for (const path of ["/api/v1/rooms/{room}/messages", "/api/v1/rooms/{room}/presence", "/api/v1/users/{user}/disconnect", "/api/v1/emit"]) {
+        assert.ok(doc.body.paths[path], `documents ${path}`);
+      }
+    });
+  });
+}
+
+describe("server API in a profile namespace (the Socket.IO tutorial's)", () => {
+  const srv = useServer(STORES[0] ?? "sqlite", {
+    flags: { "api-key": KEYS, profile: path.resolve(PKG_ROOT, "../profiles/socketio-tutorial.toml") },
+  });
+
+  it("a posted message reaches the app's clients as the app's event, in the app's shape", async () => {
+    const socket = track(io(srv.url, { auth: { serverOffset: 0 }, forceNew: true, reconnection: false }));
+    await new Promise((resolve, reject) => {
+      socket.once("connect", resolve);
+      socket.once("connect_error", reject);
+    });
+    const heard = new Promise((resolve) => socket.on("chat message", (text, seq) => text === "from the backend" && resolve([text, seq])));
+    const posted = await api(srv, "POST", "/rooms/chat/messages", { key: PUBLISHER, body: { text: "from the backend" } });
+    assert.equal(posted.status, 201, JSON.stringify(posted.body));
+    assert.deepEqual(await heard, ["from the backend", posted.body.message.seq]);
+  });
+});
+
+const gate = await twoNodeGate();
+
+describe("server API on two nodes (Postgres + Redis)", { skip: gate.skip }, () => {
+  const nodes = useTwoNodes(gate, { label: "palaver/api", flags: { "api-key": KEYS } });
+
+  it("a message posted on node A reaches a socket on node B; a disconnect on A closes B's socket", async () => {
+    const { room, socket, user } = await member(nodes[1]);
+    const live = waitFor(socket, "message", (m) => m.text === "across nodes");
+    const posted = await api(nodes[0], "POST", `/rooms/${room}/messages`, { key: PUBLISHER, body: { text: "across nodes" } });
+    assert.equal(posted.status, 201);
+    assert.deepEqual(await live, posted.body.message);
+    const presence = await api(nodes[0], "GET", `/rooms/${room}/presence`, { key: READER });
+    assert.deepEqual(presence.body.users.map((u) => u.id), [user.id], "presence spans the nodes");
+    const done = await api(nodes[0], "POST", `/users/${encodeURIComponent(user.id)}/disconnect`, { key: ADMIN });
+    assert.equal(done.status, 204);
+    await waitDisconnect(socket);
+  });
+});
