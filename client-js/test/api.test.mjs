@@ -120,6 +120,29 @@ for (const store of STORES) {
       assert.deepEqual(heard.filter((m) => m.text === "once").length, 1, "delivered once");
     });
 
+    it("a DM from a bot reaches every socket of the user, is kept in the conversation's history, and is idempotent", async () => {
+      const user = identity("dm-target");
+      const tabs = await Promise.all([1, 2].map(() => connect(srv, user.auth)));
+      const arrived = tabs.map(({ socket }) => waitFor(socket, "message", (m) => m.text === "your order shipped"));
+      const body = { from: { id: "shop-bot", name: "Shop" }, text: "your order shipped", clientId: `dm-${rand()}` };
+      const sent = await api(srv, "POST", `/users/${encodeURIComponent(user.id)}/messages`, { key: PUBLISHER, body });
+      assert.equal(sent.status, 201, JSON.stringify(sent.body));
+      for (const message of await Promise.all(arrived)) assert.deepEqual(message, sent.body.message, "every tab gets it");
+      assert.deepEqual(sent.body.message.from, { id: "shop-bot", name: "Shop" });
+      const again = await api(srv, "POST", `/users/${encodeURIComponent(user.id)}/messages`, { key: PUBLISHER, body });
+      assert.equal(again.status, 200);
+      assert.deepEqual(again.body.message, sent.body.message);
+      const history = await api(srv, "GET", `/rooms/${encodeURIComponent(sent.body.message.room)}/messages`, { key: READER });
+      assert.deepEqual(history.body.messages.map((m) => m.text), ["your order shipped"]);
+      // The user's next connection lists the conversation.
+      const later = await connect(srv, user.auth);
+      assert.ok(later.session.rooms.some((r) => r.id === sent.body.message.room), "session lists the DM");
+      const dm = (to, b) => api(srv, "POST", `/users/${encodeURIComponent(to)}/messages`, { key: PUBLISHER, body: b });
+      refused(await dm(user.id, { text: "no sender" }), 400, "bad_request", "from is required: ");
+      refused(await dm("shop-bot", { from: { id: "shop-bot", name: "Shop" }, text: "me" }), 400, "bad_request", "to oneself: ");
+      refused(await dm("anon-gone", { from: { id: "shop-bot", name: "Shop" }, text: "hi" }), 404, "not_found", "an offline guest: ");
+    });
+
     it("bad requests are refused with the contract's codes and change nothing", async () => {
       const { room } = await member(srv);
       const post = (body, path = `/rooms/${room}/messages`) => api(srv, "POST", path, { key: PUBLISHER, body });
@@ -172,7 +195,7 @@ for (const store of STORES) {
       const doc = await api(srv, "GET", "/openapi.json");
       assert.equal(doc.status, 200);
       assert.equal(doc.body.openapi.startsWith("3."), true);
-      for (const path of ["/api/v1/rooms/{room}/messages", "/api/v1/rooms/{room}/presence", "/api/v1/users/{user}/disconnect", "/api/v1/emit"]) {
+      for (const path of ["/api/v1/rooms/{room}/messages", "/api/v1/users/{user}/messages", "/api/v1/rooms/{room}/presence", "/api/v1/users/{user}/disconnect", "/api/v1/emit"]) {
         assert.ok(doc.body.paths[path], `documents ${path}`);
       }
     });

@@ -9,8 +9,9 @@ use socketioxide::extract::SocketRef;
 use super::{Call, Chat, Conn, Reply, messages, payload, presence, room_key, user_key};
 use crate::cluster;
 use crate::{
+    config::NamespaceSettings,
     error::{ChatError, ChatResult},
-    store::{Author, NewMessage, Room, RoomKind, Visibility},
+    store::{Appended, Author, NewMessage, Room, RoomKind, Visibility},
 };
 
 /// `dm:send { to, text, clientId? }` → `{ message }`, and `message` to every other socket of both users.
@@ -20,33 +21,70 @@ pub async fn send<A: Adapter>(mut call: Call<A>) -> ChatResult<Reply> {
         "{ to: \"user-id\", text: \"hello\", clientId: \"…\" }",
         call.payload.take(),
     )?;
-    payload::user_id(&p.to, "to")?;
-    let text = payload::text(&p.text, call.conn.ns.max_message_length)?;
-    let client_id = payload::client_id(p.client_id)?;
-    let (chat, conn) = (&call.chat, &call.conn);
-    if p.to == conn.user.id {
+    let dm = Dm {
+        from: call.conn.user.author(),
+        to: &p.to,
+        text: &p.text,
+        client_id: p.client_id,
+    };
+    let appended = send_dm(
+        &call.chat,
+        &call.conn.ns,
+        dm,
+        Some((&call.socket, &call.conn)),
+    )
+    .await?;
+    Ok(Reply::Sent {
+        message: appended.message,
+    })
+}
+
+/// A direct message from one user (or bot) to another.
+pub struct Dm<'a> {
+    pub from: Author,
+    pub to: &'a str,
+    pub text: &'a str,
+    pub client_id: Option<String>,
+}
+
+/// The one DM operation (native `dm:send` and the server API): checks the message, makes sure the conversation's
+/// room and both memberships exist and that every online socket of both users is in it on every node, commits
+/// the message and delivers it to the room, unless it is a retry of one already delivered. A socket that sent it
+/// (`sender`) does not get it back; from the server API, every socket of both users does.
+pub async fn send_dm<A: Adapter>(
+    chat: &Chat<A>,
+    ns_settings: &NamespaceSettings,
+    dm: Dm<'_>,
+    sender: Option<(&SocketRef<A>, &Conn)>,
+) -> ChatResult<Appended> {
+    let Dm {
+        from,
+        to,
+        text,
+        client_id,
+    } = dm;
+    payload::user_id(to, "to")?;
+    let text = payload::text(text, ns_settings.max_message_length)?;
+    let client_id = payload::client_id(client_id)?;
+    if to == from.id {
         return Err(ChatError::bad_request("you cannot send a DM to yourself"));
     }
-    let ns = call.ns();
-    let peer_sockets = local_sockets(chat, ns, &p.to);
+    let ns = ns_settings.path.as_str();
+    let peer_sockets = local_sockets(chat, ns, to);
     // A guest's id dies with its connection: a DM to one that is gone could never be read.
-    if crate::auth::is_guest_id(&p.to)
+    if crate::auth::is_guest_id(to)
         && peer_sockets.is_empty()
-        && !online_elsewhere(chat, ns, &p.to).await
+        && !online_elsewhere(chat, ns, to).await
     {
-        return Err(ChatError::not_found(format!(
-            "user {:?} is not online",
-            p.to
-        )));
+        return Err(ChatError::not_found(format!("user {to:?} is not online")));
     }
-    let room_id = payload::dm_room_id(&conn.user.id, &p.to);
-    if !presence::in_room(&call.socket, &room_id) {
-        // First DM of this conversation on this connection: make sure the room and both memberships exist,
-        // and bring every online socket of both users into it, on every node.
+    let room_id = payload::dm_room_id(&from.id, to);
+    // A socket already in the conversation has been through this before, on this connection.
+    if !sender.is_some_and(|(socket, _)| presence::in_room(socket, &room_id)) {
         let peer_name = peer_sockets
             .iter()
             .find_map(|s| s.extensions.get::<Arc<Conn>>())
-            .map_or_else(|| p.to.clone(), |c| c.user.name.clone());
+            .map_or_else(|| to.to_owned(), |c| c.user.name.clone());
         let room = Room {
             id: room_id.clone(),
             name: room_id.clone(),
@@ -55,39 +93,42 @@ pub async fn send<A: Adapter>(mut call: Call<A>) -> ChatResult<Reply> {
             created_at: crate::store::now(),
         };
         let peer = Author {
-            id: p.to.clone(),
+            id: to.to_owned(),
             name: peer_name,
         };
-        let me = conn.user.author();
-        if !chat.store.create_dm(ns, &room, [&me, &peer]).await? {
-            chat.store.add_member(ns, &room_id, &me).await?;
+        if !chat.store.create_dm(ns, &room, [&from, &peer]).await? {
+            chat.store.add_member(ns, &room_id, &from).await?;
         }
         let key = room_key(&room_id);
-        for socket in local_sockets(chat, ns, &conn.user.id)
+        for socket in local_sockets(chat, ns, &from.id)
             .iter()
             .chain(&peer_sockets)
         {
             socket.join(key.clone());
         }
         if let Some(op) = chat.io.of(ns) {
-            let both = [user_key(&conn.user.id), user_key(&p.to)];
+            let both = [user_key(&from.id), user_key(to)];
             cluster::on_every_node(chat.redis.as_ref(), "dm join", op.to(both).join(key)).await;
         }
     }
     let new = NewMessage {
         room: room_id,
-        from: conn.user.author(),
+        from,
         text: text.to_owned(),
         client_id,
         client_id_scope: crate::store::ClientIdScope::Sender,
     };
-    let appended = messages::append(chat, &conn.ns, new).await?;
+    let appended = messages::append(chat, ns_settings, new).await?;
     if !appended.duplicate {
-        messages::broadcast(chat, &call.socket, conn, &appended.message).await;
+        let message = &appended.message;
+        match sender {
+            Some((socket, conn)) => messages::broadcast(chat, socket, conn, message).await,
+            None => {
+                messages::broadcast_from_server(chat, ns_settings, message, &message.room).await
+            }
+        }
     }
-    Ok(Reply::Sent {
-        message: appended.message,
-    })
+    Ok(appended)
 }
 
 /// This node's sockets of a user.

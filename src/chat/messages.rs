@@ -91,18 +91,26 @@ pub async fn publish<A: Adapter>(
     };
     let appended = append(chat, ns, new).await?;
     if !appended.duplicate {
-        let message = &appended.message;
-        let room_name = found.name.as_str();
-        if let Some(profile) = &ns.profile {
-            crate::profile::events::deliver_from_server(profile, chat, ns, message, room_name)
-                .await;
-        } else {
-            let key = room_key(&message.room);
-            let target = || server_target(chat, ns, &key);
-            crate::cluster::deliver(chat.redis.as_ref(), target, "message", message).await;
-        }
+        broadcast_from_server(chat, ns, &appended.message, &found.name).await;
     }
     Ok(appended)
+}
+
+/// Sends a committed message the server API posted to everyone in its room, on every node: natively as
+/// `message`, in a profile namespace as the app's event (`written`: the room as the app names it).
+pub async fn broadcast_from_server<A: Adapter>(
+    chat: &Chat<A>,
+    ns: &NamespaceSettings,
+    message: &Message,
+    written: &str,
+) {
+    if let Some(profile) = &ns.profile {
+        crate::profile::events::deliver_from_server(profile, chat, ns, message, written).await;
+        return;
+    }
+    let key = room_key(&message.room);
+    let target = || server_target(chat, ns, &key);
+    crate::cluster::deliver(chat.redis.as_ref(), target, "message", message).await;
 }
 
 /// Every socket of the namespace in `key` (a room's or a user's), on every node.

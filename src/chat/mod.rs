@@ -7,7 +7,7 @@
 //! `payload`; what a socket and a user may spend, in `budget`.
 
 pub mod budget;
-mod dm;
+pub mod dm;
 mod invitations;
 pub mod messages;
 pub mod payload;

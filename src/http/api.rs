@@ -22,10 +22,14 @@ use socketioxide::adapter::Adapter;
 
 use crate::{
     auth,
-    chat::{SharedChat, messages, payload, room_key, user_key},
+    chat::{
+        SharedChat,
+        dm::{Dm, send_dm},
+        messages, payload, room_key, user_key,
+    },
     config::NamespaceSettings,
     error::{ChatError, ChatResult},
-    store::{Author, HistoryPage, Message},
+    store::{Appended, Author, HistoryPage, Message},
 };
 
 /// What a key may do.
@@ -121,6 +125,7 @@ pub fn routes<A: Adapter>() -> Router<SharedChat<A>> {
             post(post_room_message::<A>).get(room_history::<A>),
         )
         .route("/api/v1/rooms/{room}/presence", get(room_presence::<A>))
+        .route("/api/v1/users/{user}/messages", post(post_dm::<A>))
         .route(
             "/api/v1/users/{user}/disconnect",
             post(disconnect_user::<A>),
@@ -210,12 +215,22 @@ async fn post_room_message<A: Adapter>(
     let room = payload::room_id(&room)?;
     let from = match request.from {
         None => system(),
-        Some(Sender { id, name }) => auth::checked_user(id, &name)
-            .map_err(|reason| ChatError::bad_request(format!("from: {reason}")))?
-            .author(),
+        Some(given) => sender(given)?,
     };
     let appended =
         messages::publish(&chat, &ns, room, from, &request.text, request.client_id).await?;
+    Ok(posted(appended))
+}
+
+/// A sender the host names, checked like a signed-in user.
+fn sender(Sender { id, name }: Sender) -> ChatResult<Author> {
+    auth::checked_user(id, &name)
+        .map(|user| user.author())
+        .map_err(|reason| ChatError::bad_request(format!("from: {reason}")))
+}
+
+/// `201 { message, duplicate: false }`, or `200 { message, duplicate: true }` for a retry.
+fn posted(appended: Appended) -> Response {
     let status = if appended.duplicate {
         StatusCode::OK
     } else {
@@ -225,7 +240,38 @@ async fn post_room_message<A: Adapter>(
         message: appended.message,
         duplicate: appended.duplicate,
     };
-    Ok((status, Json(posted)).into_response())
+    (status, Json(posted)).into_response()
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct PostDm {
+    from: Sender,
+    text: String,
+    client_id: Option<String>,
+}
+
+/// `POST /api/v1/users/{user}/messages { from, text, clientId? }` → `201 { message }`: a DM from a user or bot,
+/// delivered to every socket of both, on every node (`200` with `duplicate: true` for a retried `clientId`).
+async fn post_dm<A: Adapter>(
+    State(chat): State<SharedChat<A>>,
+    Path(to): Path<String>,
+    params: Result<Query<NsParam>, QueryRejection>,
+    headers: HeaderMap,
+    request: Result<Json<PostDm>, JsonRejection>,
+) -> ChatResult<Response> {
+    chat.api_keys.authorize(&headers, Scope::Publish)?;
+    let ns = namespace(&chat, query(params)?.ns)?;
+    let request = body(request)?;
+    let from = sender(request.from)?;
+    let dm = Dm {
+        from,
+        to: &to,
+        text: &request.text,
+        client_id: request.client_id,
+    };
+    let appended = send_dm(&chat, &ns, dm, None).await?;
+    Ok(posted(appended))
 }
 
 #[derive(Deserialize)]
