@@ -18,6 +18,7 @@ import {
   roomId,
   rand,
   ok,
+  call,
   waitFor,
   collect,
   waitDisconnect,
@@ -159,6 +160,30 @@ for (const store of STORES) {
       refused(await api(srv, "GET", `/rooms/${room}/messages?limit=0`, { key: READER }), 400, "bad_request");
     });
 
+    it("PUT a room creates it (201) or sets its name and visibility (200); DM rooms and bad fields are refused", async () => {
+      const room = roomId("put");
+      const created = await api(srv, "PUT", `/rooms/${room}`, { key: ADMIN, body: { name: "Orders" } });
+      assert.equal(created.status, 201, JSON.stringify(created.body));
+      assert.equal(created.body.room.id, room);
+      assert.equal(created.body.room.name, "Orders");
+      assert.equal(created.body.room.visibility, "public");
+      const { socket } = await connect(srv, identity("joiner").auth);
+      await ok(socket, "room:join", { room }, "a public room the API created can be joined");
+      const updated = await api(srv, "PUT", `/rooms/${room}`, { key: ADMIN, body: { name: "Orders (staff)", visibility: "private" } });
+      assert.equal(updated.status, 200, JSON.stringify(updated.body));
+      assert.equal(updated.body.room.name, "Orders (staff)");
+      assert.equal(updated.body.room.visibility, "private");
+      const outsider = await connect(srv, identity("outsider").auth);
+      const denied = await call(outsider.socket, "room:join", { room });
+      assert.equal(denied.error?.code, "forbidden", "a private room needs a membership");
+      const put = (path, body, key = ADMIN) => api(srv, "PUT", path, { key, body });
+      refused(await put(`/rooms/${roomId("p")}`, {}, PUBLISHER), 403, "forbidden", "without manage: ");
+      refused(await put(`/rooms/${roomId("p")}`, { visibility: "secret" }), 400, "bad_request", "visibility: ");
+      refused(await put(`/rooms/${roomId("p")}`, { name: "" }), 400, "bad_request", "empty name: ");
+      refused(await put(`/rooms/${roomId("p")}`, { name: "a\u0000b" }), 400, "bad_request", "control character: ");
+      refused(await put(`/rooms/dm:a:b`, {}), 403, "forbidden", "a DM's id: ");
+    });
+
     it("presence lists who is online in the room", async () => {
       const { room, user } = await member(srv);
       const presence = await api(srv, "GET", `/rooms/${room}/presence`, { key: READER });
@@ -195,7 +220,7 @@ for (const store of STORES) {
       const doc = await api(srv, "GET", "/openapi.json");
       assert.equal(doc.status, 200);
       assert.equal(doc.body.openapi.startsWith("3."), true);
-      for (const path of ["/api/v1/rooms/{room}/messages", "/api/v1/users/{user}/messages", "/api/v1/rooms/{room}/presence", "/api/v1/users/{user}/disconnect", "/api/v1/emit"]) {
+      for (const path of ["/api/v1/rooms/{room}", "/api/v1/rooms/{room}/messages", "/api/v1/users/{user}/messages", "/api/v1/rooms/{room}/presence", "/api/v1/users/{user}/disconnect", "/api/v1/emit"]) {
         assert.ok(doc.body.paths[path], `documents ${path}`);
       }
     });

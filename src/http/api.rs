@@ -13,7 +13,7 @@ use axum::{
     },
     http::{HeaderMap, StatusCode, header},
     response::{IntoResponse, Response},
-    routing::{get, post},
+    routing::{get, post, put},
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -29,7 +29,7 @@ use crate::{
     },
     config::NamespaceSettings,
     error::{ChatError, ChatResult},
-    store::{Appended, Author, HistoryPage, Message},
+    store::{Appended, Author, HistoryPage, Message, Room, RoomKind, Visibility},
 };
 
 /// What a key may do.
@@ -124,6 +124,7 @@ pub fn routes<A: Adapter>() -> Router<SharedChat<A>> {
             "/api/v1/rooms/{room}/messages",
             post(post_room_message::<A>).get(room_history::<A>),
         )
+        .route("/api/v1/rooms/{room}", put(put_room::<A>))
         .route("/api/v1/rooms/{room}/presence", get(room_presence::<A>))
         .route("/api/v1/users/{user}/messages", post(post_dm::<A>))
         .route(
@@ -241,6 +242,54 @@ fn posted(appended: Appended) -> Response {
         duplicate: appended.duplicate,
     };
     (status, Json(posted)).into_response()
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PutRoom {
+    name: Option<String>,
+    visibility: Option<Visibility>,
+}
+
+/// Longest room name (what `rooms:list` shows; the id is the room's address).
+const MAX_ROOM_NAME_CHARS: usize = 100;
+
+/// `PUT /api/v1/rooms/{room} { name?, visibility? }` → `201 { room }` when created, `200 { room }` when an
+/// existing group room took the name and visibility given (by default: the id, public). A DM's room cannot be
+/// changed.
+async fn put_room<A: Adapter>(
+    State(chat): State<SharedChat<A>>,
+    Path(room): Path<String>,
+    params: Result<Query<NsParam>, QueryRejection>,
+    headers: HeaderMap,
+    request: Result<Json<PutRoom>, JsonRejection>,
+) -> ChatResult<Response> {
+    chat.api_keys.authorize(&headers, Scope::Manage)?;
+    let ns = namespace(&chat, query(params)?.ns)?;
+    let request = body(request)?;
+    let id = payload::new_room_id(&room)?;
+    let name = request.name.unwrap_or_else(|| id.to_owned());
+    let chars = name.trim().chars().count();
+    if chars == 0 || chars > MAX_ROOM_NAME_CHARS {
+        return Err(ChatError::bad_request(format!(
+            "name must be 1–{MAX_ROOM_NAME_CHARS} characters"
+        )));
+    }
+    payload::storable("name", &name, false)?;
+    let wanted = Room {
+        id: id.to_owned(),
+        name: name.trim().to_owned(),
+        kind: RoomKind::Group,
+        visibility: request.visibility.unwrap_or(Visibility::Public),
+        created_at: crate::store::now(),
+    };
+    let (stored, created) = chat.store.put_room(&ns.path, &wanted).await?;
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, Json(json!({ "room": stored }))).into_response())
 }
 
 #[derive(Deserialize)]

@@ -349,6 +349,11 @@ pub trait Store: Send + Sync + 'static {
     /// stored one and whether this call created it.
     async fn ensure_room(&self, ns: &str, room: &Room, creator: &str) -> StoreResult<(Room, bool)>;
 
+    /// Creates a group room (no creator: the host's backend made it) or, if a group room with that id exists,
+    /// sets its name and visibility. Returns the stored room and whether this call created it; a DM's room is
+    /// returned unchanged.
+    async fn put_room(&self, ns: &str, room: &Room) -> StoreResult<(Room, bool)>;
+
     /// Rooms `creator` created in the namespace since `since` (creation quotas).
     async fn rooms_created_since(
         &self,

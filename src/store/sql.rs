@@ -760,6 +760,28 @@ where
         }
     }
 
+    #[tracing::instrument(level = "debug", skip_all, fields(%ns, room = %room.id))]
+    async fn put_room(&self, ns: &str, room: &Room) -> StoreResult<(Room, bool)> {
+        let mut tx = self.writer.begin().await?;
+        let created = Self::insert_room(&mut *tx, ns, room, None).await?;
+        if !created {
+            sqlx::query(
+                "UPDATE rooms SET name = $3, visibility = $4 WHERE ns = $1 AND id = $2 AND kind = 'group'",
+            )
+            .bind(ns)
+            .bind(room.id.as_str())
+            .bind(room.name.as_str())
+            .bind(room.visibility.as_str())
+            .execute(&mut *tx)
+            .await?;
+        }
+        let stored = Self::read_room(&mut *tx, ns, &room.id).await?;
+        tx.commit().await?;
+        stored
+            .map(|stored| (stored, created))
+            .ok_or_else(|| StoreError::NoSuchRoom(room.id.clone()))
+    }
+
     #[tracing::instrument(level = "debug", skip_all, fields(%ns, %creator))]
     async fn rooms_created_since(
         &self,
