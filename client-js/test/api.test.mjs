@@ -184,6 +184,50 @@ for (const store of STORES) {
       refused(await put(`/rooms/dm:a:b`, {}), 403, "forbidden", "a DM's id: ");
     });
 
+    it("PUT a member brings the user's online sockets into the room; DELETE takes them out, and the room is told", async () => {
+      const room = roomId("team");
+      assert.equal((await api(srv, "PUT", `/rooms/${room}`, { key: ADMIN, body: { visibility: "private" } })).status, 201);
+      const watcher = identity("watcher");
+      assert.equal((await api(srv, "PUT", `/rooms/${room}/members/${encodeURIComponent(watcher.id)}`, { key: ADMIN })).status, 204);
+      const w = await connect(srv, watcher.auth);
+      assert.ok(w.session.rooms.some((r) => r.id === room), "a member's next connection re-enters the room");
+      const user = identity("added");
+      const { socket } = await connect(srv, user.auth);
+      const joined = waitFor(w.socket, "room:notice", (n) => n.kind === "join" && n.user.id === user.id);
+      const added = await api(srv, "PUT", `/rooms/${room}/members/${encodeURIComponent(user.id)}`, {
+        key: ADMIN,
+        body: { name: "Added User" },
+      });
+      assert.equal(added.status, 204, JSON.stringify(added.body));
+      await joined;
+      const live = waitFor(socket, "message", (m) => m.text === "welcome");
+      await api(srv, "POST", `/rooms/${room}/messages`, { key: PUBLISHER, body: { text: "welcome" } });
+      await live;
+
+      const left = waitFor(w.socket, "room:notice", (n) => n.kind === "leave" && n.user.id === user.id);
+      assert.equal((await api(srv, "DELETE", `/rooms/${room}/members/${encodeURIComponent(user.id)}`, { key: ADMIN })).status, 204);
+      await left;
+      const heard = collect(socket, "message");
+      const barrier = waitFor(w.socket, "message", (m) => m.text === "after removal");
+      await api(srv, "POST", `/rooms/${room}/messages`, { key: PUBLISHER, body: { text: "after removal" } });
+      await barrier;
+      heard.stop();
+      assert.deepEqual(heard.map((m) => m.text), [], "a removed user hears nothing more");
+      const denied = await call(socket, "message:send", { room, text: "still here?" });
+      assert.equal(denied.error?.code, "forbidden");
+
+      const member = (method, r, u, key = ADMIN) => api(srv, method, `/rooms/${r}/members/${encodeURIComponent(u)}`, { key });
+      refused(await member("DELETE", room, user.id), 404, "not_found", "removed twice: ");
+      refused(await member("PUT", room, user.id, PUBLISHER), 403, "forbidden", "without manage: ");
+      refused(await member("PUT", roomId("none"), user.id), 404, "not_found", "no such room: ");
+      refused(await member("PUT", room, "anon-1"), 400, "bad_request", "a guest's id: ");
+      const dm = await api(srv, "POST", `/users/${encodeURIComponent(user.id)}/messages`, {
+        key: PUBLISHER,
+        body: { from: { id: "bot", name: "Bot" }, text: "hi" },
+      });
+      refused(await member("PUT", dm.body.message.room, "intruder"), 403, "forbidden", "a DM's members: ");
+    });
+
     it("presence lists who is online in the room", async () => {
       const { room, user } = await member(srv);
       const presence = await api(srv, "GET", `/rooms/${room}/presence`, { key: READER });
@@ -220,7 +264,7 @@ for (const store of STORES) {
       const doc = await api(srv, "GET", "/openapi.json");
       assert.equal(doc.status, 200);
       assert.equal(doc.body.openapi.startsWith("3."), true);
-      for (const path of ["/api/v1/rooms/{room}", "/api/v1/rooms/{room}/messages", "/api/v1/users/{user}/messages", "/api/v1/rooms/{room}/presence", "/api/v1/users/{user}/disconnect", "/api/v1/emit"]) {
+      for (const path of ["/api/v1/rooms/{room}", "/api/v1/rooms/{room}/members/{user}", "/api/v1/rooms/{room}/messages", "/api/v1/users/{user}/messages", "/api/v1/rooms/{room}/presence", "/api/v1/users/{user}/disconnect", "/api/v1/emit"]) {
         assert.ok(doc.body.paths[path], `documents ${path}`);
       }
     });
@@ -258,6 +302,21 @@ describe("server API on two nodes (Postgres + Redis)", { skip: gate.skip }, () =
     assert.deepEqual(await live, posted.body.message);
     const presence = await api(nodes[0], "GET", `/rooms/${room}/presence`, { key: READER });
     assert.deepEqual(presence.body.users.map((u) => u.id), [user.id], "presence spans the nodes");
+    // A member added on node A: their socket on node B hears the room; removed on A, it no longer does.
+    const team = roomId("team");
+    await api(nodes[0], "PUT", `/rooms/${team}`, { key: ADMIN, body: {} });
+    assert.equal((await api(nodes[0], "PUT", `/rooms/${team}/members/${encodeURIComponent(user.id)}`, { key: ADMIN })).status, 204);
+    const heard = waitFor(socket, "message", (m) => m.text === "to the team");
+    await api(nodes[0], "POST", `/rooms/${team}/messages`, { key: PUBLISHER, body: { text: "to the team" } });
+    await heard;
+    assert.equal((await api(nodes[0], "DELETE", `/rooms/${team}/members/${encodeURIComponent(user.id)}`, { key: ADMIN })).status, 204);
+    const after = collect(socket, "message");
+    const witness = await member(nodes[1], team);
+    const barrier = waitFor(witness.socket, "message", (m) => m.text === "after removal");
+    await api(nodes[0], "POST", `/rooms/${team}/messages`, { key: PUBLISHER, body: { text: "after removal" } });
+    await barrier;
+    after.stop();
+    assert.deepEqual(after.filter((m) => m.room === team).map((m) => m.text), [], "removed on every node");
     const done = await api(nodes[0], "POST", `/users/${encodeURIComponent(user.id)}/disconnect`, { key: ADMIN });
     assert.equal(done.status, 204);
     await waitDisconnect(socket);

@@ -29,30 +29,12 @@ pub async fn announce<A: Adapter>(
     kind: NoticeKind,
     user: &User,
 ) {
-    #[derive(Serialize)]
-    struct Notice<'a> {
-        room: &'a str,
-        kind: &'static str,
-        user: &'a User,
-        at: chrono::DateTime<Utc>,
-        version: u64,
-    }
     if let Some(profile) = &conn.ns.profile {
         crate::profile::events::deliver_notice(profile, chat, socket, conn, room, kind, user).await;
         return;
     }
-    let (kind, version) = match kind {
-        NoticeKind::Join(version) => ("join", version),
-        NoticeKind::Leave(version) => ("leave", version),
-    };
-    let notice = Notice {
-        room,
-        kind,
-        user,
-        at: Utc::now(),
-        version,
-    };
     let key = room_key(room);
+    let notice = Notice::new(room, kind, user);
     crate::cluster::deliver(
         chat.redis.as_ref(),
         || socket.to(key.clone()),
@@ -60,6 +42,50 @@ pub async fn announce<A: Adapter>(
         &notice,
     )
     .await;
+}
+
+/// Tells everyone in the room that a user arrived or left through the server API, as `room:notice`. (A profile
+/// namespace's notices are written for a sending socket; from the server API it gets none.)
+pub async fn announce_from_server<A: Adapter>(
+    chat: &Chat<A>,
+    ns: &crate::config::NamespaceSettings,
+    room: &str,
+    kind: NoticeKind,
+    user: &User,
+) {
+    if ns.profile.is_some() {
+        return;
+    }
+    let key = room_key(room);
+    let notice = Notice::new(room, kind, user);
+    let target = || super::messages::server_target(chat, ns, &key);
+    crate::cluster::deliver(chat.redis.as_ref(), target, "room:notice", &notice).await;
+}
+
+/// `room:notice { room, kind, user, at, version }`.
+#[derive(Serialize)]
+struct Notice<'a> {
+    room: &'a str,
+    kind: &'static str,
+    user: &'a User,
+    at: chrono::DateTime<Utc>,
+    version: u64,
+}
+
+impl<'a> Notice<'a> {
+    fn new(room: &'a str, kind: NoticeKind, user: &'a User) -> Self {
+        let (kind, version) = match kind {
+            NoticeKind::Join(version) => ("join", version),
+            NoticeKind::Leave(version) => ("leave", version),
+        };
+        Self {
+            room,
+            kind,
+            user,
+            at: Utc::now(),
+            version,
+        }
+    }
 }
 
 /// The socket enters a chat room: Socket.IO room, presence, and a `join` notice if the user is new there. A

@@ -10,7 +10,7 @@ use super::{
 use crate::cluster;
 use crate::{
     error::{ChatError, ChatResult},
-    store::{HistoryQuery, Message, Room, RoomKind, Visibility},
+    store::{Author, HistoryQuery, Message, Room, RoomKind, Visibility},
 };
 
 pub fn not_in_room(room: &str) -> ChatError {
@@ -319,13 +319,32 @@ pub async fn leave_room<A: Adapter>(
         chat.store.decline(ns, id, &conn.user.id).await?;
         return Ok(());
     }
-    let removed = chat.store.remove_member(ns, id, &conn.user.id).await?;
-    let (key, mine) = (room_key(id), user_key(&conn.user.id));
+    let Some(version) = remove_user(chat, ns, id, &conn.user.id).await? else {
+        return Err(ChatError::not_found(format!("you are not in room {id:?}")));
+    };
+    if conn.announced() {
+        let kind = presence::NoticeKind::Leave(version);
+        presence::announce(chat, socket, conn, id, kind, &conn.user()).await;
+    }
+    Ok(())
+}
+
+/// The one removal from a room (`room:leave`, and the server API's member removal): the membership, every socket
+/// of the user in the room on every node, and their presence there. `Some(notice version)` when the user was in
+/// it (a member, or a socket inside); `None` when not.
+pub async fn remove_user<A: Adapter>(
+    chat: &Chat<A>,
+    ns: &str,
+    id: &str,
+    user_id: &str,
+) -> ChatResult<Option<u64>> {
+    let removed = chat.store.remove_member(ns, id, user_id).await?;
+    let (key, theirs) = (room_key(id), user_key(user_id));
     let mut was_in = false;
     for socket in chat
         .io
         .of(ns)
-        .map(|op| op.within(mine.clone()).sockets())
+        .map(|op| op.within(theirs.clone()).sockets())
         .unwrap_or_default()
     {
         if in_room(&socket, id) {
@@ -334,16 +353,37 @@ pub async fn leave_room<A: Adapter>(
         }
     }
     if let Some(op) = chat.io.of(ns) {
-        let operation = op.to(mine).leave(key);
+        let operation = op.to(theirs).leave(key);
         cluster::on_every_node(chat.redis.as_ref(), "room:leave", operation).await;
     }
-    let version = chat.presence.forget(ns, id, &conn.user.id).await;
-    if !removed && !was_in {
-        return Err(ChatError::not_found(format!("you are not in room {id:?}")));
+    let version = chat.presence.forget(ns, id, user_id).await;
+    Ok((removed || was_in).then_some(version))
+}
+
+/// The server API's member addition: the membership (the host's backend decides, no invitation), and every
+/// online socket of the user in the room. Sockets on this node enter it fully (presence, a `join` notice);
+/// sockets on other nodes receive the room's messages at once and show in its presence from their next connect.
+pub async fn add_user<A: Adapter>(
+    chat: &Chat<A>,
+    ns: &str,
+    id: &str,
+    user: &Author,
+) -> ChatResult<()> {
+    chat.store.add_member(ns, id, user).await?;
+    let theirs = user_key(&user.id);
+    for socket in chat
+        .io
+        .of(ns)
+        .map(|op| op.within(theirs.clone()).sockets())
+        .unwrap_or_default()
+    {
+        if let Some(conn) = socket.extensions.get::<std::sync::Arc<Conn>>() {
+            presence::enter_room(chat, &socket, &conn, id).await;
+        }
     }
-    if conn.announced() {
-        let kind = presence::NoticeKind::Leave(version);
-        presence::announce(chat, socket, conn, id, kind, &conn.user()).await;
+    if let Some(op) = chat.io.of(ns) {
+        let operation = op.to(theirs).join(room_key(id));
+        cluster::on_every_node(chat.redis.as_ref(), "member join", operation).await;
     }
     Ok(())
 }

@@ -25,7 +25,9 @@ use crate::{
     chat::{
         SharedChat,
         dm::{Dm, send_dm},
-        messages, payload, room_key, user_key,
+        messages, payload,
+        presence::{self, NoticeKind},
+        room_key, rooms, user_key,
     },
     config::NamespaceSettings,
     error::{ChatError, ChatResult},
@@ -125,6 +127,10 @@ pub fn routes<A: Adapter>() -> Router<SharedChat<A>> {
             post(post_room_message::<A>).get(room_history::<A>),
         )
         .route("/api/v1/rooms/{room}", put(put_room::<A>))
+        .route(
+            "/api/v1/rooms/{room}/members/{user}",
+            put(put_member::<A>).delete(delete_member::<A>),
+        )
         .route("/api/v1/rooms/{room}/presence", get(room_presence::<A>))
         .route("/api/v1/users/{user}/messages", post(post_dm::<A>))
         .route(
@@ -290,6 +296,86 @@ async fn put_room<A: Adapter>(
         StatusCode::OK
     };
     Ok((status, Json(json!({ "room": stored }))).into_response())
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct PutMember {
+    name: Option<String>,
+}
+
+/// A group room of the namespace, or `not_found` / `forbidden` (a DM's members are its two users, for good).
+async fn group_room<A: Adapter>(chat: &SharedChat<A>, ns: &str, room: &str) -> ChatResult<Room> {
+    let room = payload::room_id(room)?;
+    let found = chat
+        .store
+        .room(ns, room)
+        .await?
+        .ok_or_else(|| ChatError::room_not_found(room))?;
+    if found.kind == RoomKind::Dm {
+        return Err(ChatError::forbidden("a DM's members cannot be changed"));
+    }
+    Ok(found)
+}
+
+/// `PUT /api/v1/rooms/{room}/members/{user} { name? }` → `204`: the user is a member (no invitation: the host
+/// decides), and their online sockets are in the room. `name` is how they are shown until they connect
+/// (default: the id).
+async fn put_member<A: Adapter>(
+    State(chat): State<SharedChat<A>>,
+    Path((room, user)): Path<(String, String)>,
+    params: Result<Query<NsParam>, QueryRejection>,
+    headers: HeaderMap,
+    request: axum::body::Bytes,
+) -> ChatResult<StatusCode> {
+    chat.api_keys.authorize(&headers, Scope::Manage)?;
+    let ns = namespace(&chat, query(params)?.ns)?;
+    // The body is optional: none at all, or a JSON object.
+    let request: PutMember = if request.is_empty() {
+        PutMember::default()
+    } else {
+        serde_json::from_slice(&request).map_err(|e| ChatError::bad_request(e.to_string()))?
+    };
+    let room = group_room(&chat, &ns.path, &room).await?;
+    let name = request.name.unwrap_or_else(|| user.clone());
+    let member = auth::checked_user(user, &name)
+        .map_err(ChatError::bad_request)?
+        .author();
+    rooms::add_user(&chat, &ns.path, &room.id, &member).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `DELETE /api/v1/rooms/{room}/members/{user}` → `204`: the membership is gone and every socket of the user
+/// leaves the room, on every node; the room is told (`room:notice` leave). `404` if the user was not in it.
+async fn delete_member<A: Adapter>(
+    State(chat): State<SharedChat<A>>,
+    Path((room, user)): Path<(String, String)>,
+    params: Result<Query<NsParam>, QueryRejection>,
+    headers: HeaderMap,
+) -> ChatResult<StatusCode> {
+    chat.api_keys.authorize(&headers, Scope::Manage)?;
+    let ns = namespace(&chat, query(params)?.ns)?;
+    let room = group_room(&chat, &ns.path, &room).await?;
+    // Shown in the notice as the room knew them.
+    let known = chat
+        .presence
+        .users(&ns.path, &room.id)
+        .await
+        .into_iter()
+        .find(|u| u.id == user);
+    let Some(version) = rooms::remove_user(&chat, &ns.path, &room.id, &user).await? else {
+        return Err(ChatError::not_found(format!(
+            "user {user:?} is not in room {:?}",
+            room.id
+        )));
+    };
+    let gone = known.unwrap_or(auth::User {
+        name: user.clone(),
+        id: user,
+        anonymous: false,
+    });
+    presence::announce_from_server(&chat, &ns, &room.id, NoticeKind::Leave(version), &gone).await;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 #[derive(Deserialize)]
