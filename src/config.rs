@@ -51,6 +51,37 @@ pub struct Config {
     #[arg(long, env = "JWT_ALGORITHM", value_enum, default_value_t = PublicKeyAlgorithm::Rs256)]
     pub jwt_algorithm: PublicKeyAlgorithm,
 
+    /// Secret that palaver signs its own access tokens with (HS256): enables the session exchange
+    /// (`/api/v1/auth/*`, with --auth-exchange-url) and lets those tokens sign sockets and API calls in.
+    #[arg(long, env = "PALAVER_TOKEN_SECRET", hide_env_values = true)]
+    pub token_secret: Option<String>,
+
+    /// The host service's endpoint that redeems a one-time code for its user (`POST { code }`, with the bearer
+    /// --auth-hook-secret), for `POST /api/v1/auth/exchange`.
+    #[arg(long, env = "PALAVER_AUTH_EXCHANGE_URL")]
+    pub auth_exchange_url: Option<String>,
+
+    /// Lifetime of palaver's access tokens, in seconds.
+    #[arg(long, env = "PALAVER_ACCESS_TOKEN_TTL_SECS", default_value_t = nz(900))]
+    pub access_token_ttl_secs: NonZeroU32,
+
+    /// Lifetime of palaver's refresh tokens, in seconds.
+    #[arg(long, env = "PALAVER_REFRESH_TOKEN_TTL_SECS", default_value_t = nz(30 * 24 * 3600))]
+    pub refresh_token_ttl_secs: NonZeroU32,
+
+    /// Whether palaver's session cookies are `Secure` (sent over HTTPS only); `false` for local HTTP development.
+    #[arg(long, env = "PALAVER_COOKIE_SECURE", default_value_t = true, action = clap::ArgAction::Set)]
+    pub cookie_secure: bool,
+
+    /// `SameSite` of palaver's session cookies: `lax`, `strict`, or `none` (a web view or a frontend on another
+    /// site; needs --cookie-secure).
+    #[arg(long, env = "PALAVER_COOKIE_SAME_SITE", value_enum, default_value_t = SameSite::Lax)]
+    pub cookie_same_site: SameSite,
+
+    /// How long before a socket's token expires it is sent `session:expiring`, in seconds.
+    #[arg(long, env = "PALAVER_SESSION_NOTICE_SECS", default_value_t = nz(60))]
+    pub session_notice_secs: NonZeroU32,
+
     /// The host service's connect hook: a connection without a token is admitted as the user this URL names
     /// (see docs/integration.md), never as a guest.
     #[arg(long, env = "PALAVER_AUTH_HOOK_URL")]
@@ -205,6 +236,14 @@ const fn nz(n: u32) -> NonZeroU32 {
     }
 }
 
+/// `SameSite` of palaver's session cookies.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum SameSite {
+    Lax,
+    Strict,
+    None,
+}
+
 /// Algorithms accepted for a public-key JWT configuration.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum PublicKeyAlgorithm {
@@ -338,6 +377,16 @@ impl fmt::Debug for Config {
                 "api_keys",
                 &format_args!("<{} redacted>", self.api_keys.len()),
             )
+            .field(
+                "token_secret",
+                &self.token_secret.as_ref().map(|_| "<redacted>"),
+            )
+            .field("auth_exchange_url", &self.auth_exchange_url)
+            .field("access_token_ttl_secs", &self.access_token_ttl_secs)
+            .field("refresh_token_ttl_secs", &self.refresh_token_ttl_secs)
+            .field("cookie_secure", &self.cookie_secure)
+            .field("cookie_same_site", &self.cookie_same_site)
+            .field("session_notice_secs", &self.session_notice_secs)
             .field("auth_hook_url", &self.auth_hook_url)
             .field(
                 "auth_hook_secret",
@@ -464,6 +513,8 @@ mod tests {
             "hook-s3cret",
             "--api-key",
             "publish=api-s3cret-0123456789",
+            "--token-secret",
+            "tok-s3cret",
             "--database-url",
             "postgres://app:s3cret@db/chat",
         ]);
@@ -472,6 +523,7 @@ mod tests {
         assert!(!shown.contains("s3cret"), "{shown}");
         assert!(!shown.contains("hook-s3cret"), "{shown}");
         assert!(!shown.contains("api-s3cret"), "{shown}");
+        assert!(!shown.contains("tok-s3cret"), "{shown}");
         assert!(
             shown.contains("postgres://app:<redacted>@db/chat"),
             "{shown}"

@@ -57,6 +57,7 @@ pub async fn serve(
         .map_err(ConfigError::AuthHook)?
         .map(Arc::new);
     let api_keys = http::api::ApiKeys::parse(&config.api_keys).map_err(ConfigError::ApiKey)?;
+    let sessions = crate::auth::sessions::Sessions::from_config(&config).map(Arc::new);
     let store = store::open(&config.database_url, config.db_pool_size).await?;
     tracing::info!(database = %crate::config::redact_url(&config.database_url), "store ready");
     crate::profile::prepare(&store, &namespaces).await?;
@@ -69,6 +70,7 @@ pub async fn serve(
         store,
         verifier,
         auth_hook,
+        sessions,
         api_keys,
         namespaces: namespaces
             .iter()
@@ -122,6 +124,7 @@ struct Parts {
     store: store::SharedStore,
     verifier: Option<JwtVerifier>,
     auth_hook: Option<Arc<crate::auth::AuthHook>>,
+    sessions: Option<Arc<crate::auth::sessions::Sessions>>,
     api_keys: http::api::ApiKeys,
     namespaces: std::collections::HashMap<String, Arc<crate::config::NamespaceSettings>>,
 }
@@ -139,6 +142,7 @@ impl Parts {
             store: self.store.clone(),
             verifier: self.verifier.clone(),
             auth_hook: self.auth_hook.clone(),
+            sessions: self.sessions.clone(),
             api_keys: self.api_keys.clone(),
             namespaces: self.namespaces.clone(),
             limits: Limits::from_config(config),

@@ -66,6 +66,12 @@ export interface PalaverOptions {
    */
   socket?: Partial<ManagerOptions & SocketOptions>;
   /**
+   * Returns a fresh token for the signed-in user. When given, the client refreshes on its own: on
+   * `session:expiring` it calls this, sends `session:refresh`, and signs its later reconnections in with the new
+   * token. For palaver's own sessions, {@link refreshPalaverSession} is such a function.
+   */
+  refreshToken?: () => Promise<string>;
+  /**
    * Milliseconds a message stays held when the one before it in its room is missing (live messages can arrive out
    * of order) before the SDK fetches the gap with `history:fetch { after }`, default 500.
    */
@@ -111,6 +117,36 @@ const OWN_REMEMBERED = 1000;
 
 /** Handles one message of the ordered stream of `onMessage`. */
 export type MessageHandler = (message: Message) => void;
+
+/**
+ * A `refreshToken` for palaver's own sessions: rotates the refresh token at `POST <url>/api/v1/auth/refresh` and
+ * returns the new access token. In a browser, pass nothing else: the `HttpOnly` refresh cookie is sent (from an
+ * origin in the server's `--cors-origins`). Elsewhere, pass `getRefreshToken`/`setRefreshToken` to keep the refresh
+ * token yourself (it changes on every refresh).
+ */
+export function refreshPalaverSession(
+  url: string,
+  store?: { getRefreshToken: () => string; setRefreshToken: (token: string) => void },
+): () => Promise<string> {
+  return async () => {
+    const body = store ? { refreshToken: store.getRefreshToken() } : {};
+    const res = await fetch(`${url.replace(/\/+$/, "")}/api/v1/auth/refresh`, {
+      method: "POST",
+      credentials: "include",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify(body),
+    });
+    const json = (await res.json()) as
+      | { accessToken: string; refreshToken: string }
+      | { error: { code: string; message: string } };
+    if (!res.ok || "error" in json) {
+      const why = "error" in json ? `${json.error.code}: ${json.error.message}` : `HTTP ${res.status}`;
+      throw new PalaverError("unauthorized", `the session could not be refreshed (${why})`);
+    }
+    store?.setRefreshToken(json.refreshToken);
+    return json.accessToken;
+  };
+}
 
 /**
  * Connects to a palaver server; the same as `new PalaverClient(url, options)`. `url` may be a list of nodes of one
@@ -179,6 +215,8 @@ export class PalaverClient {
   private readonly namespace: string | undefined;
   /** Timers of the catch-up's retry back-off, cleared by `close()`. */
   private readonly sleepers = new Set<() => void>();
+  /** Gets a fresh token when the server says the current one is expiring. */
+  private readonly refreshToken: (() => Promise<string>) | undefined;
   /** Set when the connection has ended for good (cleared by a new `connect`). */
   private terminal: PalaverError | undefined;
   private closed = false;
@@ -218,9 +256,11 @@ export class PalaverClient {
     this.session.catch(() => {});
 
     // `onAny` listeners run before the app's listeners and survive `client.off("message")`/`client.off()`.
+    this.refreshToken = options.refreshToken;
     this.socket.onAny((event: string, ...args: unknown[]) => {
       if (event === "session") this.onSession(args[0] as Session);
       else if (event === "message") this.take(args[0] as Message);
+      else if (event === "session:expiring") void this.refreshSession();
     });
     const s = this.socket as unknown as LooseSocket;
     s.on("connect", () => {
@@ -248,6 +288,25 @@ export class PalaverClient {
     if (this.urls.length > 1) {
       // Every failed connection attempt (the first one or a reconnection) moves on to the next node.
       this.socket.io.on("error", () => this.nextUrl());
+    }
+  }
+
+  /**
+   * Gets a fresh token from `refreshToken` and hands it to the server (`session:refresh`); later reconnections use
+   * it too. A failure is left to the server's expiry: the connection then ends with `session:expired`.
+   */
+  private async refreshSession(): Promise<void> {
+    if (!this.refreshToken) return;
+    try {
+      const token = await this.refreshToken();
+      const auth = (typeof this.socket.auth === "object" ? this.socket.auth : {}) as Record<string, unknown>;
+      this.socket.auth = { ...auth, token };
+      const res = (await this.socket.timeout(this.ackTimeout).emitWithAck("session:refresh", { token })) as Ack<{
+        expiresAt: string;
+      }>;
+      if (!res.ok) console.warn(`palaver: session:refresh refused: ${res.error.code}: ${res.error.message}`);
+    } catch (err) {
+      console.warn(`palaver: could not refresh the session: ${(err as Error).message}`);
     }
   }
 

@@ -297,6 +297,10 @@ export interface ServerToClientEvents {
   "chat:error": (event: ChatErrorEvent) => void;
   /** Someone invited the user to a room. */
   invitation: (invitation: Invitation) => void;
+  /** The connection's token runs out at `expiresAt` (RFC 3339): send `session:refresh` with a fresh one before then. */
+  "session:expiring": (event: { expiresAt: string }) => void;
+  /** The token ran out without a refresh; the server disconnects right after. */
+  "session:expired": (event: { reason: string }) => void;
 }
 
 export interface ClientToServerEvents {
@@ -315,6 +319,8 @@ export interface ClientToServerEvents {
   typing: (payload: TypingPayload, ack?: (res: Ack<TypingReply>) => void) => void;
   /** After a reconnect: every message after the given seq, for each room. */
   sync: (payload: SyncPayload, ack: (res: Ack<SyncReply>) => void) => void;
+  /** A fresh token of the same user: the connection goes on past the old token's expiry. */
+  "session:refresh": (payload: { token: string }, ack: (res: Ack<{ expiresAt: string }>) => void) => void;
 }
 
 /** The names of the client → server events. */

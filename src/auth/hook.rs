@@ -1,4 +1,6 @@
-//! The connect hook: the host service decides who a connection without a token is (`--auth-hook-url`).
+//! The host service's sign-in endpoints: the connect hook, which decides who a connection without a token is
+//! (`--auth-hook-url`), and the code exchange, which redeems a one-time code for its user
+//! (`--auth-exchange-url`). Both are called with the bearer `--auth-hook-secret`.
 //!
 //! palaver POSTs what the connection carries (namespace, `auth`, query, a few headers, address) to the host with
 //! `Authorization: Bearer <--auth-hook-secret>`. `200 { user: { id, name } }` admits that user; `401`/`403`
@@ -17,10 +19,13 @@ use crate::config::Config;
 /// The headers of the handshake the host is shown: what identifies a browser session, nothing else.
 pub const FORWARDED_HEADERS: [&str; 4] = ["cookie", "authorization", "origin", "user-agent"];
 
-/// A client for the host's connect hook, shared by every connection.
+/// A client for the host's sign-in endpoints, shared by every connection.
 pub struct AuthHook {
     client: reqwest::Client,
-    url: String,
+    /// The connect hook, if configured.
+    url: Option<String>,
+    /// The code exchange, if configured.
+    exchange_url: Option<String>,
     secret: String,
     /// Calls in flight, at most `--auth-hook-concurrency`: a connect storm must not become a storm on the host.
     permits: Semaphore,
@@ -97,12 +102,16 @@ impl std::fmt::Debug for AuthHook {
 impl AuthHook {
     /// The hook of `--auth-hook-url`, if one is configured.
     pub fn from_config(config: &Config) -> Result<Option<Self>, String> {
-        let Some(url) = config.auth_hook_url.clone() else {
+        let (url, exchange_url) = (
+            config.auth_hook_url.clone(),
+            config.auth_exchange_url.clone(),
+        );
+        if url.is_none() && exchange_url.is_none() {
             return Ok(None);
-        };
+        }
         let secret = config.auth_hook_secret.clone().ok_or_else(|| {
-            "--auth-hook-url needs --auth-hook-secret (env PALAVER_AUTH_HOOK_SECRET): the host must be able to \
-             tell palaver's calls from anyone else's"
+            "--auth-hook-url and --auth-exchange-url need --auth-hook-secret (env PALAVER_AUTH_HOOK_SECRET): the \
+             host must be able to tell palaver's calls from anyone else's"
                 .to_owned()
         })?;
         let timeout = Duration::from_millis(config.auth_hook_timeout_ms.get().into());
@@ -113,37 +122,61 @@ impl AuthHook {
         Ok(Some(Self {
             client,
             url,
+            exchange_url,
             secret,
             permits: Semaphore::new(config.auth_hook_concurrency.get() as usize),
             timeout,
         }))
     }
 
+    /// Whether the host decides who connections without a token are.
+    pub fn admits(&self) -> bool {
+        self.url.is_some()
+    }
+
     /// Asks the host who this connection is.
     pub async fn admit(&self, request: &HookRequest<'_>) -> Result<User, AuthError> {
+        let Some(url) = &self.url else {
+            return Err(unavailable());
+        };
+        self.ask(url, request).await
+    }
+
+    /// Redeems a one-time code with the host: its user, `refused` (the host's `401`/`403`), or `unavailable`.
+    pub async fn redeem(&self, code: &str) -> Result<User, AuthError> {
+        let Some(url) = &self.exchange_url else {
+            return Err(AuthError::new(
+                "not_configured",
+                "this server has no --auth-exchange-url",
+            ));
+        };
+        self.ask(url, &serde_json::json!({ "code": code })).await
+    }
+
+    /// POSTs `body` to the host, within the concurrency bound and the timeout (the wait for a free call counts).
+    async fn ask(&self, url: &str, body: &impl Serialize) -> Result<User, AuthError> {
         let call = async {
             let _permit = self.permits.acquire().await.map_err(|_| unavailable())?;
-            self.call(request).await
+            self.call(url, body).await
         };
-        // The wait for a permit counts against the same timeout as the call itself.
         tokio::time::timeout(self.timeout, call)
             .await
             .unwrap_or_else(|_| {
-                tracing::warn!(url = %self.url, "auth hook: no answer in time");
+                tracing::warn!(%url, "host sign-in: no answer in time");
                 Err(unavailable())
             })
     }
 
-    async fn call(&self, request: &HookRequest<'_>) -> Result<User, AuthError> {
+    async fn call(&self, url: &str, body: &impl Serialize) -> Result<User, AuthError> {
         let response = self
             .client
-            .post(&self.url)
+            .post(url)
             .bearer_auth(&self.secret)
-            .json(request)
+            .json(body)
             .send()
             .await
             .map_err(|e| {
-                tracing::warn!(url = %self.url, error = %e, "auth hook: call failed");
+                tracing::warn!(%url, error = %e, "host sign-in: call failed");
                 unavailable()
             })?;
         let status = response.status();
@@ -153,19 +186,19 @@ impl AuthHook {
                 .reason
                 .or(refusal.message)
                 .or(refusal.error.and_then(|e| e.message))
-                .unwrap_or_else(|| "the host service refused this connection".to_owned());
+                .unwrap_or_else(|| "the host service refused".to_owned());
             return Err(AuthError::new("refused", reason));
         }
         if !status.is_success() {
-            tracing::warn!(url = %self.url, %status, "auth hook: unexpected status");
+            tracing::warn!(%url, %status, "host sign-in: unexpected status");
             return Err(unavailable());
         }
         let admitted: Admitted = response.json().await.map_err(|e| {
-            tracing::warn!(url = %self.url, error = %e, "auth hook: answer is not {{ user: {{ id, name }} }}");
+            tracing::warn!(%url, error = %e, "host sign-in: answer is not {{ user: {{ id, name }} }}");
             unavailable()
         })?;
         super::checked_user(admitted.user.id, &admitted.user.name).map_err(|reason| {
-            tracing::warn!(url = %self.url, %reason, "auth hook: unusable user");
+            tracing::warn!(%url, %reason, "host sign-in: unusable user");
             unavailable()
         })
     }

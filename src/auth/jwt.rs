@@ -1,7 +1,8 @@
-//! JWT verification: HS256 with a shared secret, RS256 or ES256 with a public key.
+//! JWT verification: HS256 with a shared secret, RS256 or ES256 with a public key, and palaver's own access
+//! tokens (HS256 with `--token-secret`, told apart by their `kid`); and the issuing of palaver's own tokens.
 
 use jsonwebtoken::{Algorithm, DecodingKey, Validation, errors::ErrorKind};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::{AuthError, User};
 use crate::config::{Config, ConfigError, PublicKeyAlgorithm};
@@ -10,13 +11,40 @@ use crate::config::{Config, ConfigError, PublicKeyAlgorithm};
 #[derive(Clone)]
 pub struct JwtVerifier {
     keys: Vec<(Algorithm, DecodingKey)>,
+    /// The key of palaver's own access tokens, when it issues them.
+    own: Option<DecodingKey>,
 }
 
-#[derive(Deserialize)]
+/// The `kid` and `iss` of the access tokens palaver issues.
+pub const OWN_KEY_ID: &str = "palaver";
+
+/// How far past `exp` an identity provider's token is still accepted (clock skew between it and palaver).
+/// palaver's own tokens get none: it is their clock.
+pub const LEEWAY_SECS: u64 = 60;
+
+#[derive(Deserialize, Serialize)]
 struct Claims {
     sub: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     preferred_username: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    exp: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    iat: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    iss: Option<String>,
+    /// Makes every token palaver issues unique, even two for one user in the same second.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    jti: Option<String>,
+}
+
+/// A verified token: its user, and until when (unix seconds, leeway included) it stands.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Verified {
+    pub user: User,
+    pub valid_until: i64,
 }
 
 impl JwtVerifier {
@@ -41,36 +69,59 @@ impl JwtVerifier {
             };
             keys.push((key.0, key.1.map_err(|e| fail(e.to_string()))?));
         }
-        Ok((!keys.is_empty()).then_some(Self { keys }))
+        let own = config
+            .token_secret
+            .as_deref()
+            .filter(|s| !s.is_empty())
+            .map(|secret| DecodingKey::from_secret(secret.as_bytes()));
+        Ok((!keys.is_empty() || own.is_some()).then_some(Self { keys, own }))
     }
 
     /// A verifier for one HS256 secret.
     pub fn hs256(secret: &[u8]) -> Self {
         Self {
             keys: vec![(Algorithm::HS256, DecodingKey::from_secret(secret))],
+            own: None,
         }
     }
 
     /// Checks signature, algorithm and expiry, and maps the claims to a user.
     pub fn verify(&self, token: &str) -> Result<User, AuthError> {
+        self.verify_until(token).map(|v| v.user)
+    }
+
+    /// [`JwtVerifier::verify`], and until when the token stands.
+    pub fn verify_until(&self, token: &str) -> Result<Verified, AuthError> {
         let header = jsonwebtoken::decode_header(token)
             .map_err(|_| AuthError::new("invalid_token", "the token is not a well-formed JWT"))?;
-        let (algorithm, key) = self
-            .keys
-            .iter()
-            .find(|(alg, _)| *alg == header.alg)
-            .ok_or_else(|| {
-                AuthError::new(
-                    "wrong_algorithm",
-                    format!(
-                        "tokens signed with {:?} are not accepted; this server accepts {}",
-                        header.alg,
-                        self.accepted()
-                    ),
-                )
-            })?;
-        let mut validation = Validation::new(*algorithm);
+        let own = header.kid.as_deref() == Some(OWN_KEY_ID) && header.alg == Algorithm::HS256;
+        let (algorithm, key) = match (&self.own, own) {
+            (Some(key), true) => (Algorithm::HS256, key),
+            _ => self
+                .keys
+                .iter()
+                .find(|(alg, _)| *alg == header.alg)
+                .map(|(alg, key)| (*alg, key))
+                .ok_or_else(|| {
+                    AuthError::new(
+                        "wrong_algorithm",
+                        format!(
+                            "tokens signed with {:?} are not accepted; this server accepts {}",
+                            header.alg,
+                            self.accepted()
+                        ),
+                    )
+                })?,
+        };
+        let mut validation = Validation::new(algorithm);
         validation.set_required_spec_claims(&["exp"]);
+        let leeway = if own && self.own.is_some() {
+            validation.set_issuer(&[OWN_KEY_ID]);
+            0
+        } else {
+            LEEWAY_SECS
+        };
+        validation.leeway = leeway;
         let data = jsonwebtoken::decode::<Claims>(token, key, &validation).map_err(|e| match e
             .kind()
         {
@@ -91,6 +142,10 @@ impl JwtVerifier {
             _ => AuthError::new("invalid_token", format!("the token is invalid: {e}")),
         })?;
         let claims = data.claims;
+        let valid_until = claims
+            .exp
+            .unwrap_or_default()
+            .saturating_add(i64::try_from(leeway).unwrap_or_default());
         let id = claims
             .sub
             .filter(|sub| !sub.trim().is_empty())
@@ -123,20 +178,67 @@ impl JwtVerifier {
             break;
         }
         let name = name.unwrap_or_else(|| id.clone());
-        Ok(User {
-            id,
-            name,
-            anonymous: false,
+        Ok(Verified {
+            user: User {
+                id,
+                name,
+                anonymous: false,
+            },
+            valid_until,
         })
     }
 
     fn accepted(&self) -> String {
-        let names: Vec<String> = self
+        let mut names: Vec<String> = self
             .keys
             .iter()
             .map(|(alg, _)| format!("{alg:?}"))
             .collect();
+        if self.own.is_some() {
+            names.push("palaver's own tokens".to_owned());
+        }
         names.join(", ")
+    }
+}
+
+/// Issues palaver's own access tokens: HS256 with `--token-secret`, `kid` and `iss` "palaver", `sub` and
+/// `name` the user's, valid for `--access-token-ttl-secs`. Holds key material, so no `Debug`.
+#[derive(Clone)]
+pub struct TokenIssuer {
+    key: jsonwebtoken::EncodingKey,
+    ttl: chrono::Duration,
+}
+
+impl TokenIssuer {
+    /// `None` without `--token-secret`.
+    pub fn from_config(config: &Config) -> Option<Self> {
+        let secret = config.token_secret.as_deref().filter(|s| !s.is_empty())?;
+        Some(Self {
+            key: jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
+            ttl: chrono::Duration::seconds(config.access_token_ttl_secs.get().into()),
+        })
+    }
+
+    /// A new access token for the user, and when it expires.
+    pub fn issue(&self, user: &User) -> Result<(String, chrono::DateTime<chrono::Utc>), AuthError> {
+        let now = chrono::Utc::now();
+        let expires = now + self.ttl;
+        let claims = Claims {
+            sub: Some(user.id.clone()),
+            name: Some(user.name.clone()),
+            preferred_username: None,
+            exp: Some(expires.timestamp()),
+            iat: Some(now.timestamp()),
+            iss: Some(OWN_KEY_ID.to_owned()),
+            jti: Some(uuid::Uuid::new_v4().simple().to_string()),
+        };
+        let mut header = jsonwebtoken::Header::new(Algorithm::HS256);
+        header.kid = Some(OWN_KEY_ID.to_owned());
+        let token = jsonwebtoken::encode(&header, &claims, &self.key).map_err(|e| {
+            tracing::error!(error = %e, "cannot sign an access token");
+            AuthError::new("unavailable", "cannot issue a token now; retry")
+        })?;
+        Ok((token, expires))
     }
 }
 

@@ -4,11 +4,12 @@
 pub mod hook;
 mod jwt;
 mod names;
+pub mod sessions;
 
 use serde::{Deserialize, Serialize};
 
 pub use hook::AuthHook;
-pub use jwt::JwtVerifier;
+pub use jwt::{JwtVerifier, TokenIssuer, Verified};
 pub use names::{random_name, validate_display_name};
 
 use crate::store::Author;
@@ -115,6 +116,15 @@ pub fn authenticate(
     verifier: Option<&JwtVerifier>,
     anonymous_allowed: bool,
 ) -> Result<User, AuthError> {
+    authenticate_until(payload, verifier, anonymous_allowed).map(|(user, _)| user)
+}
+
+/// [`authenticate`], and until when the connection's token stands (unix seconds; `None` for a guest).
+pub fn authenticate_until(
+    payload: Option<&serde_json::Value>,
+    verifier: Option<&JwtVerifier>,
+    anonymous_allowed: bool,
+) -> Result<(User, Option<i64>), AuthError> {
     let payload: AuthPayload = match payload {
         None | Some(serde_json::Value::Null) => AuthPayload::default(),
         Some(value) => serde_json::from_value(value.clone()).map_err(|e| {
@@ -131,7 +141,9 @@ pub fn authenticate(
                 "this server has no JWT key configured; connect without a token",
             )
         })?;
-        return verifier.verify(token);
+        return verifier
+            .verify_until(token)
+            .map(|v| (v.user, Some(v.valid_until)));
     }
     if !anonymous_allowed {
         return Err(AuthError::new(
@@ -147,11 +159,12 @@ pub fn authenticate(
             return Err(AuthError::new("invalid_name", "auth.name must be a string"));
         }
     };
-    Ok(User {
+    let guest = User {
         id: format!("{GUEST_PREFIX}{}", uuid::Uuid::new_v4().simple()),
         name,
         anonymous: true,
-    })
+    };
+    Ok((guest, None))
 }
 
 #[cfg(test)]

@@ -8,6 +8,7 @@
 
 pub mod budget;
 pub mod dm;
+pub mod expiry;
 mod invitations;
 pub mod messages;
 pub mod payload;
@@ -61,6 +62,8 @@ pub struct Limits {
     pub max_payload: u64,
     /// Most missed messages one room's recovery returns before it says `truncated`.
     pub recovery_limit: u32,
+    /// How long before its token expires a socket is sent `session:expiring`, in seconds.
+    pub session_notice_secs: i64,
 }
 
 impl Limits {
@@ -83,6 +86,7 @@ impl Limits {
             guests_create_rooms: config.guests_create_rooms,
             max_payload: config.max_payload,
             recovery_limit: config.recovery_limit,
+            session_notice_secs: config.session_notice_secs.get().into(),
         }
     }
 }
@@ -127,6 +131,8 @@ pub struct Chat<A: Adapter> {
     pub api_keys: crate::http::api::ApiKeys,
     /// Every namespace served, by path (the server API addresses one by `?ns=`).
     pub namespaces: std::collections::HashMap<String, Arc<crate::config::NamespaceSettings>>,
+    /// palaver's own sessions (the code exchange, its tokens and cookies), with `--token-secret`.
+    pub sessions: Option<Arc<crate::auth::sessions::Sessions>>,
     /// The host service's connect hook, which names the users of connections without a token.
     pub auth_hook: Option<Arc<crate::auth::AuthHook>>,
     pub limits: Limits,
@@ -161,6 +167,8 @@ pub struct Conn {
     /// The first turn, reserved before the client is told it is connected and released once the socket has
     /// re-entered the user's rooms: no event of the client can run before that.
     connect_turn: Mutex<Option<oneshot::Sender<()>>>,
+    /// Until when the socket's token stands (see [`expiry`]).
+    pub valid_until: expiry::ValidUntil,
 }
 
 impl Conn {
@@ -169,11 +177,13 @@ impl Conn {
         ns: Arc<NamespaceSettings>,
         peer_ip: Option<std::net::IpAddr>,
         limits: &Limits,
+        valid_until: Option<i64>,
     ) -> Self {
         Self {
             user,
             ns,
             peer_ip,
+            valid_until: expiry::ValidUntil::new(valid_until),
             app: crate::profile::SocketState::default(),
             budget: Arc::new(budget::SocketBudget::new(&limits.budgets)),
             last_turn: Mutex::new(None),
@@ -283,6 +293,10 @@ pub enum Reply {
         invited: Vec<String>,
     },
     Done {},
+    Refreshed {
+        #[serde(rename = "expiresAt")]
+        expires_at: chrono::DateTime<chrono::Utc>,
+    },
 }
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
@@ -437,7 +451,7 @@ fn respond<A: Adapter>(
 }
 
 /// The event table: every client → server event, its budget class, and the function that handles it.
-fn event_table<A: Adapter>() -> [(&'static str, EventClass, EventFn<A>); 13] {
+fn event_table<A: Adapter>() -> [(&'static str, EventClass, EventFn<A>); 14] {
     use EventClass::{Join, Presence, Read, Send, Typing};
     [
         ("room:create", Join, |c| Box::pin(rooms::create(c))),
@@ -453,6 +467,7 @@ fn event_table<A: Adapter>() -> [(&'static str, EventClass, EventFn<A>); 13] {
         ("presence:list", Presence, |c| Box::pin(presence::list(c))),
         ("typing", Typing, |c| Box::pin(presence::typing(c))),
         ("sync", Read, |c| Box::pin(recovery::sync(c))),
+        ("session:refresh", Read, |c| Box::pin(expiry::refresh(c))),
     ]
 }
 

@@ -52,16 +52,33 @@ struct Session {
     invitations: Vec<Invitation>,
 }
 
-/// Who the connection is: the user of its token; else, when the host service has a connect hook, the user the
-/// host names (never a guest); else a guest, if the namespace admits them.
+/// Who the connection is, and until when its token stands: the user of its token (`auth.token`, else palaver's
+/// access cookie from an allowed origin); else, when the host service has a connect hook, the user the host
+/// names (never a guest); else a guest, if the namespace admits them.
 async fn identify<A: Adapter>(
     chat: &SharedChat<A>,
     socket: &SocketRef<A>,
     auth: Option<&Json>,
     settings: &NamespaceSettings,
     peer_ip: Option<std::net::IpAddr>,
-) -> Result<User, AuthError> {
-    if let Some(hook) = &chat.auth_hook
+) -> Result<(User, Option<i64>), AuthError> {
+    if !auth::has_token(auth)
+        && let Some(sessions) = &chat.sessions
+        && let Some(token) = auth::sessions::Sessions::cookie(
+            &socket.req_parts().headers,
+            auth::sessions::ACCESS_COOKIE,
+        )
+    {
+        if !sessions.origin_allowed(&socket.req_parts().headers) {
+            return Err(AuthError::new(
+                "forbidden_origin",
+                "palaver's session cookie only counts from an origin in --cors-origins",
+            ));
+        }
+        let payload = serde_json::json!({ "token": token });
+        return auth::authenticate_until(Some(&payload), chat.verifier.as_ref(), false);
+    }
+    if let Some(hook) = chat.auth_hook.as_ref().filter(|h| h.admits())
         && !auth::has_token(auth)
     {
         let parts = socket.req_parts();
@@ -72,9 +89,9 @@ async fn identify<A: Adapter>(
             headers: auth::hook::headers_of(&parts.headers),
             address: peer_ip.map(|ip| ip.to_string()),
         };
-        return hook.admit(&request).await;
+        return hook.admit(&request).await.map(|user| (user, None));
     }
-    auth::authenticate(auth, chat.verifier.as_ref(), settings.anonymous)
+    auth::authenticate_until(auth, chat.verifier.as_ref(), settings.anonymous)
 }
 
 /// Runs before the client learns it is connected: decides who it is, reads its rooms, and registers every event
@@ -96,7 +113,7 @@ async fn admit<A: Adapter>(
         .extensions
         .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
         .map(|info| info.0.ip());
-    let user = identify(chat, socket, auth.as_ref(), &settings, peer_ip)
+    let (user, valid_until) = identify(chat, socket, auth.as_ref(), &settings, peer_ip)
         .await
         .inspect_err(|e| {
             tracing::info!(ns = %settings.path, code = e.code, reason = %e.message, "connection refused");
@@ -112,7 +129,13 @@ async fn admit<A: Adapter>(
                 AuthError::new("unavailable", "the message store is unavailable; reconnect shortly")
             })?
     };
-    let conn = Arc::new(Conn::new(user, settings, peer_ip, &chat.limits));
+    let conn = Arc::new(Conn::new(
+        user,
+        settings,
+        peer_ip,
+        &chat.limits,
+        valid_until,
+    ));
     conn.reserve_connect_turn();
     socket.extensions.insert(conn.clone());
     socket.extensions.insert(session);
@@ -131,6 +154,7 @@ async fn admit<A: Adapter>(
         }
     };
     socket.on_disconnect(on_disconnect);
+    super::expiry::watch(socket.clone(), &conn, chat.limits.session_notice_secs);
     Ok(())
 }
 
@@ -194,6 +218,8 @@ async fn disconnected<A: Adapter>(
     socket: SocketRef<A>,
     reason: DisconnectReason,
 ) {
+    // Ends the watch over the socket's token.
+    conn.valid_until.send_replace(None);
     tracing::info!(socket = %socket.id, ns = %conn.ns.path, user = %conn.user.id, %reason, "disconnected");
     // Events still queued for this socket finish first (their writes commit), then presence is cleaned up.
     let (previous, done) = conn.take_turn();

@@ -501,6 +501,8 @@ const RESERVED_EVENTS: &[&str] = &[
     "chat:error",
     "invitation",
     "typing",
+    "session:expiring",
+    "session:expired",
     "connect",
     "connect_error",
     "disconnect",

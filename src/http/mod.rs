@@ -2,6 +2,7 @@
 //! for the host's backend ([`api`]), the demo page at `/`, and the plain WebSocket endpoints ([`websocket`]).
 
 pub mod api;
+pub mod auth;
 pub mod websocket;
 
 use std::time::Duration;
@@ -41,6 +42,7 @@ pub fn router<A: Adapter>(
         .route("/readyz", get(readyz::<A>))
         .route("/api/rooms/{room}/messages", get(room_messages::<A>))
         .merge(api::routes::<A>())
+        .merge(auth::routes::<A>())
         .with_state(chat)
         .merge(websocket::routes(websockets, gateway));
     let index = config.static_dir.join("index.html");

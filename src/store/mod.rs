@@ -354,6 +354,24 @@ pub trait Store: Send + Sync + 'static {
     /// returned unchanged.
     async fn put_room(&self, ns: &str, room: &Room) -> StoreResult<(Room, bool)>;
 
+    /// Marks a one-time code (its hash) as redeemed: `false` if it already was.
+    async fn redeem_code(&self, hash: &str) -> StoreResult<bool>;
+
+    /// Stores a new refresh token (its hash).
+    async fn insert_refresh(&self, token: &NewRefresh) -> StoreResult<()>;
+
+    /// Rotates the refresh token whose hash is `old` into a new one (hash `new`, same family and user, valid
+    /// until `expires_at`), in one transaction. A token that was already rotated revokes its whole family.
+    async fn rotate_refresh(
+        &self,
+        old: &str,
+        new: &str,
+        expires_at: DateTime<Utc>,
+    ) -> StoreResult<Rotation>;
+
+    /// Revokes the family of the refresh token whose hash is given: `false` if there is no such token.
+    async fn revoke_refresh(&self, hash: &str) -> StoreResult<bool>;
+
     /// Rooms `creator` created in the namespace since `since` (creation quotas).
     async fn rooms_created_since(
         &self,
@@ -430,6 +448,40 @@ pub async fn open(url: &str, pool_size: u32) -> StoreResult<SharedStore> {
     } else {
         Err(StoreError::UnsupportedUrl(crate::config::redact_url(url)))
     }
+}
+
+/// A refresh token to store: only its hash.
+pub struct NewRefresh {
+    pub hash: String,
+    pub family: String,
+    pub user: Author,
+    pub created_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+}
+
+/// What became of a refresh.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Rotation {
+    /// The old token is spent; the new one was stored for this user.
+    Rotated(Author),
+    /// No such token.
+    Unknown,
+    Expired,
+    /// Its family was revoked (a logout, or a reuse detected earlier).
+    Revoked,
+    /// It had been rotated already: a stolen or replayed token. Its whole family is now revoked.
+    Reused,
+}
+
+/// A refresh token row.
+#[derive(sqlx::FromRow)]
+struct RefreshRow {
+    family: String,
+    user_id: String,
+    user_name: String,
+    expires_at: DateTime<Utc>,
+    rotated_at: Option<DateTime<Utc>>,
+    revoked_at: Option<DateTime<Utc>>,
 }
 
 /// A message row as both backends store it.

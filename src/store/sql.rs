@@ -17,8 +17,8 @@ use sqlx::{
 use super::batch::{Batcher, Pending};
 use super::{
     Appended, Author, HistoryPage, HistoryQuery, Invitation, InvitationRow, Message, MessageRow,
-    NewMessage, OriginalRow, Room, RoomRow, RoomSummary, Store, StoreError, StoreResult,
-    SummaryRow,
+    NewMessage, NewRefresh, OriginalRow, RefreshRow, Room, RoomRow, RoomSummary, Rotation, Store,
+    StoreError, StoreResult, SummaryRow,
 };
 
 /// What differs between the backends in the SQL they run.
@@ -591,6 +591,43 @@ where
             .collect())
     }
 
+    /// `INSERT INTO refresh_tokens`, in `family`, for `user`.
+    async fn insert_refresh_row<'c>(
+        executor: impl Executor<'c, Database = DB>,
+        token: &NewRefresh,
+        family: &str,
+        user: &Author,
+    ) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO refresh_tokens (hash, family, user_id, user_name, created_at, expires_at) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(token.hash.as_str())
+        .bind(family)
+        .bind(user.id.as_str())
+        .bind(user.name.as_str())
+        .bind(token.created_at)
+        .bind(token.expires_at)
+        .execute(executor)
+        .await?;
+        Ok(())
+    }
+
+    /// Revokes every token of a family that is not revoked yet.
+    async fn revoke_family<'c>(
+        executor: impl Executor<'c, Database = DB>,
+        family: &str,
+    ) -> StoreResult<()> {
+        sqlx::query(
+            "UPDATE refresh_tokens SET revoked_at = $2 WHERE family = $1 AND revoked_at IS NULL",
+        )
+        .bind(family)
+        .bind(super::now())
+        .execute(executor)
+        .await?;
+        Ok(())
+    }
+
     /// `INSERT INTO rooms`, unless it exists: whether this created it.
     async fn insert_room<'c>(
         executor: impl Executor<'c, Database = DB>,
@@ -780,6 +817,84 @@ where
         stored
             .map(|stored| (stored, created))
             .ok_or_else(|| StoreError::NoSuchRoom(room.id.clone()))
+    }
+
+    #[tracing::instrument(level = "debug", skip_all)]
+    async fn redeem_code(&self, hash: &str) -> StoreResult<bool> {
+        let inserted = sqlx::query(
+            "INSERT INTO redeemed_codes (hash, redeemed_at) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+        )
+        .bind(hash)
+        .bind(super::now())
+        .execute(&self.writer)
+        .await?;
+        Ok(DB::rows_affected(&inserted) == 1)
+    }
+
+    #[tracing::instrument(level = "debug", skip_all, fields(user = %token.user.id))]
+    async fn insert_refresh(&self, token: &NewRefresh) -> StoreResult<()> {
+        Self::insert_refresh_row(&self.writer, token, &token.family, &token.user).await
+    }
+
+    #[tracing::instrument(level = "debug", skip_all)]
+    async fn rotate_refresh(
+        &self,
+        old: &str,
+        new: &str,
+        expires_at: DateTime<Utc>,
+    ) -> StoreResult<Rotation> {
+        let mut tx = self.writer.begin().await?;
+        let mut select = QueryBuilder::<DB>::new(
+            "SELECT family, user_id, user_name, expires_at, rotated_at, revoked_at FROM refresh_tokens WHERE hash = ",
+        );
+        select.push_bind(old).push(DB::LOCK_ROWS);
+        let row: Option<RefreshRow> = select.build_query_as().fetch_optional(&mut *tx).await?;
+        let Some(row) = row else {
+            return Ok(Rotation::Unknown);
+        };
+        let outcome = if row.revoked_at.is_some() {
+            Rotation::Revoked
+        } else if row.rotated_at.is_some() {
+            Self::revoke_family(&mut *tx, &row.family).await?;
+            Rotation::Reused
+        } else if row.expires_at <= super::now() {
+            Rotation::Expired
+        } else {
+            sqlx::query("UPDATE refresh_tokens SET rotated_at = $2 WHERE hash = $1")
+                .bind(old)
+                .bind(super::now())
+                .execute(&mut *tx)
+                .await?;
+            let user = Author {
+                id: row.user_id,
+                name: row.user_name,
+            };
+            let token = NewRefresh {
+                hash: new.to_owned(),
+                family: row.family.clone(),
+                user: user.clone(),
+                created_at: super::now(),
+                expires_at,
+            };
+            Self::insert_refresh_row(&mut *tx, &token, &row.family, &user).await?;
+            Rotation::Rotated(user)
+        };
+        tx.commit().await?;
+        Ok(outcome)
+    }
+
+    #[tracing::instrument(level = "debug", skip_all)]
+    async fn revoke_refresh(&self, hash: &str) -> StoreResult<bool> {
+        let family: Option<(String,)> =
+            sqlx::query_as("SELECT family FROM refresh_tokens WHERE hash = $1")
+                .bind(hash)
+                .fetch_optional(&self.writer)
+                .await?;
+        let Some((family,)) = family else {
+            return Ok(false);
+        };
+        Self::revoke_family(&self.writer, &family).await?;
+        Ok(true)
     }
 
     #[tracing::instrument(level = "debug", skip_all, fields(%ns, %creator))]
