@@ -264,7 +264,7 @@ for (const store of STORES) {
       const doc = await api(srv, "GET", "/openapi.json");
       assert.equal(doc.status, 200);
       assert.equal(doc.body.openapi.startsWith("3."), true);
-      for (const path of ["/api/v1/rooms/{room}", "/api/v1/rooms/{room}/members/{user}", "/api/v1/rooms/{room}/messages", "/api/v1/users/{user}/messages", "/api/v1/rooms/{room}/presence", "/api/v1/users/{user}/disconnect", "/api/v1/emit"]) {
+      for (const path of ["/api/v1/auth/exchange", "/api/v1/auth/refresh", "/api/v1/auth/logout", "/api/v1/rooms/{room}", "/api/v1/rooms/{room}/members/{user}", "/api/v1/rooms/{room}/messages", "/api/v1/users/{user}/messages", "/api/v1/rooms/{room}/presence", "/api/v1/users/{user}/disconnect", "/api/v1/emit"]) {
         assert.ok(doc.body.paths[path], `documents ${path}`);
       }
     });

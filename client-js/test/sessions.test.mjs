@@ -22,6 +22,8 @@ import {
   waitDisconnect,
   sdkClient,
   until,
+  twoNodeGate,
+  useTwoNodes,
 } from "./harness.mjs";
 import { refreshPalaverSession } from "../dist/index.js";
 
@@ -260,3 +262,23 @@ function connectRefusedWith(srv, options) {
     });
   });
 }
+
+const gate = await twoNodeGate();
+
+describe("sessions on two nodes (Postgres + Redis)", { skip: gate.skip }, () => {
+  const nodes = useTwoNodes(gate, { label: "palaver/sessions", flags: sessionFlags() });
+
+  it("a session exchanged on node A works on node B; a code and a rotated refresh token work once across nodes", async () => {
+    const { code, user } = host.issue();
+    const [first, second] = await Promise.all(nodes.map((node) => post(node, "exchange", { code })));
+    assert.deepEqual([first.status, second.status].sort(), [200, 401], "one node redeems the code, the other refuses it");
+    const tokens = (first.status === 200 ? first : second).body;
+    const { session } = await connect(nodes[1], { token: tokens.accessToken });
+    assert.equal(session.user.id, user.id);
+    const rotated = await post(nodes[1], "refresh", { refreshToken: tokens.refreshToken });
+    assert.equal(rotated.status, 200);
+    const replay = await post(nodes[0], "refresh", { refreshToken: tokens.refreshToken });
+    assert.equal(replay.status, 401, "the other node sees the rotation");
+    assert.equal((await post(nodes[0], "refresh", { refreshToken: rotated.body.refreshToken })).status, 401, "and the revocation");
+  });
+});
