@@ -74,6 +74,31 @@ for (const store of STORES) {
       assert.equal((await api(srv, "GET", `/rooms/${room}/messages`, { key: READER })).status, 200);
     });
 
+    it("every endpoint: no key and an unknown key are 401, a key without its scope is 403", async () => {
+      const { room, user } = await member(srv);
+      const endpoints = [
+        ["POST", `/rooms/${room}/messages`, "publish", { text: "x" }],
+        ["POST", `/users/${encodeURIComponent(user.id)}/messages`, "publish", { from: { id: "bot", name: "Bot" }, text: "x" }],
+        ["POST", "/emit", "publish", { room, event: "x" }],
+        ["GET", `/rooms/${room}/messages`, "read"],
+        ["GET", `/rooms/${room}/presence`, "read"],
+        ["PUT", `/rooms/${room}`, "manage", {}],
+        ["PUT", `/rooms/${room}/members/${encodeURIComponent(user.id)}`, "manage"],
+        ["DELETE", `/rooms/${room}/members/someone-else`, "manage"],
+        ["POST", `/users/nobody/disconnect`, "manage"],
+      ];
+      const without = { publish: ADMIN, read: ADMIN, manage: READER };
+      for (const [method, path, scope, body] of endpoints) {
+        const what = `${method} ${path}: `;
+        refused(await api(srv, method, path, { body }), 401, "unauthorized", what);
+        refused(await api(srv, method, path, { key: "unknown-key-0123456789", body }), 401, "unauthorized", what);
+        refused(await api(srv, method, path, { key: without[scope], body }), 403, "forbidden", what);
+        const allowed = { publish: PUBLISHER, read: READER, manage: ADMIN }[scope];
+        const res = await api(srv, method, path, { key: allowed, body });
+        assert.ok(res.status < 300 || res.body?.error?.code === "not_found", `${what}with its scope: ${res.status} ${JSON.stringify(res.body)}`);
+      }
+    });
+
     it("a posted message is stored, numbered and delivered live like a user's; from defaults to the system", async () => {
       const { room, socket, user } = await member(srv);
       await ok(socket, "message:send", { room, text: "first, from a user" });

@@ -19,6 +19,8 @@ import {
   rand,
   sleep,
   token,
+  twoNodeGate,
+  useTwoNodes,
 } from "./harness.mjs";
 
 const SECRET = `hook-secret-${rand()}`;
@@ -164,5 +166,23 @@ describe("connect hook: the host is down", () => {
   it("a connection is refused with `unavailable`, not admitted as a guest", async () => {
     const err = await connectRefused(srv, { name: "guest" });
     assertUnauthorized(err, "unavailable");
+  });
+});
+
+const gate = await twoNodeGate();
+
+describe("connect hook on two nodes (Postgres + Redis)", { skip: gate.skip }, () => {
+  const nodes = useTwoNodes(gate, { label: "palaver/hook", flags: hookFlags });
+
+  it("users the host names on either node are one user across the cluster (a DM reaches them on the other node)", async () => {
+    host.answer = async (body) => [200, { user: { id: `cluster-${body.auth.who}`, name: body.auth.who } }];
+    const who = rand();
+    const a = await connectWith(nodes[0], { auth: { who: `a${who}` } });
+    const b = await connectWith(nodes[1], { auth: { who: `b${who}` } });
+    assertUser(b.session.user, { id: `cluster-b${who}`, name: `b${who}`, anonymous: false });
+    const arrived = new Promise((resolve) => b.socket.on("message", (m) => m.text === "across" && resolve(m)));
+    const ack = await a.socket.timeout(5000).emitWithAck("dm:send", { to: `cluster-b${who}`, text: "across" });
+    assert.equal(ack.ok, true, JSON.stringify(ack));
+    assert.equal((await arrived).from.id, `cluster-a${who}`);
   });
 });
