@@ -31,6 +31,7 @@ use crate::{
     },
     config::NamespaceSettings,
     error::{ChatError, ChatResult},
+    http::HistoryParams,
     store::{Appended, Author, HistoryPage, Message, Room, RoomKind, Visibility},
 };
 
@@ -409,15 +410,6 @@ async fn post_dm<A: Adapter>(
     Ok(posted(appended))
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct HistoryParams {
-    before: Option<i64>,
-    after: Option<i64>,
-    limit: Option<i64>,
-    ns: Option<String>,
-}
-
 /// `GET /api/v1/rooms/{room}/messages?before&after&limit` → `{ messages, hasMore }`, any room (the host's
 /// backend reads on its users' behalf).
 async fn room_history<A: Adapter>(
@@ -428,14 +420,8 @@ async fn room_history<A: Adapter>(
 ) -> ChatResult<Json<HistoryPage>> {
     chat.api_keys.authorize(&headers, Scope::Read)?;
     let params = query(params)?;
+    let (room, history) = params.page(&room)?;
     let ns = namespace(&chat, params.ns)?;
-    let room = payload::room_id(&room)?;
-    let history = payload::history_query(&payload::HistoryFetch {
-        room: room.to_owned(),
-        before: params.before,
-        after: params.after,
-        limit: params.limit,
-    })?;
     chat.store
         .room(&ns.path, room)
         .await?
@@ -493,7 +479,8 @@ struct Emit {
     data: Value,
 }
 
-/// Events a custom emit may not use: palaver's own (a client would take them for the chat's) and Socket.IO's.
+/// palaver's own events, which a custom emit may not use (a client would take it for the chat's); nor may it use
+/// Socket.IO's ([`crate::profile::SOCKET_IO_EVENTS`]).
 const RESERVED_EVENTS: &[&str] = &[
     "message",
     "room:notice",
@@ -503,12 +490,6 @@ const RESERVED_EVENTS: &[&str] = &[
     "typing",
     "session:expiring",
     "session:expired",
-    "connect",
-    "connect_error",
-    "disconnect",
-    "disconnecting",
-    "newListener",
-    "removeListener",
 ];
 
 /// Longest custom event name.
@@ -531,7 +512,7 @@ async fn emit<A: Adapter>(
             "event must be 1 to {MAX_EVENT_NAME} bytes without control characters"
         )));
     }
-    if RESERVED_EVENTS.contains(&event) {
+    if RESERVED_EVENTS.contains(&event) || crate::profile::SOCKET_IO_EVENTS.contains(&event) {
         return Err(ChatError::bad_request(format!(
             "event {event:?} is reserved (palaver's own or Socket.IO's); name your own"
         )));

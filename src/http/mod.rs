@@ -88,12 +88,28 @@ async fn readyz<A: Adapter>(State(chat): State<SharedChat<A>>) -> Response {
     (status, Json(body)).into_response()
 }
 
+/// The query of both history routes: `?before&after&limit&ns`.
 #[derive(Deserialize)]
-struct HistoryParams {
+#[serde(deny_unknown_fields)]
+pub(crate) struct HistoryParams {
     before: Option<i64>,
     after: Option<i64>,
     limit: Option<i64>,
     ns: Option<String>,
+}
+
+impl HistoryParams {
+    /// The room id and the page asked for, checked like `history:fetch`'s.
+    pub(crate) fn page<'r>(&self, room: &'r str) -> ChatResult<(&'r str, crate::store::HistoryQuery)> {
+        let room = payload::room_id(room)?;
+        let query = payload::history_query(&payload::HistoryFetch {
+            room: room.to_owned(),
+            before: self.before,
+            after: self.after,
+            limit: self.limit,
+        })?;
+        Ok((room, query))
+    }
 }
 
 /// `GET /api/rooms/{room}/messages` with `Authorization: Bearer <jwt>`: what `history:fetch` answers.
@@ -116,14 +132,8 @@ async fn room_messages<A: Adapter>(
     let user = verifier
         .verify(token)
         .map_err(|e| ChatError::unauthorized(format!("{}: {}", e.code, e.message)))?;
+    let (room, query) = params.page(&room)?;
     let ns = params.ns.unwrap_or_else(|| "/".to_owned());
-    let room = payload::room_id(&room)?;
-    let query = payload::history_query(&payload::HistoryFetch {
-        room: room.to_owned(),
-        before: params.before,
-        after: params.after,
-        limit: params.limit,
-    })?;
     let found = chat
         .store
         .room(&ns, room)

@@ -474,18 +474,10 @@ fn to_json(value: &toml::Value) -> Result<Json, String> {
 
 /// An event name an app may use: not empty, not one Socket.IO reserves.
 fn event_name(name: &str) -> Result<String, String> {
-    const RESERVED: [&str; 6] = [
-        "connect",
-        "connect_error",
-        "disconnect",
-        "disconnecting",
-        "newListener",
-        "removeListener",
-    ];
     if name.is_empty() {
         return Err("an event name is empty".to_owned());
     }
-    if RESERVED.contains(&name) {
+    if super::SOCKET_IO_EVENTS.contains(&name) {
         return Err(format!("{name:?} is reserved by Socket.IO"));
     }
     Ok(name.to_owned())

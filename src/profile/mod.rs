@@ -390,6 +390,16 @@ impl UnknownEvents {
     }
 }
 
+/// Event names Socket.IO reserves for itself: no app event (a profile's) nor custom emit may use them.
+pub const SOCKET_IO_EVENTS: [&str; 6] = [
+    "connect",
+    "connect_error",
+    "disconnect",
+    "disconnecting",
+    "newListener",
+    "removeListener",
+];
+
 /// Named variables, plus the incoming event's arguments for a rule's own templates.
 pub struct Scope<'a> {
     pub named: BTreeMap<&'static str, Json>,
