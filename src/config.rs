@@ -69,6 +69,11 @@ pub struct Config {
     #[arg(long, env = "PALAVER_REFRESH_TOKEN_TTL_SECS", default_value_t = nz(30 * 24 * 3600))]
     pub refresh_token_ttl_secs: NonZeroU32,
 
+    /// How long after its rotation a refresh token may be used again without being taken for stolen (two tabs
+    /// refreshing at once, a retry whose answer was lost), in seconds; past it, a reuse revokes the session.
+    #[arg(long, env = "PALAVER_REFRESH_REUSE_GRACE_SECS", default_value_t = 30)]
+    pub refresh_reuse_grace_secs: u32,
+
     /// Whether palaver's session cookies are `Secure` (sent over HTTPS only); `false` for local HTTP development.
     #[arg(long, env = "PALAVER_COOKIE_SECURE", default_value_t = true, action = clap::ArgAction::Set)]
     pub cookie_secure: bool,
@@ -236,6 +241,49 @@ const fn nz(n: u32) -> NonZeroU32 {
     }
 }
 
+impl Config {
+    /// Refuses session settings that cannot work, naming the flags.
+    pub fn check_sessions(&self) -> Result<(), ConfigError> {
+        let refuse = |why: &str| Err(ConfigError::Sessions(why.to_owned()));
+        if self.cookie_same_site == SameSite::None && !self.cookie_secure {
+            return refuse(
+                "--cookie-same-site none needs --cookie-secure true: browsers drop such cookies otherwise",
+            );
+        }
+        let Some(secret) = self.token_secret.as_deref() else {
+            return Ok(());
+        };
+        if secret.len() < 16 {
+            return refuse("--token-secret must be at least 16 characters");
+        }
+        if self.jwt_secret.as_deref() == Some(secret) {
+            return refuse(
+                "--token-secret must differ from --jwt-secret: palaver's tokens and your identity provider's must not be interchangeable",
+            );
+        }
+        if self.session_notice_secs.get() >= self.access_token_ttl_secs.get() {
+            return refuse(
+                "--session-notice-secs must be shorter than --access-token-ttl-secs: every token would be expiring as soon as issued",
+            );
+        }
+        if named_origins(&self.cors_origins).next().is_none() {
+            tracing::warn!(
+                "--token-secret without named --cors-origins: palaver's session cookies will count on no request \
+                 (tokens in auth.token and request bodies still work)"
+            );
+        }
+        Ok(())
+    }
+}
+
+/// The origins `--cors-origins` names, as browsers write them (no spaces, no trailing `/`); `*` is not one.
+pub fn named_origins(origins: &[String]) -> impl Iterator<Item = String> + '_ {
+    origins
+        .iter()
+        .map(|o| o.trim().trim_end_matches('/').to_owned())
+        .filter(|o| !o.is_empty() && o != "*")
+}
+
 /// `SameSite` of palaver's session cookies.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum SameSite {
@@ -384,6 +432,7 @@ impl fmt::Debug for Config {
             .field("auth_exchange_url", &self.auth_exchange_url)
             .field("access_token_ttl_secs", &self.access_token_ttl_secs)
             .field("refresh_token_ttl_secs", &self.refresh_token_ttl_secs)
+            .field("refresh_reuse_grace_secs", &self.refresh_reuse_grace_secs)
             .field("cookie_secure", &self.cookie_secure)
             .field("cookie_same_site", &self.cookie_same_site)
             .field("session_notice_secs", &self.session_notice_secs)
@@ -497,6 +546,8 @@ pub enum ConfigError {
     AuthHook(String),
     #[error("{0}")]
     ApiKey(String),
+    #[error("{0}")]
+    Sessions(String),
 }
 
 #[cfg(test)]

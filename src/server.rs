@@ -52,6 +52,7 @@ pub async fn serve(
         .filter(|ns| ns.websocket)
         .map(|ns| ns.path.clone())
         .collect();
+    config.check_sessions()?;
     let verifier = JwtVerifier::from_config(&config)?;
     let auth_hook = crate::auth::AuthHook::from_config(&config)
         .map_err(ConfigError::AuthHook)?
@@ -149,6 +150,10 @@ impl Parts {
             user_budgets: chat::budget::UserBudgets::new(&budgets),
             guest_creations: chat::guest_creation_quota(config),
             creation_turns: chat::rooms::CreationTurns::default(),
+            auth_attempts: governor::RateLimiter::keyed(
+                governor::Quota::per_second(std::num::NonZeroU32::MIN.saturating_add(4))
+                    .allow_burst(std::num::NonZeroU32::MIN.saturating_add(19)),
+            ),
             presence,
             redis,
             io,
@@ -248,13 +253,20 @@ async fn run<A: Adapter>(
 }
 
 fn cors(origins: &[String]) -> CorsLayer {
-    let layer = CorsLayer::new().allow_methods(Any).allow_headers(Any);
-    if origins.is_empty() || origins.iter().any(|o| o == "*") {
-        return layer.allow_origin(Any);
+    if origins.is_empty() || origins.iter().any(|o| o.trim() == "*") {
+        return CorsLayer::new()
+            .allow_methods(Any)
+            .allow_headers(Any)
+            .allow_origin(Any);
     }
-    let list = origins
-        .iter()
-        .filter_map(|o| match o.trim().parse() {
+    // Named origins may send credentials (palaver's session cookies): a browser only sends them to a server
+    // that says so, and tower-http refuses credentials with `Any`, so methods and headers are mirrored.
+    let layer = CorsLayer::new()
+        .allow_methods(tower_http::cors::AllowMethods::mirror_request())
+        .allow_headers(tower_http::cors::AllowHeaders::mirror_request())
+        .allow_credentials(true);
+    let list = crate::config::named_origins(origins)
+        .filter_map(|o| match o.parse() {
             Ok(value) => Some(value),
             Err(_) => {
                 tracing::warn!(origin = %o, "ignoring an invalid CORS origin");

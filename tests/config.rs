@@ -49,6 +49,30 @@ fn a_connect_hook_without_its_secret_is_refused() {
 }
 
 #[test]
+fn session_settings_that_cannot_work_are_refused() {
+    let secret = "0123456789abcdef-token";
+    for (args, flag) in [
+        (vec!["--token-secret", "short"], "--token-secret"),
+        (
+            vec!["--token-secret", secret, "--jwt-secret", secret],
+            "--jwt-secret",
+        ),
+        (
+            vec!["--token-secret", secret, "--session-notice-secs", "900"],
+            "--session-notice-secs",
+        ),
+        (
+            vec!["--cookie-same-site", "none", "--cookie-secure", "false"],
+            "--cookie-secure",
+        ),
+    ] {
+        let (ok, said) = start(&args);
+        assert!(!ok, "{args:?} was accepted");
+        assert!(said.contains(flag), "{args:?}: {said}");
+    }
+}
+
+#[test]
 fn a_negative_or_non_numeric_rate_is_refused() {
     let (ok, stderr) = start(&["--send-rate=-3"]);
     assert!(!ok);

@@ -128,24 +128,37 @@ export function refreshPalaverSession(
   url: string,
   store?: { getRefreshToken: () => string; setRefreshToken: (token: string) => void },
 ): () => Promise<string> {
-  return async () => {
-    const body = store ? { refreshToken: store.getRefreshToken() } : {};
-    const res = await fetch(`${url.replace(/\/+$/, "")}/api/v1/auth/refresh`, {
-      method: "POST",
-      credentials: "include",
-      headers: { "content-type": "application/json" },
-      body: JSON.stringify(body),
+  // One refresh at a time: two callers at once (two clients of one page) share it, instead of spending the
+  // refresh token twice.
+  let inflight: Promise<string> | undefined;
+  return () => {
+    inflight ??= refreshOnce(url, store).finally(() => {
+      inflight = undefined;
     });
-    const json = (await res.json()) as
-      | { accessToken: string; refreshToken: string }
-      | { error: { code: string; message: string } };
-    if (!res.ok || "error" in json) {
-      const why = "error" in json ? `${json.error.code}: ${json.error.message}` : `HTTP ${res.status}`;
-      throw new PalaverError("unauthorized", `the session could not be refreshed (${why})`);
-    }
-    store?.setRefreshToken(json.refreshToken);
-    return json.accessToken;
+    return inflight;
   };
+}
+
+async function refreshOnce(
+  url: string,
+  store: { getRefreshToken: () => string; setRefreshToken: (token: string) => void } | undefined,
+): Promise<string> {
+  const body = store ? { refreshToken: store.getRefreshToken() } : {};
+  const res = await fetch(`${url.replace(/\/+$/, "")}/api/v1/auth/refresh`, {
+    method: "POST",
+    credentials: "include",
+    headers: { "content-type": "application/json" },
+    body: JSON.stringify(body),
+  });
+  const json = (await res.json()) as
+    | { accessToken: string; refreshToken: string }
+    | { error: { code: string; message: string } };
+  if (!res.ok || "error" in json) {
+    const why = "error" in json ? `${json.error.code}: ${json.error.message}` : `HTTP ${res.status}`;
+    throw new PalaverError("unauthorized", `the session could not be refreshed (${why})`);
+  }
+  store?.setRefreshToken(json.refreshToken);
+  return json.accessToken;
 }
 
 /**
@@ -217,6 +230,8 @@ export class PalaverClient {
   private readonly sleepers = new Set<() => void>();
   /** Gets a fresh token when the server says the current one is expiring. */
   private readonly refreshToken: (() => Promise<string>) | undefined;
+  /** Set once a connection refused as `expired` has been retried with a fresh token (until a connect). */
+  private renewedAfterExpiry = false;
   /** Set when the connection has ended for good (cleared by a new `connect`). */
   private terminal: PalaverError | undefined;
   private closed = false;
@@ -265,11 +280,21 @@ export class PalaverClient {
     const s = this.socket as unknown as LooseSocket;
     s.on("connect", () => {
       this.terminal = undefined;
+      this.renewedAfterExpiry = false;
     });
     s.on("connect_error", (err: Error) => {
       // A refusal by the server (or a server-side middleware error) deactivates the socket: no retry will come.
       if (!this.socket.active) {
-        this.end(parseConnectError(err));
+        const refusal = parseConnectError(err);
+        // A token that ran out while the client was away (a laptop asleep): refresh it and connect again, once.
+        if (refusal.code === "expired" && this.refreshToken && !this.renewedAfterExpiry) {
+          this.renewedAfterExpiry = true;
+          void this.refreshSession({ reconnect: true }).then((renewed) => {
+            if (!renewed) this.end(refusal);
+          });
+          return;
+        }
+        this.end(refusal);
       }
     });
     s.on("disconnect", (reason: string) => {
@@ -295,18 +320,24 @@ export class PalaverClient {
    * Gets a fresh token from `refreshToken` and hands it to the server (`session:refresh`); later reconnections use
    * it too. A failure is left to the server's expiry: the connection then ends with `session:expired`.
    */
-  private async refreshSession(): Promise<void> {
-    if (!this.refreshToken) return;
+  private async refreshSession({ reconnect = false } = {}): Promise<boolean> {
+    if (!this.refreshToken) return false;
     try {
       const token = await this.refreshToken();
       const auth = (typeof this.socket.auth === "object" ? this.socket.auth : {}) as Record<string, unknown>;
       this.socket.auth = { ...auth, token };
+      if (reconnect) {
+        this.socket.connect();
+        return true;
+      }
       const res = (await this.socket.timeout(this.ackTimeout).emitWithAck("session:refresh", { token })) as Ack<{
         expiresAt: string;
       }>;
       if (!res.ok) console.warn(`palaver: session:refresh refused: ${res.error.code}: ${res.error.message}`);
+      return res.ok;
     } catch (err) {
       console.warn(`palaver: could not refresh the session: ${(err as Error).message}`);
+      return false;
     }
   }
 

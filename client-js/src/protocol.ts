@@ -119,7 +119,13 @@ export type ConnectErrorCode =
   /** `auth.name` is not 1–32 printable characters. */
   | "invalid_name"
   /** A token was sent but the server has no JWT key configured. */
-  | "not_configured";
+  | "not_configured"
+  /** The host's connect hook refused the connection (the message is the host's reason). */
+  | "refused"
+  /** The host's connect hook failed, or the message store is unreachable: retry shortly. */
+  | "unavailable"
+  /** palaver's session cookie came from an origin not in the server's `--cors-origins`. */
+  | "forbidden_origin";
 
 /** The `auth` object of the Socket.IO handshake. */
 export interface Auth {

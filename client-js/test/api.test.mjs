@@ -233,8 +233,11 @@ for (const store of STORES) {
       assert.equal((await api(srv, "DELETE", `/rooms/${room}/members/${encodeURIComponent(user.id)}`, { key: ADMIN })).status, 204);
       await left;
       const heard = collect(socket, "message");
-      const barrier = waitFor(w.socket, "message", (m) => m.text === "after removal");
       await api(srv, "POST", `/rooms/${room}/messages`, { key: PUBLISHER, body: { text: "after removal" } });
+      // Barrier on the removed socket itself: an event sent to it after the post arrives after anything the post
+      // could have sent it.
+      const barrier = waitFor(socket, "barrier");
+      await api(srv, "POST", "/emit", { key: PUBLISHER, body: { user: user.id, event: "barrier", data: 1 } });
       await barrier;
       heard.stop();
       assert.deepEqual(heard.map((m) => m.text), [], "a removed user hears nothing more");
@@ -336,9 +339,9 @@ describe("server API on two nodes (Postgres + Redis)", { skip: gate.skip }, () =
     await heard;
     assert.equal((await api(nodes[0], "DELETE", `/rooms/${team}/members/${encodeURIComponent(user.id)}`, { key: ADMIN })).status, 204);
     const after = collect(socket, "message");
-    const witness = await member(nodes[1], team);
-    const barrier = waitFor(witness.socket, "message", (m) => m.text === "after removal");
     await api(nodes[0], "POST", `/rooms/${team}/messages`, { key: PUBLISHER, body: { text: "after removal" } });
+    const barrier = waitFor(socket, "barrier");
+    await api(nodes[0], "POST", "/emit", { key: PUBLISHER, body: { user: user.id, event: "barrier", data: 1 } });
     await barrier;
     after.stop();
     assert.deepEqual(after.filter((m) => m.room === team).map((m) => m.text), [], "removed on every node");

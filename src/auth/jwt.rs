@@ -222,7 +222,9 @@ impl TokenIssuer {
     /// A new access token for the user, and when it expires.
     pub fn issue(&self, user: &User) -> Result<(String, chrono::DateTime<chrono::Utc>), AuthError> {
         let now = chrono::Utc::now();
-        let expires = now + self.ttl;
+        // Whole seconds, as in the token's `exp`: what the body says is what the token holds.
+        let expires =
+            chrono::DateTime::from_timestamp((now + self.ttl).timestamp(), 0).unwrap_or(now);
         let claims = Claims {
             sub: Some(user.id.clone()),
             name: Some(user.name.clone()),

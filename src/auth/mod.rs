@@ -78,6 +78,9 @@ pub fn is_guest_id(id: &str) -> bool {
     id.starts_with(GUEST_PREFIX)
 }
 
+/// The sender of what the server API posts without `from`: no user the host names may take it.
+pub const SYSTEM_ID: &str = "system";
+
 /// Longest user id a host service may give (its connect hook, its server API calls).
 const MAX_USER_ID: usize = 256;
 
@@ -92,6 +95,11 @@ pub fn checked_user(id: String, name: &str) -> Result<User, String> {
     if is_guest_id(&id) {
         return Err(format!(
             "user id may not start with {GUEST_PREFIX:?}, palaver's guest prefix"
+        ));
+    }
+    if id == SYSTEM_ID {
+        return Err(format!(
+            "user id {SYSTEM_ID:?} is the server API's own sender"
         ));
     }
     let name = validate_display_name("user name", name)?;

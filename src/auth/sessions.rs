@@ -10,7 +10,7 @@ use sha2::{Digest, Sha256};
 use super::TokenIssuer;
 use crate::config::{Config, SameSite};
 
-/// Cookie of the access token: sent with every request, so that sockets and API calls are signed in.
+/// Cookie of the access token: sent with every request; it signs sockets in (from an allowed origin).
 pub const ACCESS_COOKIE: &str = "palaver_access";
 /// Cookie of the refresh token: sent only to the session endpoints.
 pub const REFRESH_COOKIE: &str = "palaver_refresh";
@@ -21,6 +21,8 @@ const REFRESH_PATH: &str = "/api/v1/auth";
 pub struct Sessions {
     pub issuer: TokenIssuer,
     pub refresh_ttl: chrono::Duration,
+    /// See `--refresh-reuse-grace-secs`.
+    pub reuse_grace: chrono::Duration,
     access_ttl_secs: i64,
     secure: bool,
     same_site: CookieSameSite,
@@ -35,6 +37,7 @@ impl Sessions {
         Some(Self {
             issuer,
             refresh_ttl: chrono::Duration::seconds(config.refresh_token_ttl_secs.get().into()),
+            reuse_grace: chrono::Duration::seconds(config.refresh_reuse_grace_secs.into()),
             access_ttl_secs: config.access_token_ttl_secs.get().into(),
             secure: config.cookie_secure,
             same_site: match config.cookie_same_site {
@@ -42,21 +45,21 @@ impl Sessions {
                 SameSite::Strict => CookieSameSite::Strict,
                 SameSite::None => CookieSameSite::None,
             },
-            origins: config
-                .cors_origins
-                .iter()
-                .filter(|o| o.as_str() != "*")
-                .map(|o| o.trim_end_matches('/').to_owned())
-                .collect(),
+            origins: crate::config::named_origins(&config.cors_origins).collect(),
         })
     }
 
-    /// Whether the request comes from an origin allowed to use palaver's cookies.
+    /// Whether the request comes from an origin allowed to use palaver's cookies: its `Origin` is one of them,
+    /// or it has none and the browser says it is same-origin (`Sec-Fetch-Site`; a same-origin `GET`, such as
+    /// Engine.IO's polling handshake, carries no `Origin`).
     pub fn origin_allowed(&self, headers: &HeaderMap) -> bool {
-        headers
-            .get(header::ORIGIN)
-            .and_then(|o| o.to_str().ok())
-            .is_some_and(|origin| self.origins.iter().any(|allowed| allowed == origin))
+        match headers.get(header::ORIGIN).map(|o| o.to_str()) {
+            Some(Ok(origin)) => self.origins.iter().any(|allowed| allowed == origin),
+            Some(Err(_)) => false,
+            None => headers
+                .get("sec-fetch-site")
+                .is_some_and(|site| site.as_bytes() == b"same-origin"),
+        }
     }
 
     /// The value of one of palaver's cookies on the request.

@@ -17,9 +17,12 @@ pub type ValidUntil = watch::Sender<Option<i64>>;
 
 /// Watches the socket's token until the socket goes: tells it ahead of expiry, and disconnects it at expiry
 /// unless a refresh moved the deadline.
+///
+/// Only in palaver's own namespaces: a profile namespace serves the app's events, among which there is no
+/// `session:refresh`, so its sockets keep the old behaviour (a token counts when the socket connects).
 pub fn watch<A: Adapter>(socket: SocketRef<A>, conn: &Arc<Conn>, notice_secs: i64) {
     let mut deadline = conn.valid_until.subscribe();
-    if deadline.borrow().is_none() {
+    if deadline.borrow().is_none() || conn.ns.profile.is_some() {
         return;
     }
     tokio::spawn(async move {
@@ -27,8 +30,10 @@ pub fn watch<A: Adapter>(socket: SocketRef<A>, conn: &Arc<Conn>, notice_secs: i6
             let Some(until) = *deadline.borrow_and_update() else {
                 return;
             };
-            if !wait_until(until - notice_secs, &mut deadline).await {
-                continue;
+            match wait_until(until - notice_secs, &mut deadline).await {
+                Wait::Came => {}
+                Wait::Moved => continue,
+                Wait::Gone => return,
             }
             if !socket.connected() {
                 return;
@@ -37,8 +42,10 @@ pub fn watch<A: Adapter>(socket: SocketRef<A>, conn: &Arc<Conn>, notice_secs: i6
             if let Err(e) = socket.emit("session:expiring", &json!({ "expiresAt": expires_at })) {
                 tracing::debug!(socket = %socket.id, error = %e, "could not send session:expiring");
             }
-            if !wait_until(until, &mut deadline).await {
-                continue;
+            match wait_until(until, &mut deadline).await {
+                Wait::Came => {}
+                Wait::Moved => continue,
+                Wait::Gone => return,
             }
             if !socket.connected() {
                 return;
@@ -57,21 +64,27 @@ pub fn watch<A: Adapter>(socket: SocketRef<A>, conn: &Arc<Conn>, notice_secs: i6
     });
 }
 
-/// Sleeps until the unix time `at`: `true` when it came, `false` when the deadline changed first (a refresh, or
-/// the socket going, which sets it to `None`).
-async fn wait_until(at: i64, deadline: &mut watch::Receiver<Option<i64>>) -> bool {
+/// How a wait for a deadline ended.
+enum Wait {
+    /// The time came.
+    Came,
+    /// The deadline changed first: a refresh, or the socket going (which sets it to `None`).
+    Moved,
+    /// The connection's state is gone.
+    Gone,
+}
+
+/// Sleeps until the unix time `at`, unless the deadline changes first.
+async fn wait_until(at: i64, deadline: &mut watch::Receiver<Option<i64>>) -> Wait {
     let now_ms = chrono::Utc::now().timestamp_millis();
     let wait_ms = at.saturating_mul(1000).saturating_sub(now_ms).max(0);
     let sleep = tokio::time::sleep(std::time::Duration::from_millis(wait_ms.unsigned_abs()));
     tokio::select! {
-        () = sleep => true,
-        changed = deadline.changed() => {
-            // A dropped sender (the connection is gone) counts as a change: the loop then reads `None` or ends.
-            if changed.is_err() {
-                deadline.mark_changed();
-            }
-            false
-        }
+        () = sleep => Wait::Came,
+        changed = deadline.changed() => match changed {
+            Ok(()) => Wait::Moved,
+            Err(_) => Wait::Gone,
+        },
     }
 }
 

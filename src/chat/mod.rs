@@ -98,6 +98,7 @@ pub fn spawn_housekeeping<A: Adapter>(chat: &SharedChat<A>) {
     tokio::spawn(async move {
         let mut ticker = tokio::time::interval(budget::PRUNE_EVERY);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut ticks: u32 = 0;
         loop {
             ticker.tick().await;
             let Some(chat) = chat.upgrade() else { return };
@@ -107,6 +108,18 @@ pub fn spawn_housekeeping<A: Adapter>(chat: &SharedChat<A>) {
             chat.user_budgets.prune();
             chat.guest_creations.retain_recent();
             chat.guest_creations.shrink_to_fit();
+            chat.auth_attempts.retain_recent();
+            chat.auth_attempts.shrink_to_fit();
+            ticks = ticks.wrapping_add(1);
+            // Ended sessions and spent codes, every 20 ticks (10 minutes); a code is kept a day after its use.
+            if chat.sessions.is_some() && ticks % 20 == 1 {
+                let before = crate::store::now() - chrono::Duration::days(1);
+                match chat.store.prune_sessions(before).await {
+                    Ok(0) => {}
+                    Ok(rows) => tracing::debug!(rows, "pruned ended sessions and spent codes"),
+                    Err(e) => tracing::warn!(error = %e, "could not prune ended sessions"),
+                }
+            }
         }
     });
 }
@@ -146,6 +159,9 @@ pub struct Chat<A: Adapter> {
     pub user_budgets: budget::UserBudgets,
     /// Room creations by guests, per source address: a guest's id is new on every connection.
     pub guest_creations: governor::DefaultKeyedRateLimiter<std::net::IpAddr>,
+    /// Calls of the session endpoints (`/api/v1/auth/*`) per source address: no password guessing, and no
+    /// flood of codes that would tie up the host's sign-in endpoint for everyone.
+    pub auth_attempts: governor::DefaultKeyedRateLimiter<std::net::IpAddr>,
     /// Joins that create a room take turns per room on this node (see `rooms::join_room`).
     pub creation_turns: rooms::CreationTurns,
 }

@@ -13,7 +13,7 @@ use axum::{
     },
     http::{HeaderMap, StatusCode, header},
     response::{IntoResponse, Response},
-    routing::{get, post, put},
+    routing::{delete, get, post, put},
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -98,10 +98,7 @@ impl ApiKeys {
     /// Whether the request's bearer key is known and has `scope`: `unauthorized` when not known, `forbidden`
     /// when known without the scope.
     fn authorize(&self, headers: &HeaderMap, scope: Scope) -> ChatResult<()> {
-        let key = headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
+        let key = super::bearer(headers)
             .ok_or_else(|| ChatError::unauthorized("send Authorization: Bearer <api key>"))?;
         let digest: [u8; 32] = Sha256::digest(key.trim().as_bytes()).into();
         let (_, scopes) = self
@@ -138,6 +135,7 @@ pub fn routes<A: Adapter>() -> Router<SharedChat<A>> {
             "/api/v1/users/{user}/disconnect",
             post(disconnect_user::<A>),
         )
+        .route("/api/v1/users/{user}/sessions", delete(end_sessions::<A>))
         .route("/api/v1/emit", post(emit::<A>))
 }
 
@@ -197,7 +195,7 @@ struct Sender {
 /// The sender of a message the API posts without `from`.
 fn system() -> Author {
     Author {
-        id: "system".to_owned(),
+        id: auth::SYSTEM_ID.to_owned(),
         name: "System".to_owned(),
     }
 }
@@ -332,11 +330,7 @@ async fn put_member<A: Adapter>(
     chat.api_keys.authorize(&headers, Scope::Manage)?;
     let ns = namespace(&chat, query(params)?.ns)?;
     // The body is optional: none at all, or a JSON object.
-    let request: PutMember = if request.is_empty() {
-        PutMember::default()
-    } else {
-        serde_json::from_slice(&request).map_err(|e| ChatError::bad_request(e.to_string()))?
-    };
+    let request: PutMember = super::optional_body(&headers, &request)?;
     let room = group_room(&chat, &ns.path, &room).await?;
     let name = request.name.unwrap_or_else(|| user.clone());
     let member = auth::checked_user(user, &name)
@@ -456,7 +450,17 @@ async fn disconnect_user<A: Adapter>(
 ) -> ChatResult<StatusCode> {
     chat.api_keys.authorize(&headers, Scope::Manage)?;
     let ns = namespace(&chat, query(params)?.ns)?;
-    messages::server_target(&chat, &ns, &user_key(&user))
+    disconnect(&chat, &ns, &user).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Disconnects every socket of the user in the namespace, on every node.
+async fn disconnect<A: Adapter>(
+    chat: &SharedChat<A>,
+    ns: &NamespaceSettings,
+    user: &str,
+) -> ChatResult<()> {
+    messages::server_target(chat, ns, &user_key(user))
         .disconnect()
         .await
         .map_err(|e| {
@@ -465,8 +469,23 @@ async fn disconnect_user<A: Adapter>(
                 crate::error::ErrorCode::Unavailable,
                 "some nodes did not answer; the user's sockets on them may still be connected, retry",
             )
-        })?;
-    Ok(StatusCode::NO_CONTENT)
+        })
+}
+
+/// `DELETE /api/v1/users/{user}/sessions` → `{ revoked }`: every session palaver issued the user (its refresh
+/// tokens) is revoked, and every socket of the user is disconnected, on every node. The user is back only
+/// through a new sign-in (a code exchange, a token from your identity provider, or your connect hook).
+async fn end_sessions<A: Adapter>(
+    State(chat): State<SharedChat<A>>,
+    Path(user): Path<String>,
+    params: Result<Query<NsParam>, QueryRejection>,
+    headers: HeaderMap,
+) -> ChatResult<Json<Value>> {
+    chat.api_keys.authorize(&headers, Scope::Manage)?;
+    let ns = namespace(&chat, query(params)?.ns)?;
+    let revoked = chat.store.revoke_user_sessions(&user).await?;
+    disconnect(&chat, &ns, &user).await?;
+    Ok(Json(json!({ "revoked": revoked })))
 }
 
 #[derive(Deserialize)]

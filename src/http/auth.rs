@@ -3,13 +3,13 @@
 //! the JSON body and as `HttpOnly` cookies; a refresh or logout that relies on the cookie must come from an
 //! allowed origin (see [`crate::auth::sessions`]).
 
-use std::sync::Arc;
+use std::{net::SocketAddr, sync::Arc};
 
 use axum::{
     Json, Router,
     body::Bytes,
-    extract::State,
-    http::{HeaderMap, StatusCode, header},
+    extract::{ConnectInfo, State},
+    http::{Extensions, HeaderMap, StatusCode, header},
     response::{IntoResponse, Response},
     routing::post,
 };
@@ -23,6 +23,7 @@ use crate::{
     },
     chat::SharedChat,
     error::{ChatError, ChatResult, ErrorCode},
+    http::optional_body,
     store::{NewRefresh, Rotation},
 };
 
@@ -53,12 +54,19 @@ fn sessions_of<A: Adapter>(chat: &SharedChat<A>) -> ChatResult<Arc<Sessions>> {
     })
 }
 
-/// A JSON body that may be absent or empty.
-fn optional_body<T: Default + for<'de> Deserialize<'de>>(body: &Bytes) -> ChatResult<T> {
-    if body.iter().all(u8::is_ascii_whitespace) {
-        return Ok(T::default());
+/// The session endpoints' answer to an address calling too often.
+fn throttle<A: Adapter>(
+    chat: &SharedChat<A>,
+    peer: Option<&ConnectInfo<SocketAddr>>,
+) -> ChatResult<()> {
+    match peer {
+        Some(ConnectInfo(addr)) if chat.auth_attempts.check_key(&addr.ip()).is_err() => {
+            Err(ChatError::rate_limited(
+                "too many sign-in calls from your address; retry in a few seconds",
+            ))
+        }
+        _ => Ok(()),
     }
-    serde_json::from_slice(body).map_err(|e| ChatError::bad_request(e.to_string()))
 }
 
 #[derive(Deserialize, Default)]
@@ -71,10 +79,13 @@ struct Exchange {
 /// host redeems the code (`--auth-exchange-url`); a code works once.
 async fn exchange<A: Adapter>(
     State(chat): State<SharedChat<A>>,
+    extensions: Extensions,
+    headers: HeaderMap,
     body: Bytes,
 ) -> ChatResult<Response> {
+    throttle(&chat, extensions.get::<ConnectInfo<SocketAddr>>())?;
     let sessions = sessions_of(&chat)?;
-    let Exchange { code } = optional_body(&body)?;
+    let Exchange { code } = optional_body(&headers, &body)?;
     if code.is_empty() || code.len() > MAX_CODE_LEN {
         return Err(ChatError::bad_request(format!(
             "code must be 1 to {MAX_CODE_LEN} bytes"
@@ -115,7 +126,7 @@ struct WithRefresh {
 /// The refresh token of a refresh or logout: from the body, else from the cookie (then only from an allowed
 /// origin, which is what stops another site from using the browser's cookie).
 fn refresh_token_of(sessions: &Sessions, headers: &HeaderMap, body: &Bytes) -> ChatResult<String> {
-    let WithRefresh { refresh_token } = optional_body(body)?;
+    let WithRefresh { refresh_token } = optional_body(headers, body)?;
     if let Some(token) = refresh_token {
         return Ok(token);
     }
@@ -133,23 +144,24 @@ fn refresh_token_of(sessions: &Sessions, headers: &HeaderMap, body: &Bytes) -> C
 /// `POST /api/v1/auth/refresh { refreshToken? }` (or the cookie) → a new pair; the old refresh token is spent.
 async fn refresh<A: Adapter>(
     State(chat): State<SharedChat<A>>,
+    extensions: Extensions,
     headers: HeaderMap,
     body: Bytes,
 ) -> ChatResult<Response> {
+    throttle(&chat, extensions.get::<ConnectInfo<SocketAddr>>())?;
     let sessions = sessions_of(&chat)?;
     let old = refresh_token_of(&sessions, &headers, &body)?;
     let refresh = sessions::new_refresh_token();
-    let expires_at = crate::store::now() + sessions.refresh_ttl;
     let rotation = chat
         .store
         .rotate_refresh(
             &sessions::digest(&old),
             &sessions::digest(&refresh),
-            expires_at,
+            sessions.reuse_grace,
         )
         .await?;
-    let author = match rotation {
-        Rotation::Rotated(author) => author,
+    let (author, expires_at) = match rotation {
+        Rotation::Rotated { user, expires_at } => (user, expires_at),
         Rotation::Unknown => return Err(ChatError::unauthorized("unknown refresh token")),
         Rotation::Expired => {
             return Err(ChatError::unauthorized(
@@ -180,9 +192,11 @@ async fn refresh<A: Adapter>(
 /// revoked and the cookies cleared. (An access token already handed out stands until it expires.)
 async fn logout<A: Adapter>(
     State(chat): State<SharedChat<A>>,
+    extensions: Extensions,
     headers: HeaderMap,
     body: Bytes,
 ) -> ChatResult<Response> {
+    throttle(&chat, extensions.get::<ConnectInfo<SocketAddr>>())?;
     let sessions = sessions_of(&chat)?;
     let token = refresh_token_of(&sessions, &headers, &body)?;
     chat.store.revoke_refresh(&sessions::digest(&token)).await?;

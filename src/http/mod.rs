@@ -100,7 +100,10 @@ pub(crate) struct HistoryParams {
 
 impl HistoryParams {
     /// The room id and the page asked for, checked like `history:fetch`'s.
-    pub(crate) fn page<'r>(&self, room: &'r str) -> ChatResult<(&'r str, crate::store::HistoryQuery)> {
+    pub(crate) fn page<'r>(
+        &self,
+        room: &'r str,
+    ) -> ChatResult<(&'r str, crate::store::HistoryQuery)> {
         let room = payload::room_id(room)?;
         let query = payload::history_query(&payload::HistoryFetch {
             room: room.to_owned(),
@@ -120,10 +123,7 @@ async fn room_messages<A: Adapter>(
     headers: HeaderMap,
 ) -> ChatResult<Json<HistoryPage>> {
     let Query(params) = params.map_err(|e| ChatError::bad_request(e.body_text()))?;
-    let token = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
+    let token = bearer(&headers)
         .ok_or_else(|| ChatError::unauthorized("send Authorization: Bearer <jwt>"))?;
     let verifier = chat
         .verifier
@@ -146,6 +146,36 @@ async fn room_messages<A: Adapter>(
         )));
     }
     Ok(Json(chat.store.history(&ns, room, query).await?))
+}
+
+/// The bearer credential of a request (a token or an API key), if it sends one.
+pub(crate) fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+}
+
+/// A JSON body that may be absent or empty. A body must say it is JSON: a cross-site form or `no-cors` request
+/// cannot, so another site cannot post with the browser's cookies (it would need a preflight, which CORS
+/// answers only for the allowed origins).
+pub(crate) fn optional_body<T: Default + for<'de> Deserialize<'de>>(
+    headers: &HeaderMap,
+    body: &[u8],
+) -> ChatResult<T> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    let json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim_start().starts_with("application/json"));
+    if !json {
+        return Err(ChatError::bad_request(
+            "send the body as Content-Type: application/json",
+        ));
+    }
+    serde_json::from_slice(body).map_err(|e| ChatError::bad_request(e.to_string()))
 }
 
 /// `/` before the demo chat is built.

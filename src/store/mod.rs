@@ -360,14 +360,21 @@ pub trait Store: Send + Sync + 'static {
     /// Stores a new refresh token (its hash).
     async fn insert_refresh(&self, token: &NewRefresh) -> StoreResult<()>;
 
-    /// Rotates the refresh token whose hash is `old` into a new one (hash `new`, same family and user, valid
-    /// until `expires_at`), in one transaction. A token that was already rotated revokes its whole family.
+    /// Rotates the refresh token whose hash is `old` into a new one (hash `new`, same family, user and end), in
+    /// one transaction. A token rotated more than `grace` ago revokes its whole family; within it, it is a race
+    /// of the user's own (two tabs refreshing at once, a retry whose answer was lost) and gets a token too.
     async fn rotate_refresh(
         &self,
         old: &str,
         new: &str,
-        expires_at: DateTime<Utc>,
+        grace: chrono::Duration,
     ) -> StoreResult<Rotation>;
+
+    /// Revokes every session of the user: the number of refresh tokens revoked.
+    async fn revoke_user_sessions(&self, user_id: &str) -> StoreResult<u64>;
+
+    /// Deletes refresh tokens that expired and codes redeemed before `before`: how many rows went.
+    async fn prune_sessions(&self, before: DateTime<Utc>) -> StoreResult<u64>;
 
     /// Revokes the family of the refresh token whose hash is given: `false` if there is no such token.
     async fn revoke_refresh(&self, hash: &str) -> StoreResult<bool>;
@@ -462,8 +469,11 @@ pub struct NewRefresh {
 /// What became of a refresh.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Rotation {
-    /// The old token is spent; the new one was stored for this user.
-    Rotated(Author),
+    /// The old token is spent; the new one was stored for this user, and the session ends at `expires_at`.
+    Rotated {
+        user: Author,
+        expires_at: DateTime<Utc>,
+    },
     /// No such token.
     Unknown,
     Expired,

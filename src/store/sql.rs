@@ -841,8 +841,18 @@ where
         &self,
         old: &str,
         new: &str,
-        expires_at: DateTime<Utc>,
+        grace: chrono::Duration,
     ) -> StoreResult<Rotation> {
+        // An unknown token (a guess, a typo) is answered from the read pool: it must not take the writer.
+        let known: Option<(String,)> =
+            sqlx::query_as("SELECT family FROM refresh_tokens WHERE hash = $1")
+                .bind(old)
+                .fetch_optional(&self.pool)
+                .await?;
+        if known.is_none() {
+            return Ok(Rotation::Unknown);
+        }
+        let now = super::now();
         let mut tx = self.writer.begin().await?;
         let mut select = QueryBuilder::<DB>::new(
             "SELECT family, user_id, user_name, expires_at, rotated_at, revoked_at FROM refresh_tokens WHERE hash = ",
@@ -852,35 +862,69 @@ where
         let Some(row) = row else {
             return Ok(Rotation::Unknown);
         };
+        let reused = row.rotated_at.is_some_and(|at| at <= now - grace);
         let outcome = if row.revoked_at.is_some() {
             Rotation::Revoked
-        } else if row.rotated_at.is_some() {
+        } else if reused {
             Self::revoke_family(&mut *tx, &row.family).await?;
             Rotation::Reused
-        } else if row.expires_at <= super::now() {
+        } else if row.expires_at <= now {
             Rotation::Expired
         } else {
-            sqlx::query("UPDATE refresh_tokens SET rotated_at = $2 WHERE hash = $1")
-                .bind(old)
-                .bind(super::now())
-                .execute(&mut *tx)
-                .await?;
+            // Rotated moments ago: two tabs refreshing at once, or a retry whose answer was lost. Not a theft:
+            // this one gets a token of the family too.
+            if row.rotated_at.is_none() {
+                sqlx::query("UPDATE refresh_tokens SET rotated_at = $2 WHERE hash = $1")
+                    .bind(old)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
+            }
             let user = Author {
                 id: row.user_id,
                 name: row.user_name,
             };
+            // The session ends when it was due to at sign-in: refreshing does not extend it.
             let token = NewRefresh {
                 hash: new.to_owned(),
                 family: row.family.clone(),
                 user: user.clone(),
-                created_at: super::now(),
-                expires_at,
+                created_at: now,
+                expires_at: row.expires_at,
             };
             Self::insert_refresh_row(&mut *tx, &token, &row.family, &user).await?;
-            Rotation::Rotated(user)
+            Rotation::Rotated {
+                user,
+                expires_at: row.expires_at,
+            }
         };
         tx.commit().await?;
         Ok(outcome)
+    }
+
+    #[tracing::instrument(level = "debug", skip_all, fields(user = %user_id))]
+    async fn revoke_user_sessions(&self, user_id: &str) -> StoreResult<u64> {
+        let revoked = sqlx::query(
+            "UPDATE refresh_tokens SET revoked_at = $2 WHERE user_id = $1 AND revoked_at IS NULL",
+        )
+        .bind(user_id)
+        .bind(super::now())
+        .execute(&self.writer)
+        .await?;
+        Ok(DB::rows_affected(&revoked))
+    }
+
+    #[tracing::instrument(level = "debug", skip_all)]
+    async fn prune_sessions(&self, before: DateTime<Utc>) -> StoreResult<u64> {
+        let tokens = sqlx::query("DELETE FROM refresh_tokens WHERE expires_at < $1")
+            .bind(before)
+            .execute(&self.writer)
+            .await?;
+        let codes = sqlx::query("DELETE FROM redeemed_codes WHERE redeemed_at < $1")
+            .bind(before)
+            .execute(&self.writer)
+            .await?;
+        Ok(DB::rows_affected(&tokens) + DB::rows_affected(&codes))
     }
 
     #[tracing::instrument(level = "debug", skip_all)]
