@@ -29,6 +29,8 @@ pub struct AuthHook {
     secret: String,
     /// Calls in flight, at most `--auth-hook-concurrency`: a connect storm must not become a storm on the host.
     permits: Semaphore,
+    /// The same bound for code exchanges, apart: a flood of made-up codes must not keep connections waiting.
+    exchange_permits: Semaphore,
     timeout: Duration,
 }
 
@@ -125,6 +127,7 @@ impl AuthHook {
             exchange_url,
             secret,
             permits: Semaphore::new(config.auth_hook_concurrency.get() as usize),
+            exchange_permits: Semaphore::new(config.auth_hook_concurrency.get() as usize),
             timeout,
         }))
     }
@@ -139,7 +142,7 @@ impl AuthHook {
         let Some(url) = &self.url else {
             return Err(unavailable());
         };
-        self.ask(url, request).await
+        self.ask(url, request, &self.permits).await
     }
 
     /// Redeems a one-time code with the host: its user, `refused` (the host's `401`/`403`), or `unavailable`.
@@ -150,13 +153,19 @@ impl AuthHook {
                 "this server has no --auth-exchange-url",
             ));
         };
-        self.ask(url, &serde_json::json!({ "code": code })).await
+        let body = serde_json::json!({ "code": code });
+        self.ask(url, &body, &self.exchange_permits).await
     }
 
     /// POSTs `body` to the host, within the concurrency bound and the timeout (the wait for a free call counts).
-    async fn ask(&self, url: &str, body: &impl Serialize) -> Result<User, AuthError> {
+    async fn ask(
+        &self,
+        url: &str,
+        body: &impl Serialize,
+        permits: &Semaphore,
+    ) -> Result<User, AuthError> {
         let call = async {
-            let _permit = self.permits.acquire().await.map_err(|_| unavailable())?;
+            let _permit = permits.acquire().await.map_err(|_| unavailable())?;
             self.call(url, body).await
         };
         tokio::time::timeout(self.timeout, call)
