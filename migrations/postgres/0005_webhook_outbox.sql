@@ -34,10 +34,9 @@ CREATE TABLE webhook_outbox (
     leased_by       TEXT
 );
 
--- The claim reads the pending rows only; delivered rows stay out of both indexes (they are kept for the record
--- and can be pruned by the operator).
-CREATE INDEX webhook_outbox_due ON webhook_outbox (next_attempt_at) WHERE state = 'pending';
--- "Is there an earlier pending row in this room?", asked for every candidate of a claim.
+-- The claim finds the head of each room's queue (its lowest pending id) on this index alone, then checks whether
+-- that one row is due: the backlog behind a failing endpoint is never read row by row. Delivered rows stay out of
+-- it (they are kept for the record and can be pruned by the operator).
 CREATE INDEX webhook_outbox_room ON webhook_outbox (ns, room, id) WHERE state = 'pending';
 -- The dead letters, for the API.
 CREATE INDEX webhook_outbox_failed ON webhook_outbox (id) WHERE state = 'failed';

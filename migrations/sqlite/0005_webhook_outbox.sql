@@ -32,6 +32,7 @@ CREATE TABLE webhook_outbox (
     leased_by       TEXT
 );
 
-CREATE INDEX webhook_outbox_due ON webhook_outbox (next_attempt_at) WHERE state = 'pending';
+-- The claim finds the head of each room's queue (its lowest pending id) on this index alone, then checks whether
+-- that one row is due: the backlog behind a failing endpoint is never read row by row.
 CREATE INDEX webhook_outbox_room ON webhook_outbox (ns, room, id) WHERE state = 'pending';
 CREATE INDEX webhook_outbox_failed ON webhook_outbox (id) WHERE state = 'failed';

@@ -1177,17 +1177,18 @@ where
         lease_until: DateTime<Utc>,
         limit: i64,
     ) -> StoreResult<Vec<ClaimedHook>> {
-        // The head of each room's queue: a pending row with no earlier pending row in its room (so a room's
-        // events go out one at a time, in order), due, and not under someone else's live lease. Postgres locks
-        // the candidates, skipping those another node is claiming at this very moment; a row claimed and
-        // committed meanwhile is re-checked against its new lease and left out.
+        // The head of each room's queue (its first pending row, found on the `webhook_outbox_room` index alone:
+        // one entry per pending row, no table access), if it is due and not under someone else's live lease; so a
+        // room's events go out one at a time, in order. Postgres locks the heads it claims and skips those another
+        // node is claiming at this very moment; a head claimed and committed meanwhile is re-checked against its
+        // new lease and left out. (A first version tested "no earlier pending row" for every due row instead:
+        // every new row is due at once, so each claim probed the whole backlog behind a failing endpoint.)
         let sql = format!(
             "UPDATE webhook_outbox SET leased_until = $1, leased_by = $2 WHERE id IN (\
                 SELECT o.id FROM webhook_outbox o \
-                WHERE o.state = 'pending' AND o.next_attempt_at <= $3 \
+                WHERE o.id IN (SELECT MIN(id) FROM webhook_outbox WHERE state = 'pending' GROUP BY ns, room) \
+                  AND o.state = 'pending' AND o.next_attempt_at <= $3 \
                   AND (o.leased_until IS NULL OR o.leased_until < $3) \
-                  AND NOT EXISTS (SELECT 1 FROM webhook_outbox e \
-                                  WHERE e.state = 'pending' AND e.ns = o.ns AND e.room = o.room AND e.id < o.id) \
                 ORDER BY o.id LIMIT $4{}) \
              RETURNING id, event, payload, created_at, attempts",
             DB::SKIP_LOCKED
