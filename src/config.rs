@@ -114,6 +114,37 @@ pub struct Config {
     )]
     pub api_keys: Vec<String>,
 
+    /// Webhooks: palaver POSTs the events of --webhook-events to this URL, from a durable outbox, signed with
+    /// --webhook-secret (see docs/integration.md).
+    #[arg(long, env = "PALAVER_WEBHOOK_URL")]
+    pub webhook_url: Option<String>,
+
+    /// The HMAC-SHA256 key of the `Palaver-Signature` header; required with --webhook-url.
+    #[arg(long, env = "PALAVER_WEBHOOK_SECRET", hide_env_values = true)]
+    pub webhook_secret: Option<String>,
+
+    /// Event types sent to --webhook-url, comma-separated.
+    #[arg(
+        long,
+        env = "PALAVER_WEBHOOK_EVENTS",
+        value_delimiter = ',',
+        default_value = "message.created,room.member_added,room.member_removed,message.missed"
+    )]
+    pub webhook_events: Vec<String>,
+
+    /// Delivery attempts of one event before it becomes a dead letter (GET /api/v1/webhooks/failed).
+    #[arg(long, env = "PALAVER_WEBHOOK_MAX_ATTEMPTS", default_value_t = nz(8))]
+    pub webhook_max_attempts: NonZeroU32,
+
+    /// How long one delivery may take, in milliseconds; past it the attempt counts as failed.
+    #[arg(long, env = "PALAVER_WEBHOOK_TIMEOUT_MS", default_value_t = nz(10_000))]
+    pub webhook_timeout_ms: NonZeroU32,
+
+    /// First retry delay in milliseconds, doubled after each failed attempt (capped at 10 minutes). Hidden: for
+    /// tests.
+    #[arg(long, env = "PALAVER_WEBHOOK_BACKOFF_MS", default_value_t = nz(1000), hide = true)]
+    pub webhook_backoff_ms: NonZeroU32,
+
     /// Allow connections without a token (default for every namespace).
     #[arg(long, env = "PALAVER_ANONYMOUS", default_value_t = true, action = clap::ArgAction::Set)]
     pub anonymous: bool,
@@ -443,6 +474,15 @@ impl fmt::Debug for Config {
             )
             .field("auth_hook_timeout_ms", &self.auth_hook_timeout_ms)
             .field("auth_hook_concurrency", &self.auth_hook_concurrency)
+            .field("webhook_url", &self.webhook_url)
+            .field(
+                "webhook_secret",
+                &self.webhook_secret.as_ref().map(|_| "<redacted>"),
+            )
+            .field("webhook_events", &self.webhook_events)
+            .field("webhook_max_attempts", &self.webhook_max_attempts)
+            .field("webhook_timeout_ms", &self.webhook_timeout_ms)
+            .field("webhook_backoff_ms", &self.webhook_backoff_ms)
             .field("jwt_algorithm", &self.jwt_algorithm)
             .field("anonymous", &self.anonymous)
             .field("cors_origins", &self.cors_origins)
@@ -548,6 +588,8 @@ pub enum ConfigError {
     ApiKey(String),
     #[error("{0}")]
     Sessions(String),
+    #[error("{0}")]
+    Webhook(String),
 }
 
 #[cfg(test)]
@@ -562,6 +604,8 @@ mod tests {
             "hunter2",
             "--auth-hook-secret",
             "hook-s3cret",
+            "--webhook-secret",
+            "whook-s3cret",
             "--api-key",
             "publish=api-s3cret-0123456789",
             "--token-secret",
@@ -573,6 +617,7 @@ mod tests {
         assert!(!shown.contains("hunter2"), "{shown}");
         assert!(!shown.contains("s3cret"), "{shown}");
         assert!(!shown.contains("hook-s3cret"), "{shown}");
+        assert!(!shown.contains("whook-s3cret"), "{shown}");
         assert!(!shown.contains("api-s3cret"), "{shown}");
         assert!(!shown.contains("tok-s3cret"), "{shown}");
         assert!(

@@ -13,6 +13,8 @@
 //! * [`store`]: rooms, memberships, invitations and messages behind one trait, one SQL implementation for SQLite and
 //!   Postgres;
 //! * [`http`]: `/healthz`, `/readyz`, the history API and the demo page;
+//! * [`webhooks`]: events for the host's backend, delivered from the store's durable outbox, signed, in order per
+//!   room, retried and dead-lettered;
 //! * [`error`]: the `{ code, message }` error every client sees.
 
 pub mod auth;
@@ -25,6 +27,7 @@ pub mod presence;
 pub mod profile;
 pub mod server;
 pub mod store;
+pub mod webhooks;
 
 pub use config::Config;
 pub use server::{Error, serve};

@@ -59,7 +59,13 @@ pub async fn serve(
         .map(Arc::new);
     let api_keys = http::api::ApiKeys::parse(&config.api_keys).map_err(ConfigError::ApiKey)?;
     let sessions = crate::auth::sessions::Sessions::from_config(&config).map(Arc::new);
+    let webhooks = crate::webhooks::Webhooks::from_config(&config)
+        .map_err(ConfigError::Webhook)?
+        .map(Arc::new);
     let store = store::open(&config.database_url, config.db_pool_size).await?;
+    if let Some(webhooks) = &webhooks {
+        store.enable_hooks(webhooks.events());
+    }
     tracing::info!(database = %crate::config::redact_url(&config.database_url), "store ready");
     crate::profile::prepare(&store, &namespaces).await?;
     let socket_io = SocketIo::builder()
@@ -73,6 +79,7 @@ pub async fn serve(
         auth_hook,
         sessions,
         api_keys,
+        webhooks,
         namespaces: namespaces
             .iter()
             .map(|ns| (ns.path.clone(), Arc::new(ns.clone())))
@@ -85,7 +92,16 @@ pub async fn serve(
         for settings in namespaces {
             chat::register_namespace(&chat, settings);
         }
-        return run(parts.config, listener, shutdown, chat, layer, &websockets).await;
+        return run(
+            parts.config,
+            listener,
+            shutdown,
+            chat,
+            layer,
+            &websockets,
+            parts.webhooks,
+        )
+        .await;
     };
 
     let link = RedisLink::connect(&url, &parts.config.redis_prefix)
@@ -113,7 +129,16 @@ pub async fn serve(
             .map_err(|e| Error::Redis(e.to_string()))?;
     }
     tracing::info!(node = %presence.node_id().unwrap_or_default(), "joined the cluster through Redis");
-    let result = run(parts.config, listener, shutdown, chat, layer, &websockets).await;
+    let result = run(
+        parts.config,
+        listener,
+        shutdown,
+        chat,
+        layer,
+        &websockets,
+        parts.webhooks,
+    )
+    .await;
     heartbeat.abort();
     presence.depart().await;
     result
@@ -127,6 +152,8 @@ struct Parts {
     auth_hook: Option<Arc<crate::auth::AuthHook>>,
     sessions: Option<Arc<crate::auth::sessions::Sessions>>,
     api_keys: http::api::ApiKeys,
+    /// `--webhook-url`'s delivery, when configured.
+    webhooks: Option<Arc<crate::webhooks::Webhooks>>,
     namespaces: std::collections::HashMap<String, Arc<crate::config::NamespaceSettings>>,
 }
 
@@ -205,6 +232,7 @@ async fn run<A: Adapter>(
     chat: Arc<Chat<A>>,
     socket_layer: SocketIoLayer<A>,
     websockets: &[String],
+    webhooks: Option<Arc<crate::webhooks::Webhooks>>,
 ) -> Result<(), Error> {
     let gateway = http::websocket::Gateway::new(config.max_payload);
     let app = http::router(chat.clone(), &config, websockets, &gateway).layer(
@@ -218,6 +246,9 @@ async fn run<A: Adapter>(
     let app_for_gateway = Arc::new(app.clone());
     gateway.connect_to(&app_for_gateway);
     chat::spawn_housekeeping(&chat);
+    // Webhook delivery runs beside the chat until the server has stopped (and its pending writes committed).
+    let stop_delivery = tokio_util::sync::CancellationToken::new();
+    let delivery = webhooks.map(|w| w.spawn(chat.store.clone(), stop_delivery.clone()));
     tracing::info!(addr = %listener.local_addr()?, "listening");
     let grace = Duration::from_secs(config.shutdown_grace_secs);
     let io = chat.io.clone();
@@ -230,7 +261,7 @@ async fn run<A: Adapter>(
             tracing::debug!(error = %e, "TCP_NODELAY");
         }
     });
-    axum::serve(
+    let served = axum::serve(
         listener,
         app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
     )
@@ -246,7 +277,16 @@ async fn run<A: Adapter>(
             tracing::warn!(?grace, "pending events did not finish in time");
         }
     })
-    .await?;
+    .await;
+    stop_delivery.cancel();
+    if let Some(delivery) = delivery
+        && tokio::time::timeout(Duration::from_secs(5), delivery)
+            .await
+            .is_err()
+    {
+        tracing::warn!("webhook delivery did not stop in time");
+    }
+    served?;
     drop(app_for_gateway);
     tracing::info!("stopped");
     Ok(())

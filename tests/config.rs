@@ -73,6 +73,22 @@ fn session_settings_that_cannot_work_are_refused() {
 }
 
 #[test]
+fn webhooks_without_their_secret_or_with_an_unknown_event_are_refused() {
+    let (ok, said) = start(&["--webhook-url", "http://127.0.0.1:9/hooks"]);
+    assert!(!ok, "started without --webhook-secret");
+    assert!(said.contains("--webhook-secret"), "{said}");
+    let (ok, said) = start(&["--webhook-events", "message.created,message.deleted"]);
+    assert!(!ok, "started with an unknown event");
+    assert!(said.contains("--webhook-events"), "{said}");
+    assert!(said.contains("message.deleted"), "{said}");
+    for flag in ["--webhook-max-attempts", "--webhook-timeout-ms"] {
+        let (ok, said) = start(&[flag, "0"]);
+        assert!(!ok, "{flag} 0 was accepted");
+        assert!(said.contains(flag), "{flag}: {said}");
+    }
+}
+
+#[test]
 fn a_negative_or_non_numeric_rate_is_refused() {
     let (ok, stderr) = start(&["--send-rate=-3"]);
     assert!(!ok);

@@ -835,3 +835,143 @@ async fn room_scoped_client_ids_dedupe_across_senders(kind: Store) {
 }
 
 store_test!(room_scoped_client_ids_dedupe_across_senders => room_scoped_client_ids_dedupe_across_senders_sqlite, room_scoped_client_ids_dedupe_across_senders_postgres);
+
+/// The webhook outbox: without webhooks the batch writer writes no row; with `message.created` it writes one per
+/// new message of the batch (a retry's original gets none), and member rows follow membership changes only when a
+/// user becomes or stops being a member. A room's rows are claimed one at a time, in order; a claimed row is not
+/// claimed again while its lease lasts; a failure past the last attempt is a dead letter until retried.
+async fn outbox_rows_follow_their_cause(kind: Store) {
+    use palaver::store::{HookEvent, HookEvents};
+    let db = TestDb::new(kind).await;
+    let store = store::open(&db.url, 4).await.expect("open store");
+    let room = group("lobby", Visibility::Public, store::now());
+    store.ensure_room(NS, &room, "").await.expect("room");
+    let claim = |node: &'static str| {
+        let store = store.clone();
+        async move {
+            let now = store::now();
+            store
+                .claim_hooks(node, now, now + chrono::Duration::seconds(30), 100)
+                .await
+                .expect("claim")
+        }
+    };
+    send(&store, "lobby", &author("alice")).await;
+    store
+        .add_member(NS, "lobby", &author("alice"))
+        .await
+        .expect("join");
+    assert!(
+        claim("n1").await.is_empty(),
+        "rows written without webhooks"
+    );
+
+    store.enable_hooks(
+        HookEvents::NONE
+            .with(HookEvent::MessageCreated)
+            .with(HookEvent::MemberAdded)
+            .with(HookEvent::MemberRemoved),
+    );
+    let post = |text: &str| NewMessage {
+        room: "lobby".to_owned(),
+        from: author("alice"),
+        text: text.to_owned(),
+        client_id: Some("k1".to_owned()),
+        client_id_scope: ClientIdScope::Sender,
+    };
+    let (a, b) = tokio::join!(
+        store.append_message(NS, post("one")),
+        store.append_message(NS, post("one again"))
+    );
+    assert!(a.expect("a").duplicate != b.expect("b").duplicate);
+    // Alice is already a member: no event; bob joins, then an invitation is removed (no event), bob leaves.
+    store
+        .add_member(NS, "lobby", &author("alice"))
+        .await
+        .expect("rejoin");
+    store
+        .add_member(NS, "lobby", &author("bob"))
+        .await
+        .expect("bob joins");
+    store
+        .invite(NS, "lobby", &author("bob"), &[author("carol")])
+        .await
+        .expect("invite");
+    assert!(
+        store
+            .remove_member(NS, "lobby", "carol")
+            .await
+            .expect("uninvite")
+    );
+    assert!(
+        store
+            .remove_member(NS, "lobby", "bob")
+            .await
+            .expect("bob leaves")
+    );
+
+    let mut seen = Vec::new();
+    loop {
+        let claimed = claim("n1").await;
+        // One room: one row at a time, and not claimed again by anyone while its lease lasts.
+        assert!(claimed.len() <= 1, "{claimed:?}");
+        let Some(hook) = claimed.first() else { break };
+        assert!(claim("n2").await.is_empty(), "claimed twice");
+        store
+            .hook_delivered(hook.id, "n1")
+            .await
+            .expect("delivered");
+        let data: serde_json::Value = serde_json::from_str(&hook.payload).expect("json");
+        seen.push((
+            hook.event.clone(),
+            data["user"]["id"].as_str().map(str::to_owned),
+        ));
+    }
+    let events: Vec<(&str, Option<&str>)> = seen
+        .iter()
+        .map(|(e, u)| (e.as_str(), u.as_deref()))
+        .collect();
+    assert_eq!(
+        events,
+        [
+            ("message.created", None),
+            ("room.member_added", Some("bob")),
+            ("room.member_removed", Some("bob")),
+        ]
+    );
+
+    // A failing row: retried until the last attempt, then a dead letter, then pending again through a retry.
+    send(&store, "lobby", &author("alice")).await;
+    for attempt in 1..=2 {
+        let claimed = claim("n1").await;
+        assert_eq!(claimed.len(), 1, "attempt {attempt}");
+        assert_eq!(claimed[0].attempts, attempt - 1);
+        store
+            .hook_failed(claimed[0].id, "n1", "HTTP 500", store::now(), 2)
+            .await
+            .expect("failed");
+    }
+    assert!(claim("n1").await.is_empty(), "a dead letter was claimed");
+    let failed = store.failed_hooks(10).await.expect("failed list");
+    assert_eq!(failed.len(), 1);
+    assert_eq!(failed[0].attempts, 2);
+    assert_eq!(failed[0].last_error.as_deref(), Some("HTTP 500"));
+    let id: i64 = failed[0].id.parse().expect("numeric id");
+    assert!(store.retry_hook(id, store::now()).await.expect("retry"));
+    assert!(
+        !store
+            .retry_hook(id, store::now())
+            .await
+            .expect("retry twice")
+    );
+    assert_eq!(claim("n1").await.len(), 1);
+    assert!(
+        store
+            .failed_hooks(10)
+            .await
+            .expect("failed list")
+            .is_empty()
+    );
+}
+
+store_test!(outbox_rows_follow_their_cause => outbox_rows_follow_their_cause_sqlite, outbox_rows_follow_their_cause_postgres);

@@ -11,7 +11,9 @@ use crate::cluster;
 use crate::{
     config::NamespaceSettings,
     error::{ChatError, ChatResult},
-    store::{Appended, Author, NewMessage, Room, RoomKind, Visibility},
+    store::{
+        Appended, Author, HookEvent, Message, NewHook, NewMessage, Room, RoomKind, Visibility,
+    },
 };
 
 /// `dm:send { to, text, clientId? }` → `{ message }`, and `message` to every other socket of both users.
@@ -119,6 +121,9 @@ pub async fn send_dm<A: Adapter>(
         client_id_scope: crate::store::ClientIdScope::Sender,
     };
     let appended = messages::append(chat, ns_settings, new).await?;
+    if !appended.duplicate && chat.store.hook_events().contains(HookEvent::MessageMissed) {
+        record_missed(chat, ns, to, &appended.message);
+    }
     if !appended.duplicate {
         let message = &appended.message;
         match sender {
@@ -129,6 +134,38 @@ pub async fn send_dm<A: Adapter>(
         }
     }
     Ok(appended)
+}
+
+/// `message.missed` for the recipient of a DM who has no connected socket on any node, right after the
+/// message's commit: who is connected is known from the adapter, not the database, so this row cannot share the
+/// message's transaction (a crash between the two loses it; `message.created` is not lost). Runs beside the
+/// chat, so that asking the other nodes never delays the sender's ack; shutdown waits for it.
+fn record_missed<A: Adapter>(chat: &Chat<A>, ns: &str, to: &str, message: &Message) {
+    if !local_sockets(chat, ns, to).is_empty() {
+        return;
+    }
+    let store = chat.store.clone();
+    let hook = NewHook::message_missed(ns, message, to);
+    let remote = match (chat.redis.clone(), chat.io.of(ns)) {
+        (Some(link), Some(op)) => Some((link, op.within(user_key(to)))),
+        _ => None,
+    };
+    chat.tasks.spawn(async move {
+        if let Some((link, op)) = remote {
+            // An unreachable cluster counts as "online somewhere": no false `missed` when unsure.
+            if !link.is_up() {
+                return;
+            }
+            let found =
+                tokio::time::timeout(std::time::Duration::from_secs(2), op.fetch_sockets()).await;
+            if !matches!(found, Ok(Ok(sockets)) if sockets.is_empty()) {
+                return;
+            }
+        }
+        if let Err(e) = store.enqueue_hooks(std::slice::from_ref(&hook)).await {
+            tracing::warn!(error = %e, "webhooks: cannot record message.missed");
+        }
+    });
 }
 
 /// This node's sockets of a user.

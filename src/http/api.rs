@@ -137,6 +137,54 @@ pub fn routes<A: Adapter>() -> Router<SharedChat<A>> {
         )
         .route("/api/v1/users/{user}/sessions", delete(end_sessions::<A>))
         .route("/api/v1/emit", post(emit::<A>))
+        .route("/api/v1/webhooks/failed", get(failed_webhooks::<A>))
+        .route(
+            "/api/v1/webhooks/failed/{id}/retry",
+            post(retry_webhook::<A>),
+        )
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FailedParams {
+    limit: Option<i64>,
+}
+
+/// Most dead letters one listing returns.
+const MAX_FAILED: i64 = 1000;
+
+/// `GET /api/v1/webhooks/failed?limit` → `{ failed: [{ id, type, attempts, lastError, createdAt, data }] }`: the
+/// webhook deliveries that gave up after `--webhook-max-attempts`, oldest first (100 unless `limit`).
+async fn failed_webhooks<A: Adapter>(
+    State(chat): State<SharedChat<A>>,
+    params: Result<Query<FailedParams>, QueryRejection>,
+    headers: HeaderMap,
+) -> ChatResult<Json<Value>> {
+    chat.api_keys.authorize(&headers, Scope::Manage)?;
+    let limit = query(params)?.limit.unwrap_or(100);
+    if !(1..=MAX_FAILED).contains(&limit) {
+        return Err(ChatError::bad_request(format!(
+            "limit must be between 1 and {MAX_FAILED}"
+        )));
+    }
+    let failed = chat.store.failed_hooks(limit).await?;
+    Ok(Json(json!({ "failed": failed })))
+}
+
+/// `POST /api/v1/webhooks/failed/{id}/retry` → `204`: the dead letter is pending again, due now, with its attempts
+/// reset (it goes out in its room's order again). `404` if there is no failed delivery with that id.
+async fn retry_webhook<A: Adapter>(
+    State(chat): State<SharedChat<A>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> ChatResult<StatusCode> {
+    chat.api_keys.authorize(&headers, Scope::Manage)?;
+    let not_found = || ChatError::not_found(format!("no failed webhook delivery {id:?}"));
+    let number: i64 = id.parse().map_err(|_| not_found())?;
+    if !chat.store.retry_hook(number, crate::store::now()).await? {
+        return Err(not_found());
+    }
+    Ok(StatusCode::NO_CONTENT)
 }
 
 async fn openapi() -> Response {

@@ -20,6 +20,7 @@
 //!   ([`Store::is_member`], [`Store::user_rooms`]), an invitee only sees it listed.
 
 mod batch;
+mod hooks;
 mod postgres;
 mod sql;
 mod sqlite;
@@ -32,6 +33,7 @@ use serde::Serialize;
 
 use crate::error::ChatError;
 
+pub use hooks::{ClaimedHook, FailedHook, HookEvent, HookEvents, NewHook};
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 
@@ -442,6 +444,50 @@ pub trait Store: Send + Sync + 'static {
     async fn next_seq(&self, ns: &str, room: &str) -> StoreResult<i64>;
 
     async fn history(&self, ns: &str, room: &str, query: HistoryQuery) -> StoreResult<HistoryPage>;
+
+    /// The webhook events whose outbox rows the store writes with their cause (none until this is called):
+    /// `message.created` by the batch writer, member events with the membership change.
+    fn enable_hooks(&self, events: HookEvents);
+
+    /// The events [`Store::enable_hooks`] enabled.
+    fn hook_events(&self) -> HookEvents;
+
+    /// Writes outbox rows on their own (`message.missed`, which follows its message's commit).
+    async fn enqueue_hooks(&self, hooks: &[NewHook]) -> StoreResult<()>;
+
+    /// Claims at most `limit` due outbox rows for `node` until `lease_until`: the first pending row of each room
+    /// (in id order), due at `now`, and not leased by anyone else. Each row is claimed by one node.
+    async fn claim_hooks(
+        &self,
+        node: &str,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+        limit: i64,
+    ) -> StoreResult<Vec<ClaimedHook>>;
+
+    /// The host took the row (2xx).
+    async fn hook_delivered(&self, id: i64, node: &str) -> StoreResult<()>;
+
+    /// A delivery attempt failed with `error`: the row is tried again at `next_attempt_at`, or becomes `failed`
+    /// (a dead letter) once it has had `max_attempts`.
+    async fn hook_failed(
+        &self,
+        id: i64,
+        node: &str,
+        error: &str,
+        next_attempt_at: DateTime<Utc>,
+        max_attempts: i64,
+    ) -> StoreResult<()>;
+
+    /// Gives up `node`'s leases of rows it has not finished (a clean shutdown), so that they are due at once.
+    async fn release_hooks(&self, node: &str) -> StoreResult<()>;
+
+    /// The dead letters, oldest first, at most `limit`.
+    async fn failed_hooks(&self, limit: i64) -> StoreResult<Vec<FailedHook>>;
+
+    /// Puts a dead letter back to pending, due now, with its attempts reset; `false` if there is no failed row
+    /// with that id.
+    async fn retry_hook(&self, id: i64, now: DateTime<Utc>) -> StoreResult<bool>;
 }
 
 pub type SharedStore = Arc<dyn Store>;

@@ -7,6 +7,10 @@
 //! compiler checks where `open` builds a store.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::{
+    Arc,
+    atomic::{AtomicU8, Ordering},
+};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -15,10 +19,11 @@ use sqlx::{
 };
 
 use super::batch::{Batcher, Pending};
+use super::hooks::FailedRow;
 use super::{
-    Appended, Author, HistoryPage, HistoryQuery, Invitation, InvitationRow, Message, MessageRow,
-    NewMessage, NewRefresh, OriginalRow, RefreshRow, Room, RoomRow, RoomSummary, Rotation, Store,
-    StoreError, StoreResult, SummaryRow,
+    Appended, Author, ClaimedHook, FailedHook, HistoryPage, HistoryQuery, HookEvent, HookEvents,
+    Invitation, InvitationRow, Message, MessageRow, NewHook, NewMessage, NewRefresh, OriginalRow,
+    RefreshRow, Room, RoomRow, RoomSummary, Rotation, Store, StoreError, StoreResult, SummaryRow,
 };
 
 /// What differs between the backends in the SQL they run.
@@ -26,12 +31,16 @@ pub trait Backend: Database {
     /// Ends the batch's `SELECT … FROM rooms … ORDER BY ns, id`: Postgres locks the batch's room rows, in that
     /// order; SQLite has one writer, whose transaction is the lock.
     const LOCK_ROWS: &'static str;
+    /// Ends the webhook claim's `SELECT`: Postgres locks the rows it claims and skips those another node is
+    /// claiming; SQLite has one writer (and one node).
+    const SKIP_LOCKED: &'static str;
     /// Rows an `INSERT`, `UPDATE` or `DELETE` wrote.
     fn rows_affected(done: &Self::QueryResult) -> u64;
 }
 
 impl Backend for sqlx::Postgres {
     const LOCK_ROWS: &'static str = " FOR UPDATE";
+    const SKIP_LOCKED: &'static str = " FOR UPDATE SKIP LOCKED";
     fn rows_affected(done: &Self::QueryResult) -> u64 {
         done.rows_affected()
     }
@@ -39,6 +48,7 @@ impl Backend for sqlx::Postgres {
 
 impl Backend for sqlx::Sqlite {
     const LOCK_ROWS: &'static str = "";
+    const SKIP_LOCKED: &'static str = "";
     fn rows_affected(done: &Self::QueryResult) -> u64 {
         done.rows_affected()
     }
@@ -50,11 +60,20 @@ pub struct SqlStore<DB: Database> {
     writer: Pool<DB>,
     pool: Pool<DB>,
     batcher: Batcher,
+    /// The webhook events written to the outbox ([`HookEvents`] bits), shared with the batch writer.
+    hooks: Arc<AtomicU8>,
 }
 
 /// Membership states (`memberships.state`).
 const JOINED: &str = "joined";
 const INVITED: &str = "invited";
+
+/// The user joins: a new membership, or their invitation turned into one (a member stays one, since then).
+const ADD_MEMBER: &str = "INSERT INTO memberships (ns, room, user_id, user_name, joined_at, state) \
+     VALUES ($1, $2, $3, $4, $5, 'joined') \
+     ON CONFLICT (ns, room, user_id) DO UPDATE SET user_name = EXCLUDED.user_name, state = 'joined', \
+         joined_at = CASE WHEN memberships.state = 'joined' THEN memberships.joined_at \
+                          ELSE EXCLUDED.joined_at END";
 
 /// Rows per multi-row `INSERT`, well below both databases' limits on bound parameters.
 const ROWS_PER_INSERT: usize = 1000;
@@ -305,19 +324,29 @@ where
     /// A store on these pools, with its group-commit writer on `writer`.
     pub(super) fn new(writer: Pool<DB>, pool: Pool<DB>) -> Self {
         let batch_pool = writer.clone();
-        let batcher = Batcher::spawn(move |batch| Self::commit_batch(batch_pool.clone(), batch));
+        let hooks = Arc::new(AtomicU8::new(0));
+        let batch_hooks = hooks.clone();
+        let batcher = Batcher::spawn(move |batch| {
+            let events = HookEvents::from_bits(batch_hooks.load(Ordering::Relaxed));
+            Self::commit_batch(batch_pool.clone(), events, batch)
+        });
         Self {
             writer,
             pool,
             batcher,
+            hooks,
         }
+    }
+
+    fn events(&self) -> HookEvents {
+        HookEvents::from_bits(self.hooks.load(Ordering::Relaxed))
     }
 
     /// Commits a batch of appends in one transaction and answers each of them. When the batch fails for any
     /// reason but an unreachable database, each append is retried in a transaction of its own, in batch order,
     /// so that a message the database refuses fails alone and every other one commits.
-    async fn commit_batch(pool: Pool<DB>, batch: Vec<Pending>) {
-        let error = match Self::write_batch(&pool, &batch).await {
+    async fn commit_batch(pool: Pool<DB>, hooks: HookEvents, batch: Vec<Pending>) {
+        let error = match Self::write_batch(&pool, hooks, &batch).await {
             Ok(answers) => {
                 for (pending, answer) in batch.into_iter().zip(answers) {
                     pending.answer(answer);
@@ -356,7 +385,7 @@ where
                     reason: reason.clone(),
                 })
             } else {
-                match Self::write_batch(&pool, std::slice::from_ref(&pending)).await {
+                match Self::write_batch(&pool, hooks, std::slice::from_ref(&pending)).await {
                     Ok(mut answers) => answers.pop().expect("one answer per append"),
                     Err(error) => {
                         let error = failed_alone(error);
@@ -385,6 +414,7 @@ where
     #[tracing::instrument(level = "debug", skip_all, fields(messages = batch.len()))]
     async fn write_batch(
         pool: &Pool<DB>,
+        hooks: HookEvents,
         batch: &[Pending],
     ) -> StoreResult<Vec<StoreResult<Appended>>> {
         let mut by_room: BTreeMap<RoomKey<'_>, Vec<usize>> = BTreeMap::new();
@@ -396,11 +426,11 @@ where
         }
         if batch.iter().any(|p| p.message.client_id.is_some())
             && let Some(answers) =
-                Self::try_batch(pool, batch, &by_room, Retries::Optimistic).await?
+                Self::try_batch(pool, hooks, batch, &by_room, Retries::Optimistic).await?
         {
             return Ok(answers);
         }
-        Self::try_batch(pool, batch, &by_room, Retries::LookedUp)
+        Self::try_batch(pool, hooks, batch, &by_room, Retries::LookedUp)
             .await?
             .ok_or_else(|| StoreError::Failed {
                 unavailable: false,
@@ -416,8 +446,12 @@ where
     ///
     /// `Ok(None)` (only with [`Retries::Optimistic`]) when the insert skipped a stored client id: the transaction
     /// is rolled back, to be written again with [`Retries::LookedUp`].
+    ///
+    /// With webhooks for `message.created`, a fifth statement inserts one outbox row per new message (none for
+    /// a retry's original), in the same transaction; without, the batch is exactly the four statements.
     async fn try_batch(
         pool: &Pool<DB>,
+        hooks: HookEvents,
         batch: &[Pending],
         by_room: &BTreeMap<RoomKey<'_>, Vec<usize>>,
         retries: Retries,
@@ -437,8 +471,58 @@ where
             tx.rollback().await?;
             return Ok(None);
         }
+        let answers = numbering.answers(batch, &ids, at);
+        if hooks.contains(HookEvent::MessageCreated) && !fresh.is_empty() {
+            let rows: Vec<NewHook> = fresh
+                .iter()
+                .filter_map(|&(i, _)| {
+                    let appended = answers[i].as_ref().ok()?;
+                    Some(NewHook::message_created(&batch[i].ns, &appended.message))
+                })
+                .collect();
+            Self::insert_hooks(&mut tx, &rows, at).await?;
+        }
         tx.commit().await?;
-        Ok(Some(numbering.answers(batch, &ids, at)))
+        Ok(Some(answers))
+    }
+
+    /// `INSERT INTO webhook_outbox`, one multi-row statement per [`ROWS_PER_INSERT`] rows, due at once.
+    async fn insert_hooks(
+        tx: &mut DB::Connection,
+        rows: &[NewHook],
+        at: DateTime<Utc>,
+    ) -> StoreResult<()> {
+        for chunk in rows.chunks(ROWS_PER_INSERT) {
+            let mut insert = QueryBuilder::<DB>::new(
+                "INSERT INTO webhook_outbox (ns, room, event, payload, created_at, next_attempt_at) ",
+            );
+            insert.push_values(chunk, |mut row, hook| {
+                row.push_bind(hook.ns.as_str())
+                    .push_bind(hook.room.as_str())
+                    .push_bind(hook.event.name())
+                    .push_bind(hook.data.as_str())
+                    .push_bind(at)
+                    .push_bind(at);
+            });
+            insert.build().execute(&mut *tx).await?;
+        }
+        Ok(())
+    }
+
+    /// The member-added rows of `users` in `room`, if webhooks want them.
+    fn member_hooks<'u>(
+        &self,
+        event: HookEvent,
+        ns: &str,
+        room: &str,
+        users: impl Iterator<Item = &'u Author>,
+    ) -> Vec<NewHook> {
+        if !self.events().contains(event) {
+            return Vec::new();
+        }
+        users
+            .map(|user| NewHook::member(event, ns, room, user))
+            .collect()
     }
 
     /// Statement 1 of a batch: the `last_seq` of each of its rooms that exists, locked.
@@ -721,6 +805,68 @@ where
         .await?;
         Ok(found.is_some())
     }
+
+    /// [`Store::add_member`] with webhooks for `room.member_added`: the membership and, when the user was not a
+    /// member before (new, or accepting an invitation), its outbox row, in one transaction.
+    async fn add_member_with_hook(&self, ns: &str, room: &str, user: &Author) -> StoreResult<()> {
+        let mut tx = self.writer.begin().await?;
+        let before: Option<String> = sqlx::query_scalar(
+            "SELECT state FROM memberships WHERE ns = $1 AND room = $2 AND user_id = $3",
+        )
+        .bind(ns)
+        .bind(room)
+        .bind(user.id.as_str())
+        .fetch_optional(&mut *tx)
+        .await?;
+        let at = super::now();
+        sqlx::query(ADD_MEMBER)
+            .bind(ns)
+            .bind(room)
+            .bind(user.id.as_str())
+            .bind(user.name.as_str())
+            .bind(at)
+            .execute(&mut *tx)
+            .await
+            .map_err(or_no_such_room(room))?;
+        if before.as_deref() != Some(JOINED) {
+            let hook = NewHook::member(HookEvent::MemberAdded, ns, room, user);
+            Self::insert_hooks(&mut tx, std::slice::from_ref(&hook), at).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// [`Store::remove_member`] with webhooks for `room.member_removed`: the deletion and, when it was a member
+    /// (not an invitation), its outbox row, in one transaction.
+    async fn remove_member_with_hook(
+        &self,
+        ns: &str,
+        room: &str,
+        user_id: &str,
+    ) -> StoreResult<bool> {
+        let mut tx = self.writer.begin().await?;
+        let removed: Option<(String, String)> = sqlx::query_as(
+            "DELETE FROM memberships WHERE ns = $1 AND room = $2 AND user_id = $3 RETURNING user_name, state",
+        )
+        .bind(ns)
+        .bind(room)
+        .bind(user_id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some((name, state)) = removed else {
+            return Ok(false);
+        };
+        if state == JOINED {
+            let user = Author {
+                id: user_id.to_owned(),
+                name,
+            };
+            let hook = NewHook::member(HookEvent::MemberRemoved, ns, room, &user);
+            Self::insert_hooks(&mut tx, std::slice::from_ref(&hook), super::now()).await?;
+        }
+        tx.commit().await?;
+        Ok(true)
+    }
 }
 
 #[async_trait]
@@ -768,7 +914,15 @@ where
             invited_by: Some(creator),
         }))
         .collect();
-        Self::insert_memberships(&mut tx, ns, &room.id, &rows, room.created_at).await?;
+        let written =
+            Self::insert_memberships(&mut tx, ns, &room.id, &rows, room.created_at).await?;
+        let hooks = self.member_hooks(
+            HookEvent::MemberAdded,
+            ns,
+            &room.id,
+            std::iter::once(creator).filter(|c| written.contains(&c.id)),
+        );
+        Self::insert_hooks(&mut tx, &hooks, super::now()).await?;
         tx.commit().await?;
         Ok(true)
     }
@@ -783,7 +937,15 @@ where
             user,
             invited_by: None,
         });
-        Self::insert_memberships(&mut tx, ns, &room.id, &rows, room.created_at).await?;
+        let written =
+            Self::insert_memberships(&mut tx, ns, &room.id, &rows, room.created_at).await?;
+        let hooks = self.member_hooks(
+            HookEvent::MemberAdded,
+            ns,
+            &room.id,
+            users.into_iter().filter(|u| written.contains(&u.id)),
+        );
+        Self::insert_hooks(&mut tx, &hooks, super::now()).await?;
         tx.commit().await?;
         Ok(true)
     }
@@ -961,21 +1123,18 @@ where
 
     #[tracing::instrument(level = "debug", skip_all, fields(%ns, %room, user = %user.id))]
     async fn add_member(&self, ns: &str, room: &str, user: &Author) -> StoreResult<()> {
-        sqlx::query(
-            "INSERT INTO memberships (ns, room, user_id, user_name, joined_at, state) \
-             VALUES ($1, $2, $3, $4, $5, 'joined') \
-             ON CONFLICT (ns, room, user_id) DO UPDATE SET user_name = EXCLUDED.user_name, state = 'joined', \
-                 joined_at = CASE WHEN memberships.state = 'joined' THEN memberships.joined_at \
-                                  ELSE EXCLUDED.joined_at END",
-        )
-        .bind(ns)
-        .bind(room)
-        .bind(user.id.as_str())
-        .bind(user.name.as_str())
-        .bind(super::now())
-        .execute(&self.writer)
-        .await
-        .map_err(or_no_such_room(room))?;
+        if self.events().contains(HookEvent::MemberAdded) {
+            return self.add_member_with_hook(ns, room, user).await;
+        }
+        sqlx::query(ADD_MEMBER)
+            .bind(ns)
+            .bind(room)
+            .bind(user.id.as_str())
+            .bind(user.name.as_str())
+            .bind(super::now())
+            .execute(&self.writer)
+            .await
+            .map_err(or_no_such_room(room))?;
         Ok(())
     }
 
@@ -1018,6 +1177,9 @@ where
 
     #[tracing::instrument(level = "debug", skip_all, fields(%ns, %room, user = %user_id))]
     async fn remove_member(&self, ns: &str, room: &str, user_id: &str) -> StoreResult<bool> {
+        if self.events().contains(HookEvent::MemberRemoved) {
+            return self.remove_member_with_hook(ns, room, user_id).await;
+        }
         let removed =
             sqlx::query("DELETE FROM memberships WHERE ns = $1 AND room = $2 AND user_id = $3")
                 .bind(ns)
@@ -1147,5 +1309,130 @@ where
             .await?;
         let messages = rows.into_iter().map(Message::from).collect();
         Ok(HistoryPage::from_rows(messages, &query))
+    }
+
+    fn enable_hooks(&self, events: HookEvents) {
+        self.hooks.store(events.bits(), Ordering::Relaxed);
+    }
+
+    fn hook_events(&self) -> HookEvents {
+        self.events()
+    }
+
+    async fn enqueue_hooks(&self, hooks: &[NewHook]) -> StoreResult<()> {
+        if hooks.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.writer.begin().await?;
+        Self::insert_hooks(&mut tx, hooks, super::now()).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn claim_hooks(
+        &self,
+        node: &str,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+        limit: i64,
+    ) -> StoreResult<Vec<ClaimedHook>> {
+        // The head of each room's queue (its first pending row, found on the `webhook_outbox_room` index alone:
+        // one entry per pending row, no table access), if it is due and not under someone else's live lease; so a
+        // room's events go out one at a time, in order. Postgres locks the heads it claims and skips those another
+        // node is claiming at this very moment; a head claimed and committed meanwhile is re-checked against its
+        // new lease and left out. (A first version tested "no earlier pending row" for every due row instead:
+        // every new row is due at once, so each claim probed the whole backlog behind a failing endpoint.)
+        let sql = format!(
+            "UPDATE webhook_outbox SET leased_until = $1, leased_by = $2 WHERE id IN (\
+                SELECT o.id FROM webhook_outbox o \
+                WHERE o.id IN (SELECT MIN(id) FROM webhook_outbox WHERE state = 'pending' GROUP BY ns, room) \
+                  AND o.state = 'pending' AND o.next_attempt_at <= $3 \
+                  AND (o.leased_until IS NULL OR o.leased_until < $3) \
+                ORDER BY o.id LIMIT $4{}) \
+             RETURNING id, event, payload, created_at, attempts",
+            DB::SKIP_LOCKED
+        );
+        // Audited: the only text added is the backend's constant `SKIP_LOCKED`; every value is bound.
+        let mut claimed: Vec<ClaimedHook> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .bind(lease_until)
+            .bind(node)
+            .bind(now)
+            .bind(limit)
+            .fetch_all(&self.writer)
+            .await?;
+        claimed.sort_by_key(|h| h.id);
+        Ok(claimed)
+    }
+
+    async fn hook_delivered(&self, id: i64, node: &str) -> StoreResult<()> {
+        sqlx::query(
+            "UPDATE webhook_outbox SET state = 'delivered', attempts = attempts + 1, last_error = NULL, \
+                 leased_until = NULL, leased_by = NULL \
+             WHERE id = $1 AND state = 'pending' AND leased_by = $2",
+        )
+        .bind(id)
+        .bind(node)
+        .execute(&self.writer)
+        .await?;
+        Ok(())
+    }
+
+    async fn hook_failed(
+        &self,
+        id: i64,
+        node: &str,
+        error: &str,
+        next_attempt_at: DateTime<Utc>,
+        max_attempts: i64,
+    ) -> StoreResult<()> {
+        sqlx::query(
+            "UPDATE webhook_outbox SET attempts = attempts + 1, last_error = $3, next_attempt_at = $4, \
+                 state = CASE WHEN attempts + 1 >= $5 THEN 'failed' ELSE 'pending' END, \
+                 leased_until = NULL, leased_by = NULL \
+             WHERE id = $1 AND state = 'pending' AND leased_by = $2",
+        )
+        .bind(id)
+        .bind(node)
+        .bind(error)
+        .bind(next_attempt_at)
+        .bind(max_attempts)
+        .execute(&self.writer)
+        .await?;
+        Ok(())
+    }
+
+    async fn release_hooks(&self, node: &str) -> StoreResult<()> {
+        sqlx::query(
+            "UPDATE webhook_outbox SET leased_until = NULL, leased_by = NULL \
+             WHERE state = 'pending' AND leased_by = $1",
+        )
+        .bind(node)
+        .execute(&self.writer)
+        .await?;
+        Ok(())
+    }
+
+    async fn failed_hooks(&self, limit: i64) -> StoreResult<Vec<FailedHook>> {
+        let rows: Vec<FailedRow> = sqlx::query_as(
+            "SELECT id, event, payload, attempts, last_error, created_at FROM webhook_outbox \
+             WHERE state = 'failed' ORDER BY id LIMIT $1",
+        )
+        .bind(limit)
+        .fetch_all(&self.writer)
+        .await?;
+        Ok(rows.into_iter().map(FailedHook::from).collect())
+    }
+
+    async fn retry_hook(&self, id: i64, now: DateTime<Utc>) -> StoreResult<bool> {
+        let done = sqlx::query(
+            "UPDATE webhook_outbox SET state = 'pending', attempts = 0, next_attempt_at = $2, \
+                 leased_until = NULL, leased_by = NULL \
+             WHERE id = $1 AND state = 'failed'",
+        )
+        .bind(id)
+        .bind(now)
+        .execute(&self.writer)
+        .await?;
+        Ok(DB::rows_affected(&done) > 0)
     }
 }
