@@ -57,6 +57,13 @@ pub async fn post_message<A: Adapter>(
         client_id,
         client_id_scope: post.scope,
     };
+    // In a namespace that replays history on connect, the commit and the broadcast pass the room's gate.
+    let _gate = match conn.ns.profile.as_ref().map(|p| &p.history) {
+        Some(crate::profile::History::OnConnect { .. }) => {
+            Some(chat.replay_gates.send(&conn.ns.path, post.room).await)
+        }
+        _ => None,
+    };
     let appended = append(chat, &conn.ns, new).await?;
     if !appended.duplicate {
         broadcast(chat, socket, conn, &appended.message).await;
@@ -88,6 +95,12 @@ pub async fn publish<A: Adapter>(
         text: text.to_owned(),
         client_id,
         client_id_scope: ClientIdScope::Sender,
+    };
+    let _gate = match ns.profile.as_ref().map(|p| &p.history) {
+        Some(crate::profile::History::OnConnect { .. }) => {
+            Some(chat.replay_gates.send(&ns.path, &found.id).await)
+        }
+        _ => None,
     };
     let appended = append(chat, ns, new).await?;
     if !appended.duplicate {

@@ -164,6 +164,8 @@ pub struct Chat<A: Adapter> {
     pub auth_attempts: governor::DefaultKeyedRateLimiter<std::net::IpAddr>,
     /// Joins that create a room take turns per room on this node (see `rooms::join_room`).
     pub creation_turns: rooms::CreationTurns,
+    /// Sends and history replays on connect, per room on this node (see [`rooms::ReplayGates`]).
+    pub replay_gates: rooms::ReplayGates,
 }
 
 pub type SharedChat<A> = Arc<Chat<A>>;

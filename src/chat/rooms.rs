@@ -204,11 +204,42 @@ impl Default for CreationTurns {
 
 impl CreationTurns {
     async fn take(&self, ns: &str, room: &str) -> tokio::sync::MutexGuard<'_, ()> {
-        use std::hash::{Hash, Hasher};
-        let mut hasher = std::hash::DefaultHasher::new();
-        (ns, room).hash(&mut hasher);
-        let slot = hasher.finish() % self.0.len() as u64;
-        self.0[slot as usize].lock().await
+        self.0[slot(ns, room, self.0.len())].lock().await
+    }
+}
+
+/// A room's slot among `slots` (by a fixed hash of namespace and id).
+fn slot(ns: &str, room: &str, slots: usize) -> usize {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::hash::DefaultHasher::new();
+    (ns, room).hash(&mut hasher);
+    // The remainder is below `slots`, a usize.
+    (hasher.finish() % slots as u64) as usize
+}
+
+/// Gates between the sends of a room and a socket that replays its history on connect (a profile's
+/// `replay = "on_connect"`), per room on this node. A send holds its room's gate shared from before its commit
+/// to after its broadcast; the replaying socket takes it alone to catch up on what was committed during its
+/// replay and to enter the room. Then every message reaches the socket exactly once and in order: those
+/// committed before, by the replay (their broadcasts are over); those after, live. A send on another node does
+/// not take this node's gate: there, a message committed in the instant of the entry may arrive twice.
+pub struct ReplayGates([tokio::sync::RwLock<()>; 64]);
+
+impl Default for ReplayGates {
+    fn default() -> Self {
+        Self(std::array::from_fn(|_| tokio::sync::RwLock::new(())))
+    }
+}
+
+impl ReplayGates {
+    /// A send's pass: shared with the other sends.
+    pub async fn send(&self, ns: &str, room: &str) -> tokio::sync::RwLockReadGuard<'_, ()> {
+        self.0[slot(ns, room, self.0.len())].read().await
+    }
+
+    /// A replaying socket's entry: no send of the room is between its commit and its broadcast meanwhile.
+    pub async fn enter(&self, ns: &str, room: &str) -> tokio::sync::RwLockWriteGuard<'_, ()> {
+        self.0[slot(ns, room, self.0.len())].write().await
     }
 }
 

@@ -124,15 +124,16 @@ pub async fn connected<A: Adapter>(
         presence::enter_room(chat, socket, conn, &room.id).await;
         return;
     }
-    // The room is entered after the replay, then whatever was committed meanwhile is caught up: the client's
-    // events (and so its own sends) wait for all of this, and a message can only be both replayed and
-    // delivered live if it was committed in the instant between entering and the last read.
+    // The history is replayed first, then, with the room's gate taken (no send on this node between its commit
+    // and its broadcast), what was committed meanwhile is caught up and the room entered: every message comes
+    // once and in order (see `ReplayGates`). The client's own events wait for all of this.
     let after = socket.extensions.get::<ReplayAfter>().map(|a| a.0);
     let last = replay(profile, chat, socket, conn, room, after, limit, false).await;
-    presence::enter_room(chat, socket, conn, &room.id).await;
+    let _gate = chat.replay_gates.enter(&conn.ns.path, &room.id).await;
     if let Some(last) = last {
         replay(profile, chat, socket, conn, room, Some(last), limit, true).await;
     }
+    presence::enter_room(chat, socket, conn, &room.id).await;
 }
 
 /// Sends the room's history to this socket: every message after `after`, page by page, or without `after` the
