@@ -2,7 +2,8 @@
 # What webhooks cost the chat when the host's endpoint is dead: the durable scenario (1000 clients, 100 rooms of 10,
 # Postgres, ack after commit) without webhooks, with --webhook-url on a closed port (every delivery refused at
 # once, retried), and with --webhook-url on a black hole (accepts, never answers: every delivery waits out
-# --webhook-timeout-ms). Same binary, same run, alternating.
+# --webhook-timeout-ms); and, to tell the outbox's own cost from the dead endpoint's, with a healthy endpoint that
+# answers at once. Same binary, same run, alternating (CONFIGS picks some of none, healthy, refused, blackhole).
 #
 #   bench/webhooks.sh <palaver binary> [results-dir]
 #
@@ -45,12 +46,19 @@ while True:
 ' &
 pids+=($!)
 wait_port 3398
+# A healthy endpoint: answers every delivery 204 at once (Node's http server, keep-alive).
+node -e '
+require("http").createServer((req, res) => { req.resume(); req.on("end", () => res.writeHead(204).end()); }).listen(3396, "127.0.0.1");
+' &
+pids+=($!)
+wait_port 3396
 # A closed port: nothing listens on 3397.
 hook=(--webhook-secret bench-secret)
 for round in $(seq "$rounds"); do
-  for label in none refused blackhole; do
+  for label in ${CONFIGS:-none healthy refused blackhole}; do
     case $label in
       none) extra=() ;;
+      healthy) extra=(--webhook-url http://127.0.0.1:3396/hooks "${hook[@]}") ;;
       refused) extra=(--webhook-url http://127.0.0.1:3397/hooks "${hook[@]}") ;;
       blackhole) extra=(--webhook-url http://127.0.0.1:3398/hooks "${hook[@]}") ;;
     esac
