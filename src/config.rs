@@ -114,7 +114,7 @@ pub struct Config {
     )]
     pub api_keys: Vec<String>,
 
-    /// Webhooks: palaver POSTs the events of --webhook-events to this URL, from a durable outbox, signed with
+    /// Webhooks: palaver POSTs the events of --webhook-events to this URL, from durable storage, signed with
     /// --webhook-secret (see docs/integration.md).
     #[arg(long, env = "PALAVER_WEBHOOK_URL")]
     pub webhook_url: Option<String>,

@@ -13,7 +13,7 @@
 //! * [`store`]: rooms, memberships, invitations and messages behind one trait, one SQL implementation for SQLite and
 //!   Postgres;
 //! * [`http`]: `/healthz`, `/readyz`, the history API and the demo page;
-//! * [`webhooks`]: events for the host's backend, delivered from the store's durable outbox, signed, in order per
+//! * [`webhooks`]: events for the host's backend, delivered from the message log and the store's outbox, signed, in order per
 //!   room, retried and dead-lettered;
 //! * [`error`]: the `{ code, message }` error every client sees.
 

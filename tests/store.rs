@@ -836,9 +836,9 @@ async fn room_scoped_client_ids_dedupe_across_senders(kind: Store) {
 
 store_test!(room_scoped_client_ids_dedupe_across_senders => room_scoped_client_ids_dedupe_across_senders_sqlite, room_scoped_client_ids_dedupe_across_senders_postgres);
 
-/// The webhook outbox: without webhooks the batch writer writes no row; with `message.created` it writes one per
-/// new message of the batch (a retry's original gets none), and member rows follow membership changes only when a
-/// user becomes or stops being a member. A room's rows are claimed one at a time, in order; a claimed row is not
+/// The webhook outbox: without webhooks nothing writes a row; with them the batch writer still writes none
+/// (`message.created` comes from the messages, past a cursor), and member rows follow membership changes only when
+/// a user becomes or stops being a member. A room's rows are claimed one at a time, in order; a claimed row is not
 /// claimed again while its lease lasts; a failure past the last attempt is a dead letter until retried.
 async fn outbox_rows_follow_their_cause(kind: Store) {
     use palaver::store::{HookEvent, HookEvents};
@@ -934,14 +934,16 @@ async fn outbox_rows_follow_their_cause(kind: Store) {
     assert_eq!(
         events,
         [
-            ("message.created", None),
             ("room.member_added", Some("bob")),
             ("room.member_removed", Some("bob")),
         ]
     );
 
     // A failing row: retried until the last attempt, then a dead letter, then pending again through a retry.
-    send(&store, "lobby", &author("alice")).await;
+    store
+        .add_member(NS, "lobby", &author("dave"))
+        .await
+        .expect("dave joins");
     for attempt in 1..=2 {
         let claimed = claim("n1").await;
         assert_eq!(claimed.len(), 1, "attempt {attempt}");
@@ -956,11 +958,11 @@ async fn outbox_rows_follow_their_cause(kind: Store) {
     assert_eq!(failed.len(), 1);
     assert_eq!(failed[0].attempts, 2);
     assert_eq!(failed[0].last_error.as_deref(), Some("HTTP 500"));
-    let id: i64 = failed[0].id.parse().expect("numeric id");
-    assert!(store.retry_hook(id, store::now()).await.expect("retry"));
+    let id = failed[0].id.clone();
+    assert!(store.retry_hook(&id, store::now()).await.expect("retry"));
     assert!(
         !store
-            .retry_hook(id, store::now())
+            .retry_hook(&id, store::now())
             .await
             .expect("retry twice")
     );
@@ -975,3 +977,143 @@ async fn outbox_rows_follow_their_cause(kind: Store) {
 }
 
 store_test!(outbox_rows_follow_their_cause => outbox_rows_follow_their_cause_sqlite, outbox_rows_follow_their_cause_postgres);
+
+/// `message.created` past a cursor per room: messages from before webhooks were turned on are skipped; a claimed
+/// room is not claimed again while its lease lasts, nor once its cursor has caught up; a failure waits for its
+/// retry; past the last attempt the message is a dead letter (with the id its attempts carried) and the cursor
+/// moves on.
+async fn message_cursors_follow_the_log(kind: Store) {
+    use palaver::store::{CursorFailure, CursorOutcome, HookEvent, HookEvents, NewHook};
+    let db = TestDb::new(kind).await;
+    let store = store::open(&db.url, 4).await.expect("open store");
+    let room = group("lobby", Visibility::Public, store::now());
+    store.ensure_room(NS, &room, "").await.expect("room");
+    send(&store, "lobby", &author("alice")).await;
+    store.enable_hooks(HookEvents::NONE.with(HookEvent::MessageCreated));
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    store.start_hook_cursors(store::now()).await.expect("epoch");
+    let claim = |node: &'static str| {
+        let store = store.clone();
+        async move {
+            let now = store::now();
+            store
+                .claim_hook_rooms(node, None, now, now + chrono::Duration::seconds(30), 100)
+                .await
+                .expect("claim")
+        }
+    };
+    assert!(claim("n1").await.is_empty(), "history before the epoch");
+    for _ in 0..3 {
+        send(&store, "lobby", &author("alice")).await;
+    }
+    // The batch writer names the room it wrote to.
+    let named = store.hook_wake().take_rooms();
+    assert_eq!(named, [(NS.to_owned(), "lobby".to_owned())]);
+    let claimed = store
+        .claim_hook_rooms(
+            "n1",
+            Some(&named),
+            store::now(),
+            store::now() + chrono::Duration::seconds(30),
+            10,
+        )
+        .await
+        .expect("claim named");
+    assert_eq!(claimed.len(), 1);
+    assert_eq!(
+        claimed[0].delivered_seq, 1,
+        "the message from before the epoch is skipped"
+    );
+    assert!(claim("n2").await.is_empty(), "claimed twice");
+    store
+        .record_cursor(
+            "n1",
+            &claimed[0],
+            &CursorOutcome {
+                delivered_seq: 4,
+                failure: None,
+            },
+        )
+        .await
+        .expect("record");
+    assert!(claim("n1").await.is_empty(), "caught up");
+
+    // A failure: not due before its retry; then out of attempts: a dead letter, and the cursor moves on.
+    send(&store, "lobby", &author("alice")).await;
+    let claimed = claim("n1").await;
+    assert_eq!(claimed.len(), 1);
+    let retry = CursorOutcome {
+        delivered_seq: 4,
+        failure: Some(CursorFailure::Retry {
+            error: "HTTP 500".to_owned(),
+            attempts: 1,
+            next_attempt_at: store::now() + chrono::Duration::seconds(2),
+        }),
+    };
+    store
+        .record_cursor("n1", &claimed[0], &retry)
+        .await
+        .expect("retry");
+    assert!(
+        claim("n1").await.is_empty(),
+        "claimed before its retry is due"
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let cursor = loop {
+        if let Some(cursor) = claim("n1").await.pop() {
+            break cursor;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the retry never came due"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    assert_eq!(cursor.attempts, 1);
+    assert_eq!(cursor.delivered_seq, 4);
+    let page = store
+        .history(NS, "lobby", HistoryQuery::latest(1))
+        .await
+        .expect("history");
+    let message = &page.messages[0];
+    // The lease is still n1's: record the last attempt as dead.
+    let dead = CursorOutcome {
+        delivered_seq: 4,
+        failure: Some(CursorFailure::Dead {
+            hook: NewHook::message_created(NS, message),
+            webhook_id: format!("msg-{}", message.id),
+            error: "HTTP 500".to_owned(),
+            attempts: 2,
+            seq: message.seq,
+            created_at: message.at,
+        }),
+    };
+    store
+        .record_cursor("n1", &cursor, &dead)
+        .await
+        .expect("dead");
+    let failed = store.failed_hooks(10).await.expect("failed list");
+    assert_eq!(failed.len(), 1);
+    assert_eq!(failed[0].id, format!("msg-{}", message.id));
+    assert_eq!(failed[0].event, "message.created");
+    assert_eq!(failed[0].attempts, 2);
+    assert!(
+        claim("n1").await.is_empty(),
+        "the dead message is passed over"
+    );
+    assert!(
+        store
+            .retry_hook(&failed[0].id, store::now())
+            .await
+            .expect("retry")
+    );
+    let now = store::now();
+    let rows = store
+        .claim_hooks("n1", now, now + chrono::Duration::seconds(30), 10)
+        .await
+        .expect("claim the retried row");
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].webhook_id(), failed[0].id, "the retry keeps the id");
+}
+
+store_test!(message_cursors_follow_the_log => message_cursors_follow_the_log_sqlite, message_cursors_follow_the_log_postgres);

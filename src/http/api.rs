@@ -179,10 +179,10 @@ async fn retry_webhook<A: Adapter>(
     headers: HeaderMap,
 ) -> ChatResult<StatusCode> {
     chat.api_keys.authorize(&headers, Scope::Manage)?;
-    let not_found = || ChatError::not_found(format!("no failed webhook delivery {id:?}"));
-    let number: i64 = id.parse().map_err(|_| not_found())?;
-    if !chat.store.retry_hook(number, crate::store::now()).await? {
-        return Err(not_found());
+    if !chat.store.retry_hook(&id, crate::store::now()).await? {
+        return Err(ChatError::not_found(format!(
+            "no failed webhook delivery {id:?}"
+        )));
     }
     Ok(StatusCode::NO_CONTENT)
 }

@@ -33,7 +33,10 @@ use serde::Serialize;
 
 use crate::error::ChatError;
 
-pub use hooks::{ClaimedHook, FailedHook, HookEvent, HookEvents, NewHook};
+pub use hooks::{
+    ClaimedCursor, ClaimedHook, CursorFailure, CursorOutcome, FailedHook, HookEvent, HookEvents,
+    HookWake, NewHook,
+};
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 
@@ -479,7 +482,41 @@ pub trait Store: Send + Sync + 'static {
         max_attempts: i64,
     ) -> StoreResult<()>;
 
-    /// Gives up `node`'s leases of rows it has not finished (a clean shutdown), so that they are due at once.
+    /// The batch writer's wake-up call to webhook delivery (rooms with new messages).
+    fn hook_wake(&self) -> Arc<HookWake>;
+
+    /// Records, once per database, when `message.created` webhooks were first turned on: rooms' messages from
+    /// before it are not delivered.
+    async fn start_hook_cursors(&self, now: DateTime<Utc>) -> StoreResult<()>;
+
+    /// Claims for `node`, until `lease_until`, at most `limit` rooms with messages past their webhook cursor, whose
+    /// cursor is due at `now` and not leased by anyone else: only `rooms` if given, else any room. A room without
+    /// a cursor gets one first, past its messages from before [`Store::start_hook_cursors`]. Each room is claimed
+    /// by one node at a time.
+    async fn claim_hook_rooms(
+        &self,
+        node: &str,
+        rooms: Option<&[(String, String)]>,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+        limit: i64,
+    ) -> StoreResult<Vec<ClaimedCursor>>;
+
+    /// The room's last seq: a claimed room with no stored message past its cursor (a namespace that keeps no
+    /// history) moves its cursor here.
+    async fn last_seq(&self, ns: &str, room: &str) -> StoreResult<i64>;
+
+    /// Records what `node` delivered of a claimed room and gives up its lease (a dead letter is written in the
+    /// same transaction).
+    async fn record_cursor(
+        &self,
+        node: &str,
+        cursor: &ClaimedCursor,
+        outcome: &CursorOutcome,
+    ) -> StoreResult<()>;
+
+    /// Gives up `node`'s leases of rows and rooms it has not finished (a clean shutdown), so that they are due at
+    /// once.
     async fn release_hooks(&self, node: &str) -> StoreResult<()>;
 
     /// The dead letters, oldest first, at most `limit`.
@@ -487,7 +524,7 @@ pub trait Store: Send + Sync + 'static {
 
     /// Puts a dead letter back to pending, due now, with its attempts reset; `false` if there is no failed row
     /// with that id.
-    async fn retry_hook(&self, id: i64, now: DateTime<Utc>) -> StoreResult<bool>;
+    async fn retry_hook(&self, webhook_id: &str, now: DateTime<Utc>) -> StoreResult<bool>;
 }
 
 pub type SharedStore = Arc<dyn Store>;

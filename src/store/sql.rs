@@ -21,9 +21,10 @@ use sqlx::{
 use super::batch::{Batcher, Pending};
 use super::hooks::FailedRow;
 use super::{
-    Appended, Author, ClaimedHook, FailedHook, HistoryPage, HistoryQuery, HookEvent, HookEvents,
-    Invitation, InvitationRow, Message, MessageRow, NewHook, NewMessage, NewRefresh, OriginalRow,
-    RefreshRow, Room, RoomRow, RoomSummary, Rotation, Store, StoreError, StoreResult, SummaryRow,
+    Appended, Author, ClaimedCursor, ClaimedHook, CursorFailure, CursorOutcome, FailedHook,
+    HistoryPage, HistoryQuery, HookEvent, HookEvents, HookWake, Invitation, InvitationRow, Message,
+    MessageRow, NewHook, NewMessage, NewRefresh, OriginalRow, RefreshRow, Room, RoomRow,
+    RoomSummary, Rotation, Store, StoreError, StoreResult, SummaryRow,
 };
 
 /// What differs between the backends in the SQL they run.
@@ -34,6 +35,9 @@ pub trait Backend: Database {
     /// Ends the webhook claim's `SELECT`: Postgres locks the rows it claims and skips those another node is
     /// claiming; SQLite has one writer (and one node).
     const SKIP_LOCKED: &'static str;
+    /// [`Backend::SKIP_LOCKED`] for the webhook cursors `c` of a join with `rooms`, whose rows (the batch
+    /// writer's counters) must not be locked.
+    const SKIP_LOCKED_CURSORS: &'static str;
     /// Rows an `INSERT`, `UPDATE` or `DELETE` wrote.
     fn rows_affected(done: &Self::QueryResult) -> u64;
 }
@@ -41,6 +45,7 @@ pub trait Backend: Database {
 impl Backend for sqlx::Postgres {
     const LOCK_ROWS: &'static str = " FOR UPDATE";
     const SKIP_LOCKED: &'static str = " FOR UPDATE SKIP LOCKED";
+    const SKIP_LOCKED_CURSORS: &'static str = " FOR UPDATE OF c SKIP LOCKED";
     fn rows_affected(done: &Self::QueryResult) -> u64 {
         done.rows_affected()
     }
@@ -49,6 +54,7 @@ impl Backend for sqlx::Postgres {
 impl Backend for sqlx::Sqlite {
     const LOCK_ROWS: &'static str = "";
     const SKIP_LOCKED: &'static str = "";
+    const SKIP_LOCKED_CURSORS: &'static str = "";
     fn rows_affected(done: &Self::QueryResult) -> u64 {
         done.rows_affected()
     }
@@ -62,6 +68,8 @@ pub struct SqlStore<DB: Database> {
     batcher: Batcher,
     /// The webhook events written to the outbox ([`HookEvents`] bits), shared with the batch writer.
     hooks: Arc<AtomicU8>,
+    /// Tells webhook delivery which rooms the batch writer committed to (with `message.created` webhooks on).
+    wake: Arc<HookWake>,
 }
 
 /// Membership states (`memberships.state`).
@@ -325,16 +333,22 @@ where
     pub(super) fn new(writer: Pool<DB>, pool: Pool<DB>) -> Self {
         let batch_pool = writer.clone();
         let hooks = Arc::new(AtomicU8::new(0));
+        let wake = Arc::new(HookWake::default());
         let batch_hooks = hooks.clone();
+        let batch_wake = wake.clone();
         let batcher = Batcher::spawn(move |batch| {
             let events = HookEvents::from_bits(batch_hooks.load(Ordering::Relaxed));
-            Self::commit_batch(batch_pool.clone(), events, batch)
+            let wake = events
+                .contains(HookEvent::MessageCreated)
+                .then(|| batch_wake.clone());
+            Self::commit_batch(batch_pool.clone(), wake, batch)
         });
         Self {
             writer,
             pool,
             batcher,
             hooks,
+            wake,
         }
     }
 
@@ -342,11 +356,26 @@ where
         HookEvents::from_bits(self.hooks.load(Ordering::Relaxed))
     }
 
-    /// Commits a batch of appends in one transaction and answers each of them. When the batch fails for any
-    /// reason but an unreachable database, each append is retried in a transaction of its own, in batch order,
-    /// so that a message the database refuses fails alone and every other one commits.
-    async fn commit_batch(pool: Pool<DB>, hooks: HookEvents, batch: Vec<Pending>) {
-        let error = match Self::write_batch(&pool, hooks, &batch).await {
+    /// Commits a batch of appends in one transaction and answers each of them, then wakes webhook delivery
+    /// for the batch's rooms (`wake`, with `message.created` webhooks on). When the batch fails for any reason
+    /// but an unreachable database, each append is retried in a transaction of its own, in batch order, so that
+    /// a message the database refuses fails alone and every other one commits.
+    async fn commit_batch(pool: Pool<DB>, wake: Option<Arc<HookWake>>, batch: Vec<Pending>) {
+        let rooms: Vec<(String, String)> = match &wake {
+            Some(_) => batch
+                .iter()
+                .map(|p| (p.ns.clone(), p.message.room.clone()))
+                .collect(),
+            None => Vec::new(),
+        };
+        Self::commit_and_answer(&pool, batch).await;
+        if let Some(wake) = wake {
+            wake.rooms(rooms.iter().map(|(ns, room)| (ns.as_str(), room.as_str())));
+        }
+    }
+
+    async fn commit_and_answer(pool: &Pool<DB>, batch: Vec<Pending>) {
+        let error = match Self::write_batch(pool, &batch).await {
             Ok(answers) => {
                 for (pending, answer) in batch.into_iter().zip(answers) {
                     pending.answer(answer);
@@ -385,7 +414,7 @@ where
                     reason: reason.clone(),
                 })
             } else {
-                match Self::write_batch(&pool, hooks, std::slice::from_ref(&pending)).await {
+                match Self::write_batch(pool, std::slice::from_ref(&pending)).await {
                     Ok(mut answers) => answers.pop().expect("one answer per append"),
                     Err(error) => {
                         let error = failed_alone(error);
@@ -414,7 +443,6 @@ where
     #[tracing::instrument(level = "debug", skip_all, fields(messages = batch.len()))]
     async fn write_batch(
         pool: &Pool<DB>,
-        hooks: HookEvents,
         batch: &[Pending],
     ) -> StoreResult<Vec<StoreResult<Appended>>> {
         let mut by_room: BTreeMap<RoomKey<'_>, Vec<usize>> = BTreeMap::new();
@@ -426,11 +454,11 @@ where
         }
         if batch.iter().any(|p| p.message.client_id.is_some())
             && let Some(answers) =
-                Self::try_batch(pool, hooks, batch, &by_room, Retries::Optimistic).await?
+                Self::try_batch(pool, batch, &by_room, Retries::Optimistic).await?
         {
             return Ok(answers);
         }
-        Self::try_batch(pool, hooks, batch, &by_room, Retries::LookedUp)
+        Self::try_batch(pool, batch, &by_room, Retries::LookedUp)
             .await?
             .ok_or_else(|| StoreError::Failed {
                 unavailable: false,
@@ -447,11 +475,10 @@ where
     /// `Ok(None)` (only with [`Retries::Optimistic`]) when the insert skipped a stored client id: the transaction
     /// is rolled back, to be written again with [`Retries::LookedUp`].
     ///
-    /// With webhooks for `message.created`, a fifth statement inserts one outbox row per new message (none for
-    /// a retry's original), in the same transaction; without, the batch is exactly the four statements.
+    /// Webhooks add nothing here: `message.created` is delivered from the messages themselves, past a cursor per
+    /// room (`migrations/*/0006_webhook_cursors.sql`).
     async fn try_batch(
         pool: &Pool<DB>,
-        hooks: HookEvents,
         batch: &[Pending],
         by_room: &BTreeMap<RoomKey<'_>, Vec<usize>>,
         retries: Retries,
@@ -472,16 +499,6 @@ where
             return Ok(None);
         }
         let answers = numbering.answers(batch, &ids, at);
-        if hooks.contains(HookEvent::MessageCreated) && !fresh.is_empty() {
-            let rows: Vec<NewHook> = fresh
-                .iter()
-                .filter_map(|&(i, _)| {
-                    let appended = answers[i].as_ref().ok()?;
-                    Some(NewHook::message_created(&batch[i].ns, &appended.message))
-                })
-                .collect();
-            Self::insert_hooks(&mut tx, &rows, at).await?;
-        }
         tx.commit().await?;
         Ok(Some(answers))
     }
@@ -1349,7 +1366,7 @@ where
                   AND o.state = 'pending' AND o.next_attempt_at <= $3 \
                   AND (o.leased_until IS NULL OR o.leased_until < $3) \
                 ORDER BY o.id LIMIT $4{}) \
-             RETURNING id, event, payload, created_at, attempts",
+             RETURNING id, event, payload, created_at, attempts, webhook_id",
             DB::SKIP_LOCKED
         );
         // Audited: the only text added is the backend's constant `SKIP_LOCKED`; every value is bound.
@@ -1409,12 +1426,179 @@ where
         .bind(node)
         .execute(&self.writer)
         .await?;
+        sqlx::query(
+            "UPDATE webhook_cursors SET leased_until = NULL, leased_by = NULL WHERE leased_by = $1",
+        )
+        .bind(node)
+        .execute(&self.writer)
+        .await?;
+        Ok(())
+    }
+
+    fn hook_wake(&self) -> Arc<HookWake> {
+        self.wake.clone()
+    }
+
+    async fn start_hook_cursors(&self, now: DateTime<Utc>) -> StoreResult<()> {
+        sqlx::query("INSERT INTO webhook_epoch (id, since) VALUES (1, $1) ON CONFLICT DO NOTHING")
+            .bind(now)
+            .execute(&self.writer)
+            .await?;
+        Ok(())
+    }
+
+    async fn claim_hook_rooms(
+        &self,
+        node: &str,
+        rooms: Option<&[(String, String)]>,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+        limit: i64,
+    ) -> StoreResult<Vec<ClaimedCursor>> {
+        if rooms.is_some_and(|r| r.is_empty()) {
+            return Ok(Vec::new());
+        }
+        // `(ns, room) IN ((…), …)` of the rooms asked for, if any.
+        fn only<DB: Backend>(
+            query: &mut QueryBuilder<DB>,
+            columns: &str,
+            rooms: Option<&[(String, String)]>,
+        ) where
+            for<'a> &'a str: Encode<'a, DB> + Type<DB>,
+        {
+            let Some(rooms) = rooms else { return };
+            query.push(format_args!(" AND ({columns}) IN ("));
+            let mut list = query.separated(", ");
+            for (ns, room) in rooms {
+                list.push("(")
+                    .push_bind_unseparated(ns.as_str())
+                    .push_unseparated(", ")
+                    .push_bind_unseparated(room.as_str())
+                    .push_unseparated(")");
+            }
+            query.push(")");
+        }
+        // A room without a cursor gets one past its messages from before the epoch. A sweep of every room only
+        // looks at those active since the epoch; the rest have nothing to deliver.
+        let mut adopt = QueryBuilder::<DB>::new(
+            "INSERT INTO webhook_cursors (ns, room, delivered_seq, next_attempt_at) \
+             SELECT r.ns, r.id, COALESCE((SELECT MAX(m.seq) FROM messages m \
+                 WHERE m.ns = r.ns AND m.room = r.id AND m.created_at < e.since), 0), ",
+        );
+        adopt.push_bind(now).push(
+            " FROM rooms r JOIN webhook_epoch e ON e.id = 1 \
+             WHERE r.last_seq > 0 AND r.last_active_at >= e.since \
+               AND NOT EXISTS (SELECT 1 FROM webhook_cursors w WHERE w.ns = r.ns AND w.room = r.id)",
+        );
+        only(&mut adopt, "r.ns, r.id", rooms);
+        adopt.push(" ON CONFLICT DO NOTHING");
+        adopt.build().execute(&self.writer).await?;
+
+        let mut claim = QueryBuilder::<DB>::new("UPDATE webhook_cursors SET leased_until = ");
+        claim
+            .push_bind(lease_until)
+            .push(", leased_by = ")
+            .push_bind(node)
+            .push(
+                " WHERE (ns, room) IN (SELECT c.ns, c.room FROM webhook_cursors c \
+                 JOIN rooms r ON r.ns = c.ns AND r.id = c.room \
+                 WHERE r.last_seq > c.delivered_seq AND c.next_attempt_at <= ",
+            )
+            .push_bind(now)
+            .push(" AND (c.leased_until IS NULL OR c.leased_until < ")
+            .push_bind(now)
+            .push(")");
+        only(&mut claim, "c.ns, c.room", rooms);
+        claim
+            .push(" ORDER BY c.next_attempt_at LIMIT ")
+            .push_bind(limit)
+            .push(DB::SKIP_LOCKED_CURSORS)
+            .push(") RETURNING ns, room, delivered_seq, attempts");
+        Ok(claim.build_query_as().fetch_all(&self.writer).await?)
+    }
+
+    async fn last_seq(&self, ns: &str, room: &str) -> StoreResult<i64> {
+        let seq: Option<i64> =
+            sqlx::query_scalar("SELECT last_seq FROM rooms WHERE ns = $1 AND id = $2")
+                .bind(ns)
+                .bind(room)
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(seq.unwrap_or(0))
+    }
+
+    async fn record_cursor(
+        &self,
+        node: &str,
+        cursor: &ClaimedCursor,
+        outcome: &CursorOutcome,
+    ) -> StoreResult<()> {
+        let now = super::now();
+        // The cursor never moves back; a node whose lease ran out (and was taken over) writes nothing.
+        let (seq, attempts, error, next) = match &outcome.failure {
+            None => (outcome.delivered_seq, 0, None, now),
+            Some(CursorFailure::Retry {
+                error,
+                attempts,
+                next_attempt_at,
+            }) => (
+                outcome.delivered_seq,
+                *attempts,
+                Some(error.as_str()),
+                *next_attempt_at,
+            ),
+            Some(CursorFailure::Dead { seq, .. }) => (*seq, 0, None, now),
+        };
+        let mut tx = self.writer.begin().await?;
+        let moved = sqlx::query(
+            "UPDATE webhook_cursors SET \
+                 delivered_seq = CASE WHEN delivered_seq > $3 THEN delivered_seq ELSE $3 END, \
+                 attempts = $4, last_error = $5, next_attempt_at = $6, leased_until = NULL, leased_by = NULL \
+             WHERE ns = $1 AND room = $2 AND leased_by = $7",
+        )
+        .bind(cursor.ns.as_str())
+        .bind(cursor.room.as_str())
+        .bind(seq)
+        .bind(attempts)
+        .bind(error)
+        .bind(next)
+        .bind(node)
+        .execute(&mut *tx)
+        .await?;
+        if let Some(CursorFailure::Dead {
+            hook,
+            webhook_id,
+            error,
+            attempts,
+            created_at,
+            ..
+        }) = &outcome.failure
+            && DB::rows_affected(&moved) == 1
+        {
+            sqlx::query(
+                "INSERT INTO webhook_outbox \
+                     (ns, room, event, payload, created_at, next_attempt_at, state, attempts, last_error, webhook_id) \
+                 VALUES ($1, $2, $3, $4, $5, $9, 'failed', $6, $7, $8)",
+            )
+            .bind(hook.ns.as_str())
+            .bind(hook.room.as_str())
+            .bind(hook.event.name())
+            .bind(hook.data.as_str())
+            .bind(*created_at)
+            .bind(*attempts)
+            .bind(error.as_str())
+            .bind(webhook_id.as_str())
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
         Ok(())
     }
 
     async fn failed_hooks(&self, limit: i64) -> StoreResult<Vec<FailedHook>> {
         let rows: Vec<FailedRow> = sqlx::query_as(
-            "SELECT id, event, payload, attempts, last_error, created_at FROM webhook_outbox \
+            "SELECT id, webhook_id, event, payload, attempts, last_error, created_at FROM webhook_outbox \
              WHERE state = 'failed' ORDER BY id LIMIT $1",
         )
         .bind(limit)
@@ -1423,13 +1607,14 @@ where
         Ok(rows.into_iter().map(FailedHook::from).collect())
     }
 
-    async fn retry_hook(&self, id: i64, now: DateTime<Utc>) -> StoreResult<bool> {
+    async fn retry_hook(&self, webhook_id: &str, now: DateTime<Utc>) -> StoreResult<bool> {
+        // Dead letters are few (and indexed): matching the id as text costs nothing worth an index.
         let done = sqlx::query(
             "UPDATE webhook_outbox SET state = 'pending', attempts = 0, next_attempt_at = $2, \
                  leased_until = NULL, leased_by = NULL \
-             WHERE id = $1 AND state = 'failed'",
+             WHERE state = 'failed' AND (webhook_id = $1 OR (webhook_id IS NULL AND CAST(id AS TEXT) = $1))",
         )
-        .bind(id)
+        .bind(webhook_id)
         .bind(now)
         .execute(&self.writer)
         .await?;
