@@ -43,6 +43,17 @@ export { newClientId } from "./ids.js";
 export { PalaverError, isPalaverError, parseConnectError } from "./errors.js";
 export type { ClientErrorCode, PalaverErrorCode, PalaverErrorOptions } from "./errors.js";
 export type { RoomState } from "./rooms.js";
+export { ChatStore } from "./store.js";
+export type {
+  ChatStoreOptions,
+  ConnectionView,
+  LoadStatus,
+  PendingMessage,
+  RoomView,
+  RoomsView,
+  SentMessage,
+  TimelineMessage,
+} from "./store.js";
 
 /** The socket.io-client Socket typed with the palaver contract. */
 export type PalaverSocket = Socket<ServerToClientEvents, ClientToServerEvents>;
