@@ -496,14 +496,16 @@ describe(`sdk: helpers [${STORE}]`, () => {
     const cancel = b.once("message", (m) => offOnce.push(m.text));
     cancel();
     assert.equal(b.socket.listeners("message").length, baseline + 3, "the cancelled once is gone");
+    const one = waitFor(b.socket, "message", (m) => m.text === "one");
     await a.send(room, "one");
-    await waitFor(b.socket, "message", (m) => m.text === "one");
+    await one;
     stop();
     stop(); // a second call does nothing
     b.off("message", handler);
     assert.equal(b.socket.listeners("message").length, baseline, "every subscription is gone");
+    const two = waitFor(b.socket, "message", (m) => m.text === "two");
     await a.send(room, "two");
-    await waitFor(b.socket, "message", (m) => m.text === "two");
+    await two;
     assert.deepEqual(seen, ["one"]);
     assert.deepEqual(unsubscribed, ["one"]);
     assert.deepEqual(once, ["one"]);
