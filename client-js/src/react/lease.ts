@@ -30,7 +30,21 @@ function parked(): Parked[] {
  * such as `refreshToken`, are left out: a remount passes a new one that does the same).
  */
 export function clientKey(url: string | readonly string[], options: PalaverOptions | undefined): string {
-  return JSON.stringify([url, options ?? {}]);
+  try {
+    return JSON.stringify([url, options ?? {}]);
+  } catch {
+    // Options that are no JSON (a socket.io `agent`, say): the same object is the same client.
+    return JSON.stringify([url, `options#${identity(options!)}`]);
+  }
+}
+
+const identities = new WeakMap<object, number>();
+let nextIdentity = 0;
+
+function identity(value: object): number {
+  let id = identities.get(value);
+  if (id === undefined) identities.set(value, (id = ++nextIdentity));
+  return id;
 }
 
 /** A released client with this key if one is waiting, else a new one. */
