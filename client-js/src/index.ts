@@ -30,15 +30,30 @@ import type {
   Visibility,
   HistoryFetchReply,
   Invitation,
+  MessageEditReply,
   SyncReply,
 } from "./protocol.js";
 import { RoomStates } from "./rooms.js";
 import type { RoomState } from "./rooms.js";
 
+import { newClientId } from "./ids.js";
+
 export * from "./protocol.js";
+export { newClientId } from "./ids.js";
 export { PalaverError, isPalaverError, parseConnectError } from "./errors.js";
 export type { ClientErrorCode, PalaverErrorCode, PalaverErrorOptions } from "./errors.js";
 export type { RoomState } from "./rooms.js";
+export { ChatStore } from "./store.js";
+export type {
+  ChatStoreOptions,
+  ConnectionView,
+  LoadStatus,
+  PendingMessage,
+  RoomView,
+  RoomsView,
+  SentMessage,
+  TimelineMessage,
+} from "./store.js";
 
 /** The socket.io-client Socket typed with the palaver contract. */
 export type PalaverSocket = Socket<ServerToClientEvents, ClientToServerEvents>;
@@ -88,6 +103,10 @@ export interface SendOptions {
   /** 1–64 characters; generated with `crypto.randomUUID()` when absent. Reusing one is safe: see `send`. */
   clientId?: string;
 }
+export interface RoomSendOptions extends SendOptions {
+  /** The seq of the message of the same room this one answers. */
+  replyTo?: number;
+}
 export interface HistoryOptions {
   /** The messages just below this seq (paging back). */
   before?: number;
@@ -114,6 +133,13 @@ const SYNC_CHUNK = 100;
 const PAGE_LIMIT = 100;
 /** How many of its own messages (by clientId) the client remembers to settle a resend without sending again. */
 const OWN_REMEMBERED = 1000;
+
+/**
+ * Where the connection is: `connecting` until the first `session`, `connected` while connected with a session,
+ * `reconnecting` after a drop (socket.io-client retries; calls wait, sends are resent), `closed` once it has ended
+ * for good (`close()`, a refusal, the server's disconnect: see `client.error`).
+ */
+export type ConnectionStatus = "connecting" | "connected" | "reconnecting" | "closed";
 
 /** Handles one message of the ordered stream of `onMessage`. */
 export type MessageHandler = (message: Message) => void;
@@ -167,19 +193,6 @@ async function refreshOnce(
  */
 export function connect(url: string | readonly string[], options: PalaverOptions = {}): PalaverClient {
   return new PalaverClient(url, options);
-}
-
-/** A fresh client id: `crypto.randomUUID()`, with a fallback where it is missing (insecure browser contexts). */
-export function newClientId(): string {
-  const c = (globalThis as { crypto?: Crypto }).crypto;
-  if (c && typeof c.randomUUID === "function") return c.randomUUID();
-  const b = new Uint8Array(16);
-  if (c && typeof c.getRandomValues === "function") c.getRandomValues(b);
-  else for (let i = 0; i < 16; i++) b[i] = Math.floor(Math.random() * 256);
-  b[6] = (b[6]! & 0x0f) | 0x40;
-  b[8] = (b[8]! & 0x3f) | 0x80;
-  const h = Array.from(b, (x) => x.toString(16).padStart(2, "0")).join("");
-  return `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20)}`;
 }
 
 // socket.io-client's typed emit does not accept a union of event names; the helpers go through this view.
@@ -243,6 +256,8 @@ export class PalaverClient {
   private resolveSession!: (s: Session) => void;
   /** Rejecters of the calls waiting on the connection; all called when it ends for good. */
   private readonly aborts = new Set<(err: PalaverError) => void>();
+  private _status: ConnectionStatus = "connecting";
+  private readonly statusHandlers = new Set<(status: ConnectionStatus) => void>();
 
   constructor(url: string | readonly string[], options: PalaverOptions = {}) {
     this.ackTimeout = options.ackTimeout ?? DEFAULT_ACK_TIMEOUT;
@@ -305,6 +320,8 @@ export class PalaverClient {
       for (const wake of [...this.sleepers]) wake();
       if (!this.socket.active) {
         this.end(new PalaverError("disconnected", `disconnected (${reason}) and not reconnecting`));
+      } else {
+        this.setStatus(this.sessions > 0 ? "reconnecting" : "connecting");
       }
     });
     this.socket.io.on("reconnect_failed", () => {
@@ -339,6 +356,28 @@ export class PalaverClient {
       console.warn(`palaver: could not refresh the session: ${(err as Error).message}`);
       return false;
     }
+  }
+
+  /** Where the connection is now; {@link onStatus} tells every change. */
+  get status(): ConnectionStatus {
+    return this._status;
+  }
+
+  /**
+   * Why the connection ended for good, once `status` is `closed`: `disconnected` (`close()`, the server's
+   * disconnect), a refusal code (`expired`, `invalid_namespace`…). Undefined while the connection is open or retrying.
+   */
+  get error(): PalaverError | undefined {
+    return this._status === "closed" ? this.terminal : undefined;
+  }
+
+  /** Calls `handler` with every change of {@link status}. Returns an unsubscribe function. */
+  onStatus(handler: (status: ConnectionStatus) => void): () => void {
+    const entry = (status: ConnectionStatus) => handler(status);
+    this.statusHandlers.add(entry);
+    return () => {
+      this.statusHandlers.delete(entry);
+    };
   }
 
   /** The current user, from the latest `session` event (undefined before the first one). */
@@ -417,22 +456,35 @@ export class PalaverClient {
     }
   }
 
-  /** `socket.on`, typed. */
-  on<E extends keyof ListenEvents>(event: E, handler: ListenEvents[E]): this {
-    (this.socket as unknown as LooseSocket).on(event, handler as AnyFn);
-    return this;
+  /** `socket.on`, typed. Returns an unsubscribe function (calling it again does nothing). */
+  on<E extends keyof ListenEvents>(event: E, handler: ListenEvents[E]): () => void {
+    const socket = this.socket as unknown as LooseSocket;
+    socket.on(event, handler as AnyFn);
+    let subscribed = true;
+    return () => {
+      if (subscribed) socket.off(event, handler as AnyFn);
+      subscribed = false;
+    };
   }
 
-  /** `socket.once`, typed. */
-  once<E extends keyof ListenEvents>(event: E, handler: ListenEvents[E]): this {
-    (this.socket as unknown as LooseSocket).once(event, handler as AnyFn);
-    return this;
+  /** `socket.once`, typed. Returns an unsubscribe function (a no-op once the handler has run). */
+  once<E extends keyof ListenEvents>(event: E, handler: ListenEvents[E]): () => void {
+    const socket = this.socket as unknown as LooseSocket;
+    let subscribed = true;
+    const listener: AnyFn = (...args) => {
+      subscribed = false;
+      (handler as AnyFn)(...args);
+    };
+    socket.once(event, listener);
+    return () => {
+      if (subscribed) socket.off(event, listener);
+      subscribed = false;
+    };
   }
 
-  /** `socket.off`, typed: one handler, every handler of `event`, or every handler. */
-  off<E extends keyof ListenEvents>(event?: E, handler?: ListenEvents[E]): this {
+  /** `socket.off`, typed: one handler, every handler of `event`, or every handler (the SDK's own stay). */
+  off<E extends keyof ListenEvents>(event?: E, handler?: ListenEvents[E]): void {
     (this.socket as unknown as LooseSocket).off(event, handler as AnyFn | undefined);
-    return this;
   }
 
   /**
@@ -487,8 +539,13 @@ export class PalaverClient {
    * Carries a `clientId` (generated unless given) and re-emits with the same one when no ack arrives in time:
    * the server returns the original message for a `clientId` it already has, so a message is stored once.
    */
-  async send(room: RoomId, text: string, options: SendOptions = {}): Promise<Message> {
-    const payload = { room, text, clientId: options.clientId ?? newClientId() };
+  async send(room: RoomId, text: string, options: RoomSendOptions = {}): Promise<Message> {
+    const payload: { room: RoomId; text: string; clientId: string; replyTo?: number } = {
+      room,
+      text,
+      clientId: options.clientId ?? newClientId(),
+    };
+    if (options.replyTo !== undefined) payload.replyTo = options.replyTo;
     const message = await this.sendWithResend("message:send", payload);
     this.take(message);
     return message;
@@ -500,6 +557,32 @@ export class PalaverClient {
     const message = await this.sendWithResend("dm:send", payload);
     this.take(message);
     return message;
+  }
+
+  /** Replaces the text of the message `seq` of `room` (the sender's own); resolves with the edited message. */
+  async editMessage(room: RoomId, seq: number, text: string): Promise<Message> {
+    const { message } = await this.request<MessageEditReply>("message:edit", { room, seq, text });
+    return message;
+  }
+
+  /** Deletes the message `seq` of `room`: it keeps its seq, without its text (`deleted: true`). */
+  async deleteMessage(room: RoomId, seq: number): Promise<void> {
+    await this.request<object>("message:delete", { room, seq });
+  }
+
+  /** Adds the current user's `emoji` reaction to the message `seq` of `room`. */
+  async addReaction(room: RoomId, seq: number, emoji: string): Promise<void> {
+    await this.request<object>("reaction:add", { room, seq, emoji });
+  }
+
+  /** Removes the current user's `emoji` reaction from the message `seq` of `room`. */
+  async removeReaction(room: RoomId, seq: number, emoji: string): Promise<void> {
+    await this.request<object>("reaction:remove", { room, seq, emoji });
+  }
+
+  /** Records that the user has read `room` up to `seq` (its other sockets get `read`). */
+  async markRead(room: RoomId, seq: number): Promise<void> {
+    await this.request<object>("room:read", { room, seq });
   }
 
   /** A page of `room`'s history, oldest first: the latest, or `before`/`after` a seq. */
@@ -569,6 +652,20 @@ export class PalaverClient {
   // -------------------------------------------------------------------------------------------
   // internals: the ordered stream and the catch-up
 
+  private setStatus(status: ConnectionStatus): void {
+    if (this._status === status) return;
+    this._status = status;
+    for (const handler of [...this.statusHandlers]) {
+      try {
+        handler(status);
+      } catch (err) {
+        queueMicrotask(() => {
+          throw err;
+        });
+      }
+    }
+  }
+
   private onSession(session: Session): void {
     const reconnection = this.sessions > 0;
     this.sessions++;
@@ -588,6 +685,7 @@ export class PalaverClient {
     this.ready = true;
     if (reconnection) void this.startCatchUp();
     this.resolveSession(session);
+    this.setStatus("connected");
     for (const wake of [...this.readyWaiters]) wake();
   }
 
@@ -897,6 +995,7 @@ export class PalaverClient {
     for (const wake of [...this.sleepers]) wake();
     this.rejectSession(this.terminal);
     for (const abort of [...this.aborts]) abort(this.terminal);
+    this.setStatus("closed");
   }
 
   /** `promise`, or a rejection as soon as the connection ends for good. */

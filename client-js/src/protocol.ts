@@ -43,6 +43,10 @@ export interface RoomSummary extends Room {
   invited: boolean;
   /** For a DM: the other user, as last seen. */
   peer?: User;
+  /** The last seq the user has read in the room (`room:read`); 0 when nothing is read yet. */
+  lastRead?: number;
+  /** How many messages after `lastRead` the user has not read. */
+  unread?: number;
 }
 
 export interface Message {
@@ -57,6 +61,31 @@ export interface Message {
   clientId?: string;
   /** RFC 3339, UTC. */
   at: string;
+  /** RFC 3339, UTC: when the text was last edited (`message:edit`); absent if never. */
+  editedAt?: string;
+  /** The message was deleted (`message:delete`): it keeps its place (`seq`) but no text. */
+  deleted?: boolean;
+  /** The reactions to the message, one entry per emoji; absent or empty when there are none. */
+  reactions?: Reaction[];
+  /** The message this one answers. */
+  replyTo?: ReplyRef;
+}
+
+/** One emoji's reactions to a message. */
+export interface Reaction {
+  emoji: string;
+  /** How many users reacted with it. */
+  count: number;
+  /** The current user is one of them. */
+  me: boolean;
+}
+
+/** What a reply shows of the message it answers. */
+export interface ReplyRef {
+  seq: number;
+  from: { id: UserId; name: string };
+  /** The start of the answered message's text. */
+  excerpt: string;
 }
 
 /** An open invitation to a room. */
@@ -200,10 +229,43 @@ export interface MessageSendPayload {
   text: string;
   /** 1–64 characters; the same user reusing it in the room gets the original message back. */
   clientId?: string;
+  /** The seq of the message of the same room this one answers. */
+  replyTo?: number;
 }
 export interface MessageSendReply {
   message: Message;
 }
+
+export interface MessageEditPayload {
+  room: RoomId;
+  seq: number;
+  /** The new text, with the same rules as `message:send`. */
+  text: string;
+}
+export interface MessageEditReply {
+  /** The message as edited (`editedAt` set). */
+  message: Message;
+}
+
+export interface MessageDeletePayload {
+  room: RoomId;
+  seq: number;
+}
+export type MessageDeleteReply = EmptyReply;
+
+export interface ReactionPayload {
+  room: RoomId;
+  seq: number;
+  emoji: string;
+}
+export type ReactionReply = EmptyReply;
+
+export interface RoomReadPayload {
+  room: RoomId;
+  /** The last seq the user has read. */
+  seq: number;
+}
+export type RoomReadReply = EmptyReply;
 
 export interface DmSendPayload {
   to: UserId;
@@ -286,6 +348,33 @@ export interface TypingEvent {
   user: User;
 }
 
+/** A message was edited: the whole message as it is now. */
+export interface MessageUpdatedEvent {
+  message: Message;
+}
+
+/** A message was deleted. */
+export interface MessageDeletedEvent {
+  room: RoomId;
+  seq: number;
+}
+
+/** Someone added (`added: true`) or removed a reaction. */
+export interface ReactionEvent {
+  room: RoomId;
+  seq: number;
+  emoji: string;
+  user: User;
+  added: boolean;
+}
+
+/** A user (the current one, from another tab or device, or someone else) has read up to `seq`. */
+export interface ReadEvent {
+  room: RoomId;
+  user: User;
+  seq: number;
+}
+
 /** Only for events sent without an ack callback. */
 export interface ChatErrorEvent {
   event: string;
@@ -307,6 +396,10 @@ export interface ServerToClientEvents {
   "session:expiring": (event: { expiresAt: string }) => void;
   /** The token ran out without a refresh; the server disconnects right after. */
   "session:expired": (event: { reason: string }) => void;
+  "message:updated": (event: MessageUpdatedEvent) => void;
+  "message:deleted": (event: MessageDeletedEvent) => void;
+  reaction: (event: ReactionEvent) => void;
+  read: (event: ReadEvent) => void;
 }
 
 export interface ClientToServerEvents {
@@ -315,6 +408,11 @@ export interface ClientToServerEvents {
   "room:leave": (payload: RoomLeavePayload, ack: (res: Ack<RoomLeaveReply>) => void) => void;
   "message:send": (payload: MessageSendPayload, ack: (res: Ack<MessageSendReply>) => void) => void;
   "dm:send": (payload: DmSendPayload, ack: (res: Ack<DmSendReply>) => void) => void;
+  "message:edit": (payload: MessageEditPayload, ack: (res: Ack<MessageEditReply>) => void) => void;
+  "message:delete": (payload: MessageDeletePayload, ack: (res: Ack<MessageDeleteReply>) => void) => void;
+  "reaction:add": (payload: ReactionPayload, ack: (res: Ack<ReactionReply>) => void) => void;
+  "reaction:remove": (payload: ReactionPayload, ack: (res: Ack<ReactionReply>) => void) => void;
+  "room:read": (payload: RoomReadPayload, ack: (res: Ack<RoomReadReply>) => void) => void;
   "history:fetch": (payload: HistoryFetchPayload, ack: (res: Ack<HistoryFetchReply>) => void) => void;
   "rooms:list": (payload: RoomsListPayload, ack: (res: Ack<RoomsListReply>) => void) => void;
   "room:invite": (payload: RoomInvitePayload, ack: (res: Ack<RoomInviteReply>) => void) => void;

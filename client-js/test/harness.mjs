@@ -716,7 +716,7 @@ export function assertGapFree(messages, what = "stream") {
 
 /**
  * A TCP proxy to `target` (a server or its URL) on 127.0.0.1, for cutting and holding connections:
- * `{ url, block(), unblock(), cut(), close(), connections }`. While blocked, new connections are closed at once
+ * `{ url, block(), unblock(), cut(), close(), connections, opened }`. While blocked, new connections are closed at once
  * (a reconnecting client gets `connect_error` and keeps trying); `cut()` destroys every open connection.
  */
 export async function tcpProxy(target) {
@@ -724,11 +724,13 @@ export async function tcpProxy(target) {
   const url = new URL(typeof target === "string" ? target : target.url);
   const open = new Set();
   let blocked = false;
+  let opened = 0;
   const server = net.createServer((down) => {
     if (blocked) {
       down.destroy();
       return;
     }
+    opened++;
     const up = net.connect(Number(url.port), url.hostname);
     const pair = { down, up };
     open.add(pair);
@@ -750,6 +752,10 @@ export async function tcpProxy(target) {
     url: `http://127.0.0.1:${server.address().port}`,
     get connections() {
       return open.size;
+    },
+    /** Connections let through since the proxy started. */
+    get opened() {
+      return opened;
     },
     block() {
       blocked = true;

@@ -481,21 +481,82 @@ describe(`sdk: helpers [${STORE}]`, () => {
     assertUser(t.user, { id: alice.id });
   });
 
-  it("on/once/off are typed passthroughs to the socket", async () => {
+  it("on/once/off are typed passthroughs to the socket; on and once return unsubscribe functions", async () => {
     const { room, a, b } = await pair(srv);
     const seen = [];
     const once = [];
+    const unsubscribed = [];
+    const offOnce = [];
     const handler = (m) => seen.push(m.text);
-    assert.equal(b.on("message", handler), b, "chainable");
+    const baseline = b.socket.listeners("message").length;
+    b.on("message", handler);
+    const stop = b.on("message", (m) => unsubscribed.push(m.text));
+    assert.equal(typeof stop, "function", "on returns an unsubscribe function");
     b.once("message", (m) => once.push(m.text));
+    const cancel = b.once("message", (m) => offOnce.push(m.text));
+    cancel();
+    assert.equal(b.socket.listeners("message").length, baseline + 3, "the cancelled once is gone");
+    const one = waitFor(b.socket, "message", (m) => m.text === "one");
     await a.send(room, "one");
-    await sleep(100);
+    await one;
+    stop();
+    stop(); // a second call does nothing
     b.off("message", handler);
+    assert.equal(b.socket.listeners("message").length, baseline, "every subscription is gone");
+    const two = waitFor(b.socket, "message", (m) => m.text === "two");
     await a.send(room, "two");
-    await sleep(150);
+    await two;
     assert.deepEqual(seen, ["one"]);
+    assert.deepEqual(unsubscribed, ["one"]);
     assert.deepEqual(once, ["one"]);
+    assert.deepEqual(offOnce, []);
     assert.equal(b.lastSeq(room), 2, "off leaves the SDK's own listeners alone");
+  });
+
+  it("status: connecting, connected, reconnecting after a drop, closed after close()", async () => {
+    const client = sdk(srv, { auth: identity("stat").auth });
+    const seen = [];
+    const stop = client.onStatus((s) => seen.push(s));
+    assert.equal(client.status, "connecting");
+    await client.session;
+    assert.equal(client.status, "connected");
+    const back = waitFor(client.socket, "session", () => true, 5000);
+    client.socket.io.engine.close();
+    await back;
+    assert.equal(client.status, "connected");
+    client.close();
+    assert.equal(client.status, "closed");
+    assert.equal(client.error?.code, "disconnected");
+    assert.deepEqual(seen, ["connected", "reconnecting", "connected", "closed"]);
+    stop();
+  });
+
+  it("status of a refused connection: closed, with the refusal as error", async () => {
+    const client = sdk(srv, { auth: { token: "not-a-jwt" } });
+    await rejectsWith(client.session, "invalid_token");
+    assert.equal(client.status, "closed");
+    assert.equal(client.error?.code, "invalid_token");
+  });
+
+  it("editMessage, deleteMessage, addReaction, removeReaction, markRead emit the contract's events and payloads", async () => {
+    const { room, a } = await pair(srv, { ackTimeout: 300 });
+    const events = [];
+    a.socket.onAnyOutgoing((name, payload) => events.push([name, payload]));
+    // The server does not handle these events yet; only the wire format is checked here.
+    await Promise.allSettled([
+      a.editMessage(room, 1, "fixed"),
+      a.deleteMessage(room, 2),
+      a.addReaction(room, 3, "👍"),
+      a.removeReaction(room, 3, "👍"),
+      a.markRead(room, 4),
+    ]);
+    assert.deepEqual(events, [
+      ["message:edit", { room, seq: 1, text: "fixed" }],
+      ["message:delete", { room, seq: 2 }],
+      ["reaction:add", { room, seq: 3, emoji: "👍" }],
+      ["reaction:remove", { room, seq: 3, emoji: "👍" }],
+      ["room:read", { room, seq: 4 }],
+    ]);
   });
 
   it("lastSeq / roomState follow messages, sends, joins and history", async () => {
@@ -569,6 +630,18 @@ describe(`sdk: clientId and resend [${STORE}]`, () => {
     ids.forEach((id) => assert.match(id, UUID));
     assert.equal(new Set(ids).size, 5, "a fresh clientId per call");
     assert.deepEqual(msgs.map((m) => m.clientId), ids, "each message stored with its clientId");
+  });
+
+  it("send with the caller's clientId: the same message for every call with it (a StrictMode double effect)", async () => {
+    const { room, a, b } = await pair(srv);
+    const clientId = newClientId();
+    const [first, second] = await Promise.all([a.send(room, "once", { clientId }), a.send(room, "once", { clientId })]);
+    const third = await a.send(room, "once", { clientId });
+    assertMessage(first, { room, seq: 1, text: "once", clientId });
+    assertSameMessage(second, first);
+    assertSameMessage(third, first);
+    const { messages } = await b.history(room);
+    assert.equal(messages.length, 1, "stored once");
   });
 
   it("a lost ack: the send is re-emitted with the same clientId, stored once, resolved with the original", async () => {

@@ -98,6 +98,15 @@ export async function plainSocket(url: string): Promise<void> {
       else void [entry.messages.map((m) => m.seq), entry.truncated];
     }
   }
+  const edit = await socket.emitWithAck("message:edit", { room: "general", seq: 3, text: "fixed" });
+  if (edit.ok) void edit.message.editedAt;
+  await socket.emitWithAck("message:delete", { room: "general", seq: 3 });
+  await socket.emitWithAck("reaction:add", { room: "general", seq: 3, emoji: "🎉" });
+  await socket.emitWithAck("reaction:remove", { room: "general", seq: 3, emoji: "🎉" });
+  await socket.emitWithAck("room:read", { room: "general", seq: 3 });
+  if (list.ok) void [list.rooms[0]?.unread, list.rooms[0]?.lastRead];
+  // @ts-expect-error: an edit names the message by its seq
+  await socket.emitWithAck("message:edit", { room: "general", id: "m-1", text: "fixed" });
   // @ts-expect-error: sync takes seqs per room
   await socket.emitWithAck("sync", { rooms: ["general"] });
 
@@ -149,12 +158,29 @@ export async function withSdk(url: string, token: string): Promise<void> {
   const last: number | undefined = client.lastSeq("general");
   void [d, messages, older, rooms, users, made, nothing, typed, last];
 
-  client
-    .on("message", (msg) => void msg.text)
-    .on("room:notice", (n) => void n.kind)
-    .on("connect", () => {})
-    .on("disconnect", (reason) => void reason)
-    .once("session", (s) => void s.user);
+  const unsubscribe: Array<() => void> = [
+    client.on("message", (msg) => void msg.text),
+    client.on("room:notice", (n) => void n.kind),
+    client.on("connect", () => {}),
+    client.on("disconnect", (reason) => void reason),
+    client.once("session", (s) => void s.user),
+    client.on("message:updated", ({ message }) => void (message.editedAt satisfies string | undefined)),
+    client.on("message:deleted", ({ room, seq }) => void [room, seq]),
+    client.on("reaction", ({ emoji, user, added }) => void [emoji, user.id, added]),
+    client.on("read", ({ room, user, seq }) => void [room, user.name, seq]),
+    client.onMessage((msg) => void msg.reactions?.map((r) => [r.emoji, r.count, r.me])),
+    client.onRecoveryError((err) => void err.room),
+    client.onStatus((status) => void (status satisfies "connecting" | "connected" | "reconnecting" | "closed")),
+  ];
+  for (const off of unsubscribe) off();
+  const edited: Message = await client.editMessage("general", m.seq, "hello again");
+  const gone: void = await client.deleteMessage("general", m.seq);
+  const added: void = await client.addReaction("general", m.seq, "👍");
+  const removed: void = await client.removeReaction("general", m.seq, "👍");
+  const read: void = await client.markRead("general", m.seq);
+  const reply: Message = await client.send("general", "yes", { clientId: "c-1", replyTo: m.seq });
+  const replied: number | undefined = reply.replyTo?.seq;
+  void [edited, gone, added, removed, read, replied, client.status, client.error?.code];
   const off = client.onConnectError((err: PalaverError) => {
     const code: PalaverErrorCode = err.code;
     void code;
@@ -187,6 +213,8 @@ export async function withSdk(url: string, token: string): Promise<void> {
   client.on("message", (n: number) => void n);
   // @ts-expect-error: not an event
   client.on("nope", () => {});
+  // @ts-expect-error: on returns an unsubscribe function, not the client
+  client.on("message", () => {}).on("typing", () => {});
   // @ts-expect-error: not an error code
   isPalaverError(new Error(), "nope");
   client.close();
