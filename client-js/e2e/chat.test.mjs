@@ -221,7 +221,8 @@ describe("demo chat in a browser", { concurrency: false }, () => {
   });
 
   step("the typing indicator shows who is typing, and goes away", async () => {
-    await pageB.locator("#composer-input").pressSequentially("I am writing somethi", { delay: 25 });
+    // The SDK sends `typing` at most every 2 s and bob just sent a message: type for longer than that.
+    await pageB.locator("#composer-input").pressSequentially("I am writing something rather long, hold on", { delay: 60 });
     await seeText(pageA, "#typing", "bob is typing…");
     await screenshot(pageA, "03-typing-ada");
     await pageB.fill("#composer-input", "");
