@@ -33,7 +33,7 @@ export interface Removal {
 
 const NONE: readonly Note[] = [];
 
-class RoomEvents {
+export class RoomEvents {
   private readonly notes = new Map<RoomId, readonly Note[]>();
   /** Per room, the highest seq each other user has read. */
   private readonly reads = new Map<RoomId, ReadonlyMap<UserId, number>>();
@@ -70,6 +70,16 @@ class RoomEvents {
     return () => {
       this.removalListeners.delete(listener);
     };
+  }
+
+  /**
+   * The user acted as a moderator (the ack came): the server tells the room and the user acted on, not the socket
+   * that acted, so the line is added here.
+   */
+  acted(room: RoomId, kind: "kick" | "mute" | "unmute", user: { id: UserId; name: string }, until?: Date): void {
+    const me = this.client.user;
+    const by = me && { id: me.id, name: me.name };
+    this.add({ room, kind, user, by, until: until?.toISOString(), at: new Date().toISOString() });
   }
 
   private add(note: Omit<Note, "key" | "afterSeq">): void {

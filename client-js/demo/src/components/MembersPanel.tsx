@@ -3,6 +3,7 @@ import type { RoomId, User, UserId } from "@palaver/client";
 import { useConnection } from "@palaver/client/react";
 
 import { colourFor, errorText } from "../format";
+import { useRoomEvents } from "../roomEvents";
 import { useToast } from "../toasts";
 import { block, kick, mute, unblock, unmute } from "../upcoming";
 import { Avatar } from "./Avatar";
@@ -99,16 +100,26 @@ function MemberMenu(props: {
 }) {
   const { room, user, blocked, onDone, onBlockChanged } = props;
   const { client } = useConnection();
+  const events = useRoomEvents();
   const toast = useToast();
 
   async function act(what: string, done: string, call: () => Promise<void>) {
     onDone();
     try {
       await call();
-      toast(done, "info");
+      if (done) toast(done, "info");
     } catch (err) {
       toast(`Could not ${what}: ${errorText(err)}`);
     }
+  }
+
+  async function moderate(kind: "kick" | "mute" | "unmute", call: (room: RoomId) => Promise<void>, until?: Date) {
+    if (!room) return;
+    const what = { kick: "remove", mute: "mute", unmute: "unmute" }[kind];
+    await act(`${what} ${user.name}`, "", async () => {
+      await call(room);
+      events?.acted(room, kind, user, until);
+    });
   }
 
   if (!client) return null;
@@ -116,32 +127,21 @@ function MemberMenu(props: {
     <div className="member-menu" role="menu" aria-label={`${user.name}`}>
       {room && (
         <>
-          <button
-            type="button"
-            role="menuitem"
-            data-action="kick"
-            onClick={() => act(`remove ${user.name}`, `${user.name} was removed from #${room}.`, () => kick(client, room, user.id))}
-          >
+          <button type="button" role="menuitem" data-action="kick" onClick={() => moderate("kick", (r) => kick(client, r, user.id))}>
             Kick from #{room}
           </button>
           <button
             type="button"
             role="menuitem"
             data-action="mute"
-            onClick={() =>
-              act(`mute ${user.name}`, `${user.name} is muted in #${room} for an hour.`, () =>
-                mute(client, room, user.id, new Date(Date.now() + MUTE_FOR_MS)),
-              )
-            }
+            onClick={() => {
+              const until = new Date(Date.now() + MUTE_FOR_MS);
+              void moderate("mute", (r) => mute(client, r, user.id, until), until);
+            }}
           >
             Mute for an hour
           </button>
-          <button
-            type="button"
-            role="menuitem"
-            data-action="unmute"
-            onClick={() => act(`unmute ${user.name}`, `${user.name} can write in #${room} again.`, () => unmute(client, room, user.id))}
-          >
+          <button type="button" role="menuitem" data-action="unmute" onClick={() => moderate("unmute", (r) => unmute(client, r, user.id))}>
             Unmute
           </button>
         </>

@@ -90,7 +90,14 @@ export function RoomPane(props: Props) {
     }
   }
 
-  const users = [...view.members];
+  // TODO(issue 12): the store takes `leave` notices as departures but not yet `kick` and `ban`; until it does, a
+  // user removed by a moderator (and not back since) is left out here.
+  const removed = new Set<UserId>();
+  for (const n of notes) {
+    if (n.kind === "kick" || n.kind === "ban") removed.add(n.user.id);
+    else if (n.kind === "join") removed.delete(n.user.id);
+  }
+  const users = view.members.filter((u) => !removed.has(u.id));
   if (me && status === "ready" && !users.some((u) => u.id === me.id)) users.push(me);
 
   const intro = dm ? (
@@ -112,7 +119,7 @@ export function RoomPane(props: Props) {
   const sub = dm
     ? "direct message"
     : summary
-      ? `${summary.visibility} room${status === "ready" ? ` · ${view.members.length} online` : ""}`
+      ? `${summary.visibility} room${status === "ready" ? ` · ${users.length} online` : ""}`
       : "";
 
   return (

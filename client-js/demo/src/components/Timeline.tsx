@@ -19,7 +19,7 @@ interface Props extends MessageHandlers {
   me: User | undefined;
   /** The room's start, shown once no older messages are left. */
   intro: ReactNode;
-  /** In a DM: the highest seq the other user has read ("Seen" under the user's last message up to it). */
+  /** In a DM: the highest seq the other user has read ("Seen" under the user's newest message once read). */
   seenUpTo?: number;
   /** A message to scroll to (a search result), if it is loaded. */
   focusSeq?: number;
@@ -56,10 +56,10 @@ export function Timeline({ view, name, notes, me, intro, seenUpTo = 0, focusSeq,
   const { messages } = view;
   const bySeq = new Map<number, SentMessage>();
   for (const m of messages) if (m.status === "sent") bySeq.set(m.seq, m);
-  let seenSeq = 0;
-  if (me && seenUpTo > 0) {
-    for (const m of bySeq.values()) if (m.from.id === me.id && m.seq <= seenUpTo && m.seq > seenSeq) seenSeq = m.seq;
-  }
+  // "Seen" goes under the user's newest message, once the other user has read up to it.
+  let mineNewest = 0;
+  if (me) for (const m of bySeq.values()) if (m.from.id === me.id && m.seq > mineNewest) mineNewest = m.seq;
+  const seenSeq = mineNewest > 0 && mineNewest <= seenUpTo ? mineNewest : 0;
 
   function quoteOf(m: TimelineMessage): Quote | undefined {
     if (m.status === "sent") return m.replyTo && { ...m.replyTo, deleted: bySeq.get(m.replyTo.seq)?.deleted };
