@@ -103,20 +103,21 @@ function MemberMenu(props: {
   const events = useRoomEvents();
   const toast = useToast();
 
-  async function act(what: string, done: string, call: () => Promise<void>) {
+  /** Runs a call from the menu; a failure (`forbidden` for someone who may not moderate) says why. */
+  async function act(what: string, call: () => Promise<void>) {
     onDone();
     try {
       await call();
-      if (done) toast(done, "info");
     } catch (err) {
       toast(`Could not ${what}: ${errorText(err)}`);
     }
   }
 
-  async function moderate(kind: "kick" | "mute" | "unmute", call: (room: RoomId) => Promise<void>, until?: Date) {
+  /** The line in the timeline says it's done (the server does not tell the socket that acted). */
+  function moderate(kind: "kick" | "mute" | "unmute", call: (room: RoomId) => Promise<void>, until?: Date) {
     if (!room) return;
     const what = { kick: "remove", mute: "mute", unmute: "unmute" }[kind];
-    await act(`${what} ${user.name}`, "", async () => {
+    void act(`${what} ${user.name}`, async () => {
       await call(room);
       events?.acted(room, kind, user, until);
     });
@@ -124,7 +125,7 @@ function MemberMenu(props: {
 
   if (!client) return null;
   return (
-    <div className="member-menu" role="menu" aria-label={`${user.name}`}>
+    <div className="member-menu" role="menu" aria-label={user.name}>
       {room && (
         <>
           <button type="button" role="menuitem" data-action="kick" onClick={() => moderate("kick", (r) => kick(client, r, user.id))}>
@@ -136,7 +137,7 @@ function MemberMenu(props: {
             data-action="mute"
             onClick={() => {
               const until = new Date(Date.now() + MUTE_FOR_MS);
-              void moderate("mute", (r) => mute(client, r, user.id, until), until);
+              moderate("mute", (r) => mute(client, r, user.id, until), until);
             }}
           >
             Mute for an hour
@@ -151,14 +152,11 @@ function MemberMenu(props: {
         role="menuitem"
         data-action={blocked ? "unblock" : "block"}
         onClick={() =>
-          act(
-            `${blocked ? "unblock" : "block"} ${user.name}`,
-            blocked ? `You unblocked ${user.name}.` : `You blocked ${user.name}: no direct messages either way.`,
-            async () => {
-              await (blocked ? unblock(client, user.id) : block(client, user.id));
-              onBlockChanged();
-            },
-          )
+          act(blocked ? `unblock ${user.name}` : `block ${user.name}`, async () => {
+            await (blocked ? unblock(client, user.id) : block(client, user.id));
+            toast(blocked ? `You unblocked ${user.name}.` : `You blocked ${user.name}: no direct messages either way.`, "info");
+            onBlockChanged();
+          })
         }
       >
         {blocked ? "Unblock" : "Block"}
