@@ -1,5 +1,7 @@
 // Names, colours and times as the page shows them.
 
+import { isPalaverError } from "@palaver/client";
+
 const NAME_COLOURS = [
   "#f47067", // coral
   "#f69d50", // orange
@@ -61,6 +63,12 @@ export function dayLabel(at: string | Date): string {
   return dayFmt.format(d);
 }
 
+/** The start of a message's text, as a reply quotes it (the server's excerpt is 100 characters too). */
+export function excerpt(text: string, max = 100): string {
+  const chars = Array.from(text.replace(/\s+/g, " ").trim());
+  return chars.length > max ? `${chars.slice(0, max).join("")}…` : chars.join("");
+}
+
 /** "ada is typing…", "ada and bob are typing…", "ada, bob and 2 others are typing…" */
 export function typingLine(names: string[]): string {
   if (names.length === 0) return "";
@@ -77,9 +85,11 @@ export function roomIdFrom(input: string): string {
 
 export const ROOM_ID = /^[A-Za-z0-9_.:-]{1,64}$/;
 
-export function newClientId(): string {
-  if (typeof crypto !== "undefined" && typeof crypto.randomUUID === "function") return crypto.randomUUID();
-  const bytes = new Uint8Array(16);
-  crypto.getRandomValues(bytes);
-  return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
+/** What a failed call says to the user. */
+export function errorText(err: unknown): string {
+  if (isPalaverError(err, "rate_limited")) return "You are sending too fast — wait a moment and try again.";
+  if (isPalaverError(err, "unavailable")) return "The server cannot store messages right now — try again shortly.";
+  if (isPalaverError(err, "timeout")) return "The server did not answer in time.";
+  if (isPalaverError(err, "disconnected")) return "Not connected to the server.";
+  return err instanceof Error ? err.message : String(err);
 }
