@@ -64,11 +64,14 @@ for round in $(seq "$rounds"); do
     esac
     fresh_db webhooks_bench
     p=$(start "$label-$round" --database-url "$pg/webhooks_bench" "${extra[@]}")
+    pids+=("$p") # start runs in a subshell: its own pids+= is lost
     echo "== $label (round $round)"
     "$bench" --url http://127.0.0.1:3300 --server-pid "$p" --json --clients 1000 --rooms 100 --rate "$rate" \
       --duration "$duration" --warmup 2 --drain 40 >"$out/$label-$round.json"
     stop "$p"
-    psql -qtA -h 127.0.0.1 -U postgres -c "SELECT '$label-$round outbox: ' || state || ' ' || count(*) FROM webhook_outbox GROUP BY state" webhooks_bench || true
+    # What was delivered by the end of the drain: messages (cursors against the rooms' last seq) and outbox rows.
+    psql -qtA -h 127.0.0.1 -U postgres -c "SELECT '$label-$round messages: ' || COALESCE(SUM(c.delivered_seq), 0) || ' of ' || (SELECT SUM(last_seq) FROM rooms) || ' delivered' FROM webhook_cursors c" \
+      -c "SELECT '$label-$round outbox: ' || state || ' ' || count(*) FROM webhook_outbox GROUP BY state" webhooks_bench || true
   done
 done
 echo "results in $out"

@@ -162,8 +162,9 @@ impl Webhooks {
                 tracing::warn!(error = %e, "webhooks: cannot record when message.created started");
             }
             let wake = store.hook_wake();
-            // Failed attempts in a row, across rooms: the breaker.
+            // Failed attempts in a row, across rooms: the breaker; and the waits since it opened.
             let mut failures: u32 = 0;
+            let mut waits: i64 = 0;
             // Sweep at once: what was pending before a restart.
             let mut next_sweep = Instant::now();
             let mut next_poll = Instant::now();
@@ -243,11 +244,13 @@ impl Webhooks {
                         tracing::info!("webhook endpoint answers again");
                     }
                     failures = 0;
+                    waits = 0;
                 } else if tally.failed > 0 {
                     failures = failures.saturating_add(tally.failed);
                     if failures >= BREAKER {
-                        let wait = backoff(self.backoff, i64::from(failures - BREAKER + 1))
-                            .min(MAX_PROBE_WAIT);
+                        // The first wait is the backoff, doubled after each failed probe.
+                        waits += 1;
+                        let wait = backoff(self.backoff, waits).min(MAX_PROBE_WAIT);
                         tracing::warn!(
                             failures,
                             wait_ms = wait.as_millis() as u64,

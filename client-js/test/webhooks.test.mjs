@@ -238,6 +238,36 @@ for (const kind of STORES) {
       }
     });
 
+    it("an endpoint that keeps failing is probed one attempt at a time: its events wait instead of dying", async () => {
+      const { socket } = await connect(h, identity("probe").auth);
+      const rooms = Array.from({ length: 4 }, () => roomId("wh-probe"));
+      const ours = (body) => rooms.includes(roomOf(body));
+      receiver.refuse = (body) => (ours(body) ? 503 : undefined);
+      const sent = [];
+      try {
+        for (const room of rooms) {
+          await ok(socket, "room:join", { room });
+          sent.push((await ok(socket, "message:send", { room, text: `held back in ${room}` })).message);
+        }
+        // An outage of 4 s. Without the breaker each of the 8 events (a join and a message per room) would be
+        // tried 6 times at 0, 0.1, 0.3, 0.7, 1.5 and 3.1 s and be dead by now: 48 attempts, 8 dead letters.
+        await until(() => receiver.requests.some((q) => ours(q.body)), WAIT);
+        await new Promise((resolve) => setTimeout(resolve, 4000));
+        const attempts = receiver.requests.filter((q) => ours(q.body)).length;
+        assert.ok(attempts <= 20, `${attempts} attempts during the outage`);
+        const { body } = await api(h, "GET", "/webhooks/failed", ADMIN);
+        assert.deepEqual(body.failed.filter((f) => ours({ data: f.data })), [], "dead-lettered during the outage");
+      } finally {
+        receiver.refuse = () => undefined;
+      }
+      // Back up: the next probe succeeds and everything goes out, each room in order.
+      await until(() => rooms.every((room) => receiver.delivered(inRoom(room)).some((b) => b.type === "message.created")), WAIT);
+      for (const [i, room] of rooms.entries()) {
+        const created = receiver.delivered(inRoom(room)).filter((b) => b.type === "message.created");
+        assert.deepEqual(created.map((b) => b.data.message), [sent[i]]);
+      }
+    });
+
     it("dead-lettered after --webhook-max-attempts, listed and retried through the API", async () => {
       const { socket } = await connect(h, identity("dead").auth);
       const room = roomId("wh-dead");
