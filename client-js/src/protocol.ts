@@ -43,6 +43,12 @@ export interface RoomSummary extends Room {
   invited: boolean;
   /** For a DM: the other user, as last seen. */
   peer?: User;
+  /** The seq the user has read up to (`room:read`); 0 when nothing, or not a member. */
+  lastRead: number;
+  /** Messages of others after `lastRead`, deleted ones left out; counting stops at 100 (100 means "100 or more"). */
+  unread: number;
+  /** The room's change revision: where a catch-up of edits, deletes and reactions starts (`sync`). */
+  rev: number;
 }
 
 export interface Message {

@@ -56,6 +56,7 @@ pub async fn post_message<A: Adapter>(
         text: text.to_owned(),
         client_id,
         client_id_scope: post.scope,
+        reply_to: None,
     };
     // In a namespace that replays history on connect, the commit and the broadcast pass the room's gate.
     let _gate = match conn.ns.profile.as_ref().map(|p| &p.history) {
@@ -95,6 +96,7 @@ pub async fn publish<A: Adapter>(
         text: text.to_owned(),
         client_id,
         client_id_scope: ClientIdScope::Sender,
+        reply_to: None,
     };
     let _gate = match ns.profile.as_ref().map(|p| &p.history) {
         Some(crate::profile::History::OnConnect { .. }) => {
@@ -158,6 +160,8 @@ pub async fn append<A: Adapter>(
             text: new.text,
             client_id: new.client_id,
             at: crate::store::now(),
+            reply_to: new.reply_to,
+            ..Default::default()
         },
         duplicate: false,
     })
