@@ -87,6 +87,8 @@ export interface JoinOptions {
 export interface SendOptions {
   /** 1–64 characters; generated with `crypto.randomUUID()` when absent. Reusing one is safe: see `send`. */
   clientId?: string;
+  /** The seq of the message of the room this one answers (`send` only). */
+  replyTo?: number;
 }
 export interface HistoryOptions {
   /** The messages just below this seq (paging back). */
@@ -417,6 +419,32 @@ export class PalaverClient {
     }
   }
 
+  /** Replaces the text of the user's message `seq` in `room` (within the server's edit window). */
+  async editMessage(room: RoomId, seq: number, text: string): Promise<Message> {
+    const { message } = await this.request<MessageSendReply>("message:edit", { room, seq, text });
+    return message;
+  }
+
+  /** Deletes message `seq` of `room` (the user's own): it stays in history as a tombstone. */
+  async deleteMessage(room: RoomId, seq: number): Promise<void> {
+    await this.request<object>("message:delete", { room, seq });
+  }
+
+  /** Adds the user's `emoji` (exactly one emoji) reaction to message `seq` of `room`. */
+  async addReaction(room: RoomId, seq: number, emoji: string): Promise<void> {
+    await this.request<object>("reaction:add", { room, seq, emoji });
+  }
+
+  /** Removes the user's `emoji` reaction from message `seq` of `room`. */
+  async removeReaction(room: RoomId, seq: number, emoji: string): Promise<void> {
+    await this.request<object>("reaction:remove", { room, seq, emoji });
+  }
+
+  /** Records that the user has read `room` up to `seq` (it never moves back); the user's other devices hear of it. */
+  async markRead(room: RoomId, seq: number): Promise<void> {
+    await this.request<object>("room:read", { room, seq });
+  }
+
   /** `socket.on`, typed. */
   on<E extends keyof ListenEvents>(event: E, handler: ListenEvents[E]): this {
     (this.socket as unknown as LooseSocket).on(event, handler as AnyFn);
@@ -488,7 +516,12 @@ export class PalaverClient {
    * the server returns the original message for a `clientId` it already has, so a message is stored once.
    */
   async send(room: RoomId, text: string, options: SendOptions = {}): Promise<Message> {
-    const payload = { room, text, clientId: options.clientId ?? newClientId() };
+    const payload = {
+      room,
+      text,
+      clientId: options.clientId ?? newClientId(),
+      ...(options.replyTo === undefined ? {} : { replyTo: options.replyTo }),
+    };
     const message = await this.sendWithResend("message:send", payload);
     this.take(message);
     return message;

@@ -59,11 +59,42 @@ export interface Message {
   seq: number;
   /** The display name as it was when sent. */
   from: { id: UserId; name: string };
+  /** The current text; `""` once deleted. */
   text: string;
   clientId?: string;
   /** RFC 3339, UTC. */
   at: string;
+  /** The message this one answers (`message:send { replyTo }`), as it is now. */
+  replyTo?: ReplyTo;
+  /** RFC 3339, UTC: when the text was last edited. */
+  editedAt?: string;
+  /** A tombstone: the message was deleted (its text is empty; its seq stays taken). */
+  deleted?: true;
+  /** Its reactions as this user sees them; absent when none (and in `message:updated`, where they do not change). */
+  reactions?: Reaction[];
+  /** The room's revision of the message's last edit, delete or reaction change; absent if never changed. Of two
+   * states of a message, keep the one with the higher `rev`. */
+  rev?: number;
 }
+
+/** The message a reply answers, read anew whenever the reply is read. */
+export interface ReplyTo {
+  seq: number;
+  from: { id: UserId; name: string };
+  /** The first 100 characters of its current text; `""` once deleted. */
+  excerpt: string;
+  /** It has been deleted since. */
+  deleted?: true;
+}
+
+/** One emoji's reactions on a message. */
+export interface Reaction {
+  emoji: string;
+  count: number;
+  /** This user is one of those who reacted so. */
+  me: boolean;
+}
+
 
 /** An open invitation to a room. */
 export interface Invitation {
@@ -206,10 +237,43 @@ export interface MessageSendPayload {
   text: string;
   /** 1–64 characters; the same user reusing it in the room gets the original message back. */
   clientId?: string;
+  /** The seq of the message of the room this one answers. */
+  replyTo?: number;
 }
 export interface MessageSendReply {
   message: Message;
 }
+
+export interface MessageEditPayload {
+  room: RoomId;
+  seq: number;
+  text: string;
+}
+export interface MessageEditReply {
+  /** The new `text`, `editedAt` and `rev`; no `reactions` (they do not change). */
+  message: Message;
+}
+
+export interface MessageDeletePayload {
+  room: RoomId;
+  seq: number;
+}
+export type MessageDeleteReply = EmptyReply;
+
+export interface ReactionPayload {
+  room: RoomId;
+  seq: number;
+  /** Exactly one emoji (at most 16 code points). */
+  emoji: string;
+}
+export type ReactionReply = EmptyReply;
+
+export interface RoomReadPayload {
+  room: RoomId;
+  /** The user has read up to here; an older seq changes nothing. */
+  seq: number;
+}
+export type RoomReadReply = EmptyReply;
 
 export interface DmSendPayload {
   to: UserId;
@@ -292,6 +356,35 @@ export interface TypingEvent {
   user: User;
 }
 
+/** A message was edited: its new `text`, `editedAt` and `rev` (no `reactions`: keep the ones you hold). */
+export interface MessageUpdatedEvent {
+  message: Message;
+}
+
+/** A message was deleted: it is a tombstone now. */
+export interface MessageDeletedEvent {
+  room: RoomId;
+  seq: number;
+  rev: number;
+}
+
+/** A user added (`added: true`) or removed a reaction. */
+export interface ReactionEvent {
+  room: RoomId;
+  seq: number;
+  emoji: string;
+  user: User;
+  added: boolean;
+  rev: number;
+}
+
+/** A user has read a room up to `seq`: to the user's other sockets, and as a read receipt to the room. */
+export interface ReadEvent {
+  room: RoomId;
+  user: User;
+  seq: number;
+}
+
 /** Only for events sent without an ack callback. */
 export interface ChatErrorEvent {
   event: string;
@@ -309,6 +402,10 @@ export interface ServerToClientEvents {
   "chat:error": (event: ChatErrorEvent) => void;
   /** Someone invited the user to a room. */
   invitation: (invitation: Invitation) => void;
+  "message:updated": (event: MessageUpdatedEvent) => void;
+  "message:deleted": (event: MessageDeletedEvent) => void;
+  reaction: (event: ReactionEvent) => void;
+  read: (event: ReadEvent) => void;
   /** The connection's token runs out at `expiresAt` (RFC 3339): send `session:refresh` with a fresh one before then. */
   "session:expiring": (event: { expiresAt: string }) => void;
   /** The token ran out without a refresh; the server disconnects right after. */
@@ -320,6 +417,11 @@ export interface ClientToServerEvents {
   "room:join": (payload: RoomJoinPayload, ack: (res: Ack<RoomJoinReply>) => void) => void;
   "room:leave": (payload: RoomLeavePayload, ack: (res: Ack<RoomLeaveReply>) => void) => void;
   "message:send": (payload: MessageSendPayload, ack: (res: Ack<MessageSendReply>) => void) => void;
+  "message:edit": (payload: MessageEditPayload, ack: (res: Ack<MessageEditReply>) => void) => void;
+  "message:delete": (payload: MessageDeletePayload, ack: (res: Ack<MessageDeleteReply>) => void) => void;
+  "reaction:add": (payload: ReactionPayload, ack: (res: Ack<ReactionReply>) => void) => void;
+  "reaction:remove": (payload: ReactionPayload, ack: (res: Ack<ReactionReply>) => void) => void;
+  "room:read": (payload: RoomReadPayload, ack: (res: Ack<RoomReadReply>) => void) => void;
   "dm:send": (payload: DmSendPayload, ack: (res: Ack<DmSendReply>) => void) => void;
   "history:fetch": (payload: HistoryFetchPayload, ack: (res: Ack<HistoryFetchReply>) => void) => void;
   "rooms:list": (payload: RoomsListPayload, ack: (res: Ack<RoomsListReply>) => void) => void;

@@ -78,6 +78,52 @@ pub struct MessageSend {
     pub room: String,
     pub text: String,
     pub client_id: Option<String>,
+    /// The seq of the message this one answers.
+    pub reply_to: Option<i64>,
+}
+
+/// `message:delete` and `room:read`: a message of a room.
+#[derive(Debug, Deserialize)]
+pub struct RoomSeq {
+    pub room: String,
+    pub seq: i64,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct MessageEdit {
+    pub room: String,
+    pub seq: i64,
+    pub text: String,
+}
+
+/// `reaction:add` and `reaction:remove`.
+#[derive(Debug, Deserialize)]
+pub struct Reaction {
+    pub room: String,
+    pub seq: i64,
+    pub emoji: String,
+}
+
+/// A message's seq (`field` names it in errors): ≥ 1.
+pub fn seq(seq: i64, field: &str) -> ChatResult<i64> {
+    if seq < 1 {
+        return Err(ChatError::bad_request(format!(
+            "{field} must be a message seq ≥ 1"
+        )));
+    }
+    Ok(seq)
+}
+
+/// A reaction: exactly one emoji (see [`super::emoji`]).
+pub fn emoji(emoji: &str) -> ChatResult<&str> {
+    if !super::emoji::is_one_emoji(emoji) {
+        return Err(ChatError::bad_request(format!(
+            "emoji {:?} is not one emoji: use a single emoji such as \"👍\" (at most {} code points)",
+            emoji.chars().take(20).collect::<String>(),
+            super::emoji::MAX_CODE_POINTS
+        )));
+    }
+    Ok(emoji)
 }
 
 #[derive(Debug, Deserialize)]

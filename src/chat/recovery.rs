@@ -40,7 +40,10 @@ pub async fn missed<A: Adapter>(
         after: Some(since),
         limit: chat.limits.recovery_limit.max(1),
     };
-    Ok(chat.store.history(&conn.ns.path, room, query).await?)
+    Ok(chat
+        .store
+        .history_for(&conn.ns.path, room, query, &conn.user.id)
+        .await?)
 }
 
 /// `sync { rooms: { [room]: seq } }` → `{ rooms: { [room]: { messages, truncated } | { error } } }`

@@ -313,7 +313,7 @@ pub async fn join_room<A: Adapter>(
         None if conn.ns.history && limit > 0 => {
             let page = chat
                 .store
-                .history(ns, id, HistoryQuery::latest(limit))
+                .history_for(ns, id, HistoryQuery::latest(limit), &conn.user.id)
                 .await?;
             (page.messages, page.has_more, None)
         }
