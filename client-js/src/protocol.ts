@@ -95,6 +95,13 @@ export interface Reaction {
   me: boolean;
 }
 
+/** Where another member has read up to (a read receipt). */
+export interface ReadPosition {
+  user: User;
+  seq: number;
+  /** RFC 3339, UTC. */
+  at?: string;
+}
 
 /** An open invitation to a room. */
 export interface Invitation {
@@ -214,6 +221,8 @@ export interface RoomJoinPayload {
    * recovery limit) instead of the latest `limit`.
    */
   since?: number;
+  /** With `since`: the room revision the client holds; `changes` then brings the messages changed since. */
+  rev?: number;
 }
 export interface RoomJoinReply {
   room: Room;
@@ -225,6 +234,10 @@ export interface RoomJoinReply {
   members: User[];
   /** With `since`: more messages were missed than returned; page on with `history:fetch { after }`. */
   truncated?: boolean;
+  /** The room's revision, read before `history`: hold it for the next catch-up. */
+  rev: number;
+  /** With `since` and `rev`: the messages at or below `since` edited, deleted or reacted to since `rev`. */
+  changes?: Message[];
 }
 
 export interface RoomLeavePayload {
@@ -316,12 +329,32 @@ export interface TypingPayload {
 }
 export type TypingReply = EmptyReply;
 
+/** Where a client is in a room: the last seq it holds, and the room revision it holds (once it has one). */
+export type SyncCursor = number | { seq: number; rev?: number };
 export interface SyncPayload {
-  /** For each room, the last seq the client holds. */
-  rooms: { [room: RoomId]: number };
+  /** For each room, the last seq the client holds (and its revision). */
+  rooms: { [room: RoomId]: SyncCursor };
 }
-/** One room of a `sync` reply: the messages after the given seq, or why the room cannot be read. */
-export type SyncRoomResult = { messages: Message[]; truncated: boolean } | { error: ChatError };
+/** What a client missed in one room. */
+export interface RoomCatchUp {
+  /** Every message after the seq given, oldest first, up to the server's recovery limit. */
+  messages: Message[];
+  /** More messages were missed than returned: page on with `history:fetch { after }`. */
+  truncated: boolean;
+  /** The revision to hold next. */
+  rev: number;
+  /** With a revision given: the messages at or below the seq given that changed since, in their current state. */
+  changes?: Message[];
+  /** More changes than returned: `rev` is the last one returned; sync the room again from it. */
+  changesTruncated?: true;
+  lastRead: number;
+  unread: number;
+  /** Where read receipts are on (DMs; group rooms when the namespace says so): the other members' positions,
+   * the most recent first (at most 100). */
+  reads?: ReadPosition[];
+}
+/** One room of a `sync` reply: what was missed, or why the room cannot be read. */
+export type SyncRoomResult = RoomCatchUp | { error: ChatError };
 export interface SyncReply {
   rooms: { [room: RoomId]: SyncRoomResult };
 }

@@ -132,10 +132,11 @@ const obj = (fields) =>
 function shaped(ids) {
   const users = fc.oneof(fc.array(userId(ids), { maxLength: 5 }), fc.array(fc.string(), { minLength: 101, maxLength: 120 }), wrongType);
   const visibility = fc.oneof(fc.constantFrom("public", "private", "secret"), wrongType);
-  const seqs = fc.oneof(fc.dictionary(room.filter((r) => typeof r === "string"), number, { maxKeys: 5 }), wrongType);
+  const cursor = fc.oneof(number, obj({ seq: number, rev: opt(number) }));
+  const seqs = fc.oneof(fc.dictionary(room.filter((r) => typeof r === "string"), cursor, { maxKeys: 5 }), wrongType);
   return {
     "room:create": obj({ name: room, visibility: opt(visibility), members: opt(users) }),
-    "room:join": obj({ room, limit: opt(number), since: opt(number) }),
+    "room:join": obj({ room, limit: opt(number), since: opt(number), rev: opt(number) }),
     "room:leave": obj({ room }),
     "rooms:list": fc.oneof(fc.constant({}), obj({ room: opt(room) })),
     "message:send": obj({ room, text, clientId: opt(clientId), replyTo: opt(number) }),

@@ -181,6 +181,23 @@ for (const store of STORES) {
       receipts.stop();
       own.stop();
     });
+
+    it("a sync in such a room brings the other members' positions", async () => {
+      const alice = identity("alice");
+      const bob = identity("bob");
+      const room = roomId("positions");
+      const a = await connect(srv, alice.auth);
+      const b = await connect(srv, bob.auth);
+      await ok(a.socket, "room:join", { room });
+      await ok(b.socket, "room:join", { room });
+      await sendMany(a.socket, room, 3);
+      await ok(b.socket, "room:read", { room, seq: 2 });
+      const { rooms } = await ok(a.socket, "sync", { rooms: { [room]: 3 } });
+      assert.deepEqual(
+        rooms[room].reads.map((r) => [r.user.id, r.seq]),
+        [[bob.id, 2]],
+      );
+    });
   });
 }
 

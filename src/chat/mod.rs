@@ -303,6 +303,11 @@ pub enum Reply {
         /// Only with `since`: more messages were missed than one recovery returns.
         #[serde(skip_serializing_if = "Option::is_none")]
         truncated: Option<bool>,
+        /// The room's revision, read before its history: the cursor of later catch-ups' changes.
+        rev: i64,
+        /// Only with `since` and `rev`: the messages at or below `since` changed after `rev`.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        changes: Option<Vec<Message>>,
     },
     Synced {
         rooms: std::collections::BTreeMap<String, recovery::CatchUp>,

@@ -51,12 +51,41 @@ pub struct RoomJoin {
     pub limit: Option<i64>,
     /// The last seq the client holds: the reply brings every later message instead of the latest page.
     pub since: Option<i64>,
+    /// With `since`, the room revision the client holds: the reply also brings the messages changed since.
+    pub rev: Option<i64>,
 }
 
 #[derive(Debug, Deserialize)]
 pub struct Sync {
-    /// Room id → the last seq the client holds there.
-    pub rooms: std::collections::BTreeMap<String, i64>,
+    /// Room id → where the client is in that room.
+    pub rooms: std::collections::BTreeMap<String, SyncCursor>,
+}
+
+/// Where a client is in a room: the last seq it holds, and the room revision it holds (for the changes to the
+/// messages it holds) once it has one.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum SyncCursor {
+    Seq(i64),
+    Cursor { seq: i64, rev: Option<i64> },
+}
+
+impl SyncCursor {
+    /// (seq, rev).
+    pub fn parts(&self) -> (i64, Option<i64>) {
+        match *self {
+            SyncCursor::Seq(seq) => (seq, None),
+            SyncCursor::Cursor { seq, rev } => (seq, rev),
+        }
+    }
+}
+
+/// A `rev` cursor: ≥ 0.
+pub fn rev(rev: i64) -> ChatResult<i64> {
+    if rev < 0 {
+        return Err(ChatError::bad_request("rev must be a revision ≥ 0"));
+    }
+    Ok(rev)
 }
 
 /// A `since` seq: ≥ 0.
