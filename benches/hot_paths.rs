@@ -23,6 +23,7 @@ fn message(seq: i64) -> Message {
             .into(),
         client_id: Some("0b6f8c1e-6a4c-4f5e-9d7a-2f1f3c0d9e11".into()),
         at: store::now(),
+        ..Default::default()
     }
 }
 
@@ -96,6 +97,7 @@ fn group_commit(c: &mut Criterion) {
                         text: "hello".into(),
                         client_id: None,
                         client_id_scope: ClientIdScope::Sender,
+                        reply_to: None,
                     })
                     .collect::<Vec<_>>()
             },

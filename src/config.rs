@@ -238,6 +238,15 @@ pub struct Config {
     #[arg(long, env = "PALAVER_RECOVERY_LIMIT", default_value_t = 1000)]
     pub recovery_limit: u32,
 
+    /// How long after sending it its author may edit a message, in seconds; 0: no limit.
+    #[arg(long, env = "PALAVER_EDIT_WINDOW_SECS", default_value_t = 900)]
+    pub edit_window_secs: u32,
+
+    /// Whether the members of group rooms see each other's read receipts (`read` events and the `reads` of a
+    /// catch-up; default for every namespace). In DMs they always do.
+    #[arg(long, env = "PALAVER_READ_RECEIPTS", default_value_t = false, action = clap::ArgAction::Set)]
+    pub read_receipts: bool,
+
     /// Joining a public room that does not exist creates it.
     #[arg(long, env = "PALAVER_AUTO_CREATE_ROOMS", default_value_t = true, action = clap::ArgAction::Set)]
     pub auto_create_rooms: bool,
@@ -352,6 +361,7 @@ impl Config {
             anonymous: self.anonymous,
             history: true,
             max_message_length: self.max_message_length,
+            read_receipts: self.read_receipts,
             profile: root_profile,
             websocket: false,
         };
@@ -378,6 +388,7 @@ impl Config {
             anonymous: w.anonymous,
             history: w.history,
             max_message_length: w.max_message_length,
+            read_receipts: None,
             profile: Some(w.profile.clone()),
         });
         let ws_count = file.websocket.len();
@@ -394,6 +405,7 @@ impl Config {
                 max_message_length: entry
                     .max_message_length
                     .unwrap_or(defaults.max_message_length),
+                read_receipts: entry.read_receipts.unwrap_or(defaults.read_receipts),
                 profile: profile(&entry.profile)?,
                 websocket,
                 path: entry.path,
@@ -505,6 +517,8 @@ impl fmt::Debug for Config {
             .field("max_payload", &self.max_payload)
             .field("auto_create_rooms", &self.auto_create_rooms)
             .field("recovery_limit", &self.recovery_limit)
+            .field("edit_window_secs", &self.edit_window_secs)
+            .field("read_receipts", &self.read_receipts)
             .field("namespaces", &self.namespaces)
             .field("profile", &self.profile)
             .field("static_dir", &self.static_dir)
@@ -538,6 +552,8 @@ pub struct NamespaceSettings {
     pub anonymous: bool,
     pub history: bool,
     pub max_message_length: usize,
+    /// Whether the members of its group rooms see each other's read receipts (always in DMs).
+    pub read_receipts: bool,
     /// The compatibility profile this namespace speaks instead of palaver's own events.
     pub profile: Option<Arc<crate::profile::Profile>>,
     /// Also served to plain WebSocket clients at `path` (a `[[websocket]]` entry).
@@ -571,6 +587,7 @@ struct NamespaceEntry {
     anonymous: Option<bool>,
     history: Option<bool>,
     max_message_length: Option<usize>,
+    read_receipts: Option<bool>,
     profile: Option<PathBuf>,
 }
 

@@ -178,6 +178,7 @@ impl Parts {
             guest_creations: chat::guest_creation_quota(config),
             creation_turns: chat::rooms::CreationTurns::default(),
             replay_gates: chat::rooms::ReplayGates::default(),
+            receipts: chat::reads::ReceiptThrottle::default(),
             auth_attempts: governor::RateLimiter::keyed(
                 governor::Quota::per_second(std::num::NonZeroU32::MIN.saturating_add(4))
                     .allow_burst(std::num::NonZeroU32::MIN.saturating_add(19)),

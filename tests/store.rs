@@ -58,6 +58,7 @@ async fn concurrent_appends_keep_seq_and_dedupe(kind: Store) {
                 text: format!("hello {i}"),
                 client_id: Some(format!("c{i}")),
                 client_id_scope: ClientIdScope::Sender,
+                reply_to: None,
             };
             let retry = NewMessage {
                 text: format!("retried {i}"),
@@ -214,6 +215,7 @@ async fn bad_row_fails_alone(db: &TestDb, store: SharedStore, bad_text: &'static
                 },
                 client_id: (i % 2 == 0).then(|| format!("c{i}")),
                 client_id_scope: ClientIdScope::Sender,
+                reply_to: None,
             };
             start.wait().await;
             if i % 10 == 0 {
@@ -342,6 +344,7 @@ async fn send(store: &SharedStore, room: &str, from: &Author) {
         text: "hi".to_owned(),
         client_id: None,
         client_id_scope: ClientIdScope::Sender,
+        reply_to: None,
     };
     store.append_message(NS, message).await.expect("append");
 }
@@ -778,6 +781,7 @@ async fn room_scoped_client_ids_dedupe_across_senders(kind: Store) {
         text: text.to_owned(),
         client_id: Some(key.to_owned()),
         client_id_scope: scope,
+        reply_to: None,
     };
     let first = store
         .append_message(
@@ -878,6 +882,7 @@ async fn outbox_rows_follow_their_cause(kind: Store) {
         text: text.to_owned(),
         client_id: Some("k1".to_owned()),
         client_id_scope: ClientIdScope::Sender,
+        reply_to: None,
     };
     let (a, b) = tokio::join!(
         store.append_message(NS, post("one")),

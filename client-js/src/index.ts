@@ -31,10 +31,13 @@ import type {
   HistoryFetchReply,
   Invitation,
   MessageEditReply,
+  SyncCursor,
   SyncReply,
 } from "./protocol.js";
 import { RoomStates } from "./rooms.js";
 import type { RoomState } from "./rooms.js";
+import { ChangeFeed } from "./changes.js";
+import type { ChangeHandler, MessageChange } from "./changes.js";
 
 import { newClientId } from "./ids.js";
 
@@ -54,6 +57,7 @@ export type {
   SentMessage,
   TimelineMessage,
 } from "./store.js";
+export type { ChangeHandler, MessageChange } from "./changes.js";
 
 /** The socket.io-client Socket typed with the palaver contract. */
 export type PalaverSocket = Socket<ServerToClientEvents, ClientToServerEvents>;
@@ -102,6 +106,8 @@ export interface JoinOptions {
 export interface SendOptions {
   /** 1–64 characters; generated with `crypto.randomUUID()` when absent. Reusing one is safe: see `send`. */
   clientId?: string;
+  /** The seq of the message of the room this one answers (`send` only). */
+  replyTo?: number;
 }
 export interface RoomSendOptions extends SendOptions {
   /** The seq of the message of the same room this one answers. */
@@ -228,6 +234,9 @@ export class PalaverClient {
   private readonly userIds = new Set<UserId>();
   private readonly roomStates = new RoomStates();
   private readonly messageHandlers = new Set<MessageHandler>();
+  /** Revision cursors of the followed rooms (see changes.ts) and the `onChange` handlers. */
+  private readonly changeFeed = new ChangeFeed();
+  private readonly changeHandlers = new Set<ChangeHandler>();
   private readonly recoveryErrorHandlers = new Set<(err: PalaverError) => void>();
   /** The client's own messages by clientId (the latest OWN_REMEMBERED): a resend already stored is settled locally. */
   private readonly ownByClientId = new Map<string, Message>();
@@ -291,6 +300,7 @@ export class PalaverClient {
       if (event === "session") this.onSession(args[0] as Session);
       else if (event === "message") this.take(args[0] as Message);
       else if (event === "session:expiring") void this.refreshSession();
+      else this.handOver([this.changeFeed.live(event, args[0])]);
     });
     const s = this.socket as unknown as LooseSocket;
     s.on("connect", () => {
@@ -456,6 +466,46 @@ export class PalaverClient {
     }
   }
 
+  /**
+   * Calls `handler` with every change to the messages and read state of the rooms the client follows: live edits,
+   * deletes, reactions and read positions as they come, and, after a reconnection (or `catchUp()`), each message
+   * changed while the client was away in its current state and the room's read state (see {@link MessageChange}).
+   * Returns an unsubscribe function.
+   */
+  onChange(handler: ChangeHandler): () => void {
+    const entry: ChangeHandler = (c) => handler(c);
+    this.changeHandlers.add(entry);
+    return () => {
+      this.changeHandlers.delete(entry);
+    };
+  }
+
+  /** Replaces the text of the user's message `seq` in `room` (within the server's edit window). */
+  async editMessage(room: RoomId, seq: number, text: string): Promise<Message> {
+    const { message } = await this.request<MessageEditReply>("message:edit", { room, seq, text });
+    return message;
+  }
+
+  /** Deletes message `seq` of `room` (the user's own): it stays in history as a tombstone. */
+  async deleteMessage(room: RoomId, seq: number): Promise<void> {
+    await this.request<object>("message:delete", { room, seq });
+  }
+
+  /** Adds the user's `emoji` (exactly one emoji) reaction to message `seq` of `room`. */
+  async addReaction(room: RoomId, seq: number, emoji: string): Promise<void> {
+    await this.request<object>("reaction:add", { room, seq, emoji });
+  }
+
+  /** Removes the user's `emoji` reaction from message `seq` of `room`. */
+  async removeReaction(room: RoomId, seq: number, emoji: string): Promise<void> {
+    await this.request<object>("reaction:remove", { room, seq, emoji });
+  }
+
+  /** Records that the user has read `room` up to `seq` (it never moves back); the user's other devices hear of it. */
+  async markRead(room: RoomId, seq: number): Promise<void> {
+    await this.request<object>("room:read", { room, seq });
+  }
+
   /** `socket.on`, typed. Returns an unsubscribe function (calling it again does nothing). */
   on<E extends keyof ListenEvents>(event: E, handler: ListenEvents[E]): () => void {
     const socket = this.socket as unknown as LooseSocket;
@@ -500,6 +550,7 @@ export class PalaverClient {
       throw err;
     }
     this.roomStates.start(room.id, 0);
+    this.changeFeed.startRoom(room.id, 0);
     this.deliver(room.id, this.roomStates.endJoin(name));
     return room;
   }
@@ -522,6 +573,7 @@ export class PalaverClient {
     if (!this.roomStates.has(id)) {
       const latest = res.history.reduce((max, m) => Math.max(max, m.seq), 0);
       this.roomStates.start(id, options.since ?? latest);
+      this.changeFeed.startRoom(id, res.rev);
     }
     this.deliver(id, [...res.history, ...this.roomStates.endJoin(room)]);
     if (res.truncated) void this.runCatchUp([id], (epoch) => this.pageAfter(id, epoch));
@@ -532,6 +584,7 @@ export class PalaverClient {
   async leave(room: RoomId): Promise<void> {
     await this.request<object>("room:leave", { room });
     this.roomStates.forget(room);
+    this.changeFeed.forget(room);
   }
 
   /**
@@ -557,32 +610,6 @@ export class PalaverClient {
     const message = await this.sendWithResend("dm:send", payload);
     this.take(message);
     return message;
-  }
-
-  /** Replaces the text of the message `seq` of `room` (the sender's own); resolves with the edited message. */
-  async editMessage(room: RoomId, seq: number, text: string): Promise<Message> {
-    const { message } = await this.request<MessageEditReply>("message:edit", { room, seq, text });
-    return message;
-  }
-
-  /** Deletes the message `seq` of `room`: it keeps its seq, without its text (`deleted: true`). */
-  async deleteMessage(room: RoomId, seq: number): Promise<void> {
-    await this.request<object>("message:delete", { room, seq });
-  }
-
-  /** Adds the current user's `emoji` reaction to the message `seq` of `room`. */
-  async addReaction(room: RoomId, seq: number, emoji: string): Promise<void> {
-    await this.request<object>("reaction:add", { room, seq, emoji });
-  }
-
-  /** Removes the current user's `emoji` reaction from the message `seq` of `room`. */
-  async removeReaction(room: RoomId, seq: number, emoji: string): Promise<void> {
-    await this.request<object>("reaction:remove", { room, seq, emoji });
-  }
-
-  /** Records that the user has read `room` up to `seq` (its other sockets get `read`). */
-  async markRead(room: RoomId, seq: number): Promise<void> {
-    await this.request<object>("room:read", { room, seq });
   }
 
   /** A page of `room`'s history, oldest first: the latest, or `before`/`after` a seq. */
@@ -677,6 +704,7 @@ export class PalaverClient {
       for (const r of session.rooms) {
         if (r.member && !this.roomStates.has(r.id) && !this.roomStates.isJoining(r.id)) {
           this.roomStates.start(r.id, r.lastSeq);
+          this.changeFeed.startRoom(r.id, r.rev);
         }
       }
     }
@@ -705,6 +733,22 @@ export class PalaverClient {
   private deliver(room: RoomId, messages: readonly Message[]): void {
     if (messages.length > 0) this.dispatch(this.roomStates.ingest(room, messages));
     this.scheduleGapFill(room);
+  }
+
+  /** Hands changes to the `onChange` handlers (`undefined`s are skipped). */
+  private handOver(changes: readonly (MessageChange | undefined)[]): void {
+    for (const change of changes) {
+      if (!change) continue;
+      for (const handler of [...this.changeHandlers]) {
+        try {
+          handler(change);
+        } catch (err) {
+          queueMicrotask(() => {
+            throw err;
+          });
+        }
+      }
+    }
   }
 
   private dispatch(messages: readonly Message[]): void {
@@ -803,10 +847,10 @@ export class PalaverClient {
   private async syncChunk(chunk: readonly RoomId[], epoch: number): Promise<void> {
     for (let attempt = 0; ; attempt++) {
       if (!this.current(epoch)) return;
-      const since: Record<RoomId, number> = {};
+      const since: Record<RoomId, SyncCursor> = {};
       for (const room of chunk) {
         const entry = this.roomStates.entry(room);
-        if (entry) since[room] = entry.lastSeq;
+        if (entry) since[room] = this.changeFeed.syncCursor(room, entry.lastSeq);
       }
       if (Object.keys(since).length === 0) return;
       let res: SyncReply;
@@ -822,6 +866,7 @@ export class PalaverClient {
         return;
       }
       const paging: Promise<void>[] = [];
+      const moreChanges: RoomId[] = [];
       for (const [room, result] of Object.entries(res.rooms ?? {})) {
         if (!this.roomStates.has(room)) continue;
         if (result && "error" in result) {
@@ -829,9 +874,13 @@ export class PalaverClient {
           continue;
         }
         this.deliver(room, result.messages ?? []);
+        this.handOver(this.changeFeed.caughtUp(room, result));
         if (result.truncated) paging.push(this.pageAfter(room, epoch));
+        if (result.changesTruncated) moreChanges.push(room);
       }
       await Promise.all(paging);
+      // More changes than one reply holds: the same rooms again, from the revision reached.
+      if (moreChanges.length > 0) await this.syncChunk(moreChanges, epoch);
       return;
     }
   }
@@ -843,12 +892,18 @@ export class PalaverClient {
       if (!entry || !this.current(epoch)) return;
       let res: RoomJoinReply;
       try {
-        res = await this.request<RoomJoinReply>("room:join", { room, since: entry.lastSeq });
+        const rev = this.changeFeed.cursor(room);
+        res = await this.request<RoomJoinReply>("room:join", {
+          room,
+          since: entry.lastSeq,
+          ...(rev === undefined ? {} : { rev }),
+        });
       } catch (err) {
         if (await this.retryAfter(err, room, epoch, attempt)) continue;
         return;
       }
       this.deliver(room, res.history ?? []);
+      this.handOver(this.changeFeed.caughtUp(room, res));
       if (res.truncated) await this.pageAfter(room, epoch);
       return;
     }
@@ -959,6 +1014,7 @@ export class PalaverClient {
   /** The room cannot be read any more (forbidden, not_found…): stop following it and say why. */
   private giveUpRoom(room: RoomId, err: PalaverError): void {
     this.roomStates.forget(room);
+    this.changeFeed.forget(room);
     this.reportRecoveryError(
       err.room === room ? err : new PalaverError(err.code, err.message, { event: err.event, room, cause: err }),
     );

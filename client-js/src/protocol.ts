@@ -43,10 +43,12 @@ export interface RoomSummary extends Room {
   invited: boolean;
   /** For a DM: the other user, as last seen. */
   peer?: User;
-  /** The last seq the user has read in the room (`room:read`); 0 when nothing is read yet. */
-  lastRead?: number;
-  /** How many messages after `lastRead` the user has not read. */
-  unread?: number;
+  /** The seq the user has read up to (`room:read`); 0 when nothing, or not a member. */
+  lastRead: number;
+  /** Messages of others after `lastRead`, deleted ones left out; counting stops at 100 (100 means "100 or more"). */
+  unread: number;
+  /** The room's change revision: where a catch-up of edits, deletes and reactions starts (`sync`). */
+  rev: number;
 }
 
 export interface Message {
@@ -57,35 +59,48 @@ export interface Message {
   seq: number;
   /** The display name as it was when sent. */
   from: { id: UserId; name: string };
+  /** The current text; `""` once deleted. */
   text: string;
   clientId?: string;
   /** RFC 3339, UTC. */
   at: string;
-  /** RFC 3339, UTC: when the text was last edited (`message:edit`); absent if never. */
+  /** The message this one answers (`message:send { replyTo }`), as it is now. */
+  replyTo?: ReplyTo;
+  /** RFC 3339, UTC: when the text was last edited. */
   editedAt?: string;
-  /** The message was deleted (`message:delete`): it keeps its place (`seq`) but no text. */
-  deleted?: boolean;
-  /** The reactions to the message, one entry per emoji; absent or empty when there are none. */
+  /** A tombstone: the message was deleted (its text is empty; its seq stays taken). */
+  deleted?: true;
+  /** Its reactions as this user sees them; absent when none (and in `message:updated`, where they do not change). */
   reactions?: Reaction[];
-  /** The message this one answers. */
-  replyTo?: ReplyRef;
+  /** The room's revision of the message's last edit, delete or reaction change; absent if never changed. Of two
+   * states of a message, keep the one with the higher `rev`. */
+  rev?: number;
 }
 
-/** One emoji's reactions to a message. */
+/** The message a reply answers, read anew whenever the reply is read. */
+export interface ReplyTo {
+  seq: number;
+  from: { id: UserId; name: string };
+  /** The first 100 characters of its current text; `""` once deleted. */
+  excerpt: string;
+  /** It has been deleted since. */
+  deleted?: true;
+}
+
+/** One emoji's reactions on a message. */
 export interface Reaction {
   emoji: string;
-  /** How many users reacted with it. */
   count: number;
-  /** The current user is one of them. */
+  /** This user is one of those who reacted so. */
   me: boolean;
 }
 
-/** What a reply shows of the message it answers. */
-export interface ReplyRef {
+/** Where another member has read up to (a read receipt). */
+export interface ReadPosition {
+  user: User;
   seq: number;
-  from: { id: UserId; name: string };
-  /** The start of the answered message's text. */
-  excerpt: string;
+  /** RFC 3339, UTC. */
+  at?: string;
 }
 
 /** An open invitation to a room. */
@@ -206,6 +221,8 @@ export interface RoomJoinPayload {
    * recovery limit) instead of the latest `limit`.
    */
   since?: number;
+  /** With `since`: the room revision the client holds; `changes` then brings the messages changed since. */
+  rev?: number;
 }
 export interface RoomJoinReply {
   room: Room;
@@ -217,6 +234,10 @@ export interface RoomJoinReply {
   members: User[];
   /** With `since`: more messages were missed than returned; page on with `history:fetch { after }`. */
   truncated?: boolean;
+  /** The room's revision, read before `history`: hold it for the next catch-up. */
+  rev: number;
+  /** With `since` and `rev`: the messages at or below `since` edited, deleted or reacted to since `rev`. */
+  changes?: Message[];
 }
 
 export interface RoomLeavePayload {
@@ -229,7 +250,7 @@ export interface MessageSendPayload {
   text: string;
   /** 1–64 characters; the same user reusing it in the room gets the original message back. */
   clientId?: string;
-  /** The seq of the message of the same room this one answers. */
+  /** The seq of the message of the room this one answers. */
   replyTo?: number;
 }
 export interface MessageSendReply {
@@ -239,11 +260,10 @@ export interface MessageSendReply {
 export interface MessageEditPayload {
   room: RoomId;
   seq: number;
-  /** The new text, with the same rules as `message:send`. */
   text: string;
 }
 export interface MessageEditReply {
-  /** The message as edited (`editedAt` set). */
+  /** The new `text`, `editedAt` and `rev`; no `reactions` (they do not change). */
   message: Message;
 }
 
@@ -256,13 +276,14 @@ export type MessageDeleteReply = EmptyReply;
 export interface ReactionPayload {
   room: RoomId;
   seq: number;
+  /** Exactly one emoji (at most 16 code points). */
   emoji: string;
 }
 export type ReactionReply = EmptyReply;
 
 export interface RoomReadPayload {
   room: RoomId;
-  /** The last seq the user has read. */
+  /** The user has read up to here; an older seq changes nothing. */
   seq: number;
 }
 export type RoomReadReply = EmptyReply;
@@ -308,12 +329,32 @@ export interface TypingPayload {
 }
 export type TypingReply = EmptyReply;
 
+/** Where a client is in a room: the last seq it holds, and the room revision it holds (once it has one). */
+export type SyncCursor = number | { seq: number; rev?: number };
 export interface SyncPayload {
-  /** For each room, the last seq the client holds. */
-  rooms: { [room: RoomId]: number };
+  /** For each room, the last seq the client holds (and its revision). */
+  rooms: { [room: RoomId]: SyncCursor };
 }
-/** One room of a `sync` reply: the messages after the given seq, or why the room cannot be read. */
-export type SyncRoomResult = { messages: Message[]; truncated: boolean } | { error: ChatError };
+/** What a client missed in one room. */
+export interface RoomCatchUp {
+  /** Every message after the seq given, oldest first, up to the server's recovery limit. */
+  messages: Message[];
+  /** More messages were missed than returned: page on with `history:fetch { after }`. */
+  truncated: boolean;
+  /** The revision to hold next. */
+  rev: number;
+  /** With a revision given: the messages at or below the seq given that changed since, in their current state. */
+  changes?: Message[];
+  /** More changes than returned: `rev` is the last one returned; sync the room again from it. */
+  changesTruncated?: true;
+  lastRead: number;
+  unread: number;
+  /** Where read receipts are on (DMs; group rooms when the namespace says so): the other members' positions,
+   * the most recent first (at most 100). */
+  reads?: ReadPosition[];
+}
+/** One room of a `sync` reply: what was missed, or why the room cannot be read. */
+export type SyncRoomResult = RoomCatchUp | { error: ChatError };
 export interface SyncReply {
   rooms: { [room: RoomId]: SyncRoomResult };
 }
@@ -348,27 +389,29 @@ export interface TypingEvent {
   user: User;
 }
 
-/** A message was edited: the whole message as it is now. */
+/** A message was edited: its new `text`, `editedAt` and `rev` (no `reactions`: keep the ones you hold). */
 export interface MessageUpdatedEvent {
   message: Message;
 }
 
-/** A message was deleted. */
+/** A message was deleted: it is a tombstone now. */
 export interface MessageDeletedEvent {
   room: RoomId;
   seq: number;
+  rev: number;
 }
 
-/** Someone added (`added: true`) or removed a reaction. */
+/** A user added (`added: true`) or removed a reaction. */
 export interface ReactionEvent {
   room: RoomId;
   seq: number;
   emoji: string;
   user: User;
   added: boolean;
+  rev: number;
 }
 
-/** A user (the current one, from another tab or device, or someone else) has read up to `seq`. */
+/** A user has read a room up to `seq`: to the user's other sockets, and as a read receipt to the room. */
 export interface ReadEvent {
   room: RoomId;
   user: User;
@@ -392,14 +435,14 @@ export interface ServerToClientEvents {
   "chat:error": (event: ChatErrorEvent) => void;
   /** Someone invited the user to a room. */
   invitation: (invitation: Invitation) => void;
-  /** The connection's token runs out at `expiresAt` (RFC 3339): send `session:refresh` with a fresh one before then. */
-  "session:expiring": (event: { expiresAt: string }) => void;
-  /** The token ran out without a refresh; the server disconnects right after. */
-  "session:expired": (event: { reason: string }) => void;
   "message:updated": (event: MessageUpdatedEvent) => void;
   "message:deleted": (event: MessageDeletedEvent) => void;
   reaction: (event: ReactionEvent) => void;
   read: (event: ReadEvent) => void;
+  /** The connection's token runs out at `expiresAt` (RFC 3339): send `session:refresh` with a fresh one before then. */
+  "session:expiring": (event: { expiresAt: string }) => void;
+  /** The token ran out without a refresh; the server disconnects right after. */
+  "session:expired": (event: { reason: string }) => void;
 }
 
 export interface ClientToServerEvents {
@@ -407,12 +450,12 @@ export interface ClientToServerEvents {
   "room:join": (payload: RoomJoinPayload, ack: (res: Ack<RoomJoinReply>) => void) => void;
   "room:leave": (payload: RoomLeavePayload, ack: (res: Ack<RoomLeaveReply>) => void) => void;
   "message:send": (payload: MessageSendPayload, ack: (res: Ack<MessageSendReply>) => void) => void;
-  "dm:send": (payload: DmSendPayload, ack: (res: Ack<DmSendReply>) => void) => void;
   "message:edit": (payload: MessageEditPayload, ack: (res: Ack<MessageEditReply>) => void) => void;
   "message:delete": (payload: MessageDeletePayload, ack: (res: Ack<MessageDeleteReply>) => void) => void;
   "reaction:add": (payload: ReactionPayload, ack: (res: Ack<ReactionReply>) => void) => void;
   "reaction:remove": (payload: ReactionPayload, ack: (res: Ack<ReactionReply>) => void) => void;
   "room:read": (payload: RoomReadPayload, ack: (res: Ack<RoomReadReply>) => void) => void;
+  "dm:send": (payload: DmSendPayload, ack: (res: Ack<DmSendReply>) => void) => void;
   "history:fetch": (payload: HistoryFetchPayload, ack: (res: Ack<HistoryFetchReply>) => void) => void;
   "rooms:list": (payload: RoomsListPayload, ack: (res: Ack<RoomsListReply>) => void) => void;
   "room:invite": (payload: RoomInvitePayload, ack: (res: Ack<RoomInviteReply>) => void) => void;

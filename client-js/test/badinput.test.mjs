@@ -27,6 +27,11 @@ const EVENTS = [
   "rooms:list",
   "presence:list",
   "typing",
+  "message:edit",
+  "message:delete",
+  "reaction:add",
+  "reaction:remove",
+  "room:read",
 ];
 
 /** Payload shapes that are not one object, as emit argument lists. */
@@ -156,10 +161,42 @@ for (const store of STORES) {
         ["missing room", {}],
         ["room a number", { room: 42 }],
       ],
+      "message:edit": [
+        ["missing seq", { room, text: "x" }],
+        ["seq a string", { room, seq: "1", text: "x" }],
+        ["seq 0", { room, seq: 0, text: "x" }],
+        ["missing text", { room, seq: 1 }],
+        ["text a number", { room, seq: 1, text: 1 }],
+      ],
+      "message:delete": [
+        ["missing seq", { room }],
+        ["seq fractional", { room, seq: 1.5 }],
+        ["seq negative", { room, seq: -1 }],
+      ],
+      "reaction:add": [
+        ["missing emoji", { room, seq: 1 }],
+        ["emoji text", { room, seq: 1, emoji: "like" }],
+        ["two emoji", { room, seq: 1, emoji: "👍👍" }],
+        ["emoji a number", { room, seq: 1, emoji: 1 }],
+      ],
+      "reaction:remove": [
+        ["missing seq", { room, emoji: "👍" }],
+        ["emoji empty", { room, seq: 1, emoji: "" }],
+      ],
+      "room:read": [
+        ["missing seq", { room }],
+        ["seq a string", { room, seq: "3" }],
+        ["seq 0", { room, seq: 0 }],
+      ],
+      "message:send (replyTo)": [
+        ["replyTo a string", { room, text: "hi", replyTo: "1" }],
+        ["replyTo 0", { room, text: "hi", replyTo: 0 }],
+      ],
     };
 
-    for (const [event, cases] of Object.entries(FIELD_CASES)) {
-      it(`${event}: missing or wrong-typed fields are bad_request`, async () => {
+    for (const [label, cases] of Object.entries(FIELD_CASES)) {
+      const event = label.split(" ")[0];
+      it(`${label}: missing or wrong-typed fields are bad_request`, async () => {
         const s = await aliceInRoom();
         const wrong = await probe(
           s,

@@ -44,6 +44,11 @@ const EVENTS = [
   "presence:list",
   "typing",
   "sync",
+  "message:edit",
+  "message:delete",
+  "reaction:add",
+  "reaction:remove",
+  "room:read",
 ];
 /** Events of an upcoming protocol version: today they may be unknown (`bad_request`); any well-formed ack will do. */
 const UPCOMING = ["room:invite", "room:decline", "invitations:list"];
@@ -102,6 +107,11 @@ const room = fc.oneof(
   { weight: 1, arbitrary: wrongType },
 );
 const text = fc.oneof(fc.string({ minLength: 1 }), anyString, fc.constantFrom("", "   ", "\n\t"), wrongType);
+const emoji = fc.oneof(
+  fc.constantFrom("👍", "❤️", "👩‍💻", "🇫🇷", "1️⃣", "👍🏽", "👍👍", "ok", "", " 👍", "\u200d", "\ufe0f", "🏴\u{e007f}"),
+  anyString,
+  wrongType,
+);
 const clientId = fc.oneof(fc.string({ minLength: 1, maxLength: 64 }), anyString, fc.constant(""), wrongType);
 const number = fc.oneof(
   fc.integer({ min: -5, max: 200 }),
@@ -122,13 +132,19 @@ const obj = (fields) =>
 function shaped(ids) {
   const users = fc.oneof(fc.array(userId(ids), { maxLength: 5 }), fc.array(fc.string(), { minLength: 101, maxLength: 120 }), wrongType);
   const visibility = fc.oneof(fc.constantFrom("public", "private", "secret"), wrongType);
-  const seqs = fc.oneof(fc.dictionary(room.filter((r) => typeof r === "string"), number, { maxKeys: 5 }), wrongType);
+  const cursor = fc.oneof(number, obj({ seq: number, rev: opt(number) }));
+  const seqs = fc.oneof(fc.dictionary(room.filter((r) => typeof r === "string"), cursor, { maxKeys: 5 }), wrongType);
   return {
     "room:create": obj({ name: room, visibility: opt(visibility), members: opt(users) }),
-    "room:join": obj({ room, limit: opt(number), since: opt(number) }),
+    "room:join": obj({ room, limit: opt(number), since: opt(number), rev: opt(number) }),
     "room:leave": obj({ room }),
     "rooms:list": fc.oneof(fc.constant({}), obj({ room: opt(room) })),
-    "message:send": obj({ room, text, clientId: opt(clientId) }),
+    "message:send": obj({ room, text, clientId: opt(clientId), replyTo: opt(number) }),
+    "message:edit": obj({ room, seq: number, text }),
+    "message:delete": obj({ room, seq: number }),
+    "reaction:add": obj({ room, seq: number, emoji }),
+    "reaction:remove": obj({ room, seq: number, emoji }),
+    "room:read": obj({ room, seq: number }),
     "history:fetch": obj({ room, before: opt(number), after: opt(number), limit: opt(number) }),
     "dm:send": obj({ to: userId(ids), text, clientId: opt(clientId) }),
     "presence:list": obj({ room }),

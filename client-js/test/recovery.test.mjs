@@ -172,7 +172,7 @@ describe(`recovery: the SDK catches up after a reconnection [${STORE}]`, () => {
   it("a signed-in user: one sync with the last seq; the stream is exactly 1..N", async () => {
     const r = await missAndRecover(srv, { guest: false });
     assert.equal(r.syncs.length, 1, `one sync after the reconnection, got ${short(r.syncs)}`);
-    assert.deepEqual(r.syncs[0], { rooms: { [r.room]: r.before } }, "sync carries the last seq held");
+    assert.deepEqual(r.syncs[0], { rooms: { [r.room]: { seq: r.before, rev: 0 } } }, "sync carries the last seq held (and the room's revision)");
     assert.equal(r.joins.length, 0, "a signed-in user's rooms are re-entered by the server: no room:join");
     assert.equal(r.fetches.length, 0, "nothing truncated: no paging");
   });
@@ -181,7 +181,7 @@ describe(`recovery: the SDK catches up after a reconnection [${STORE}]`, () => {
     const r = await missAndRecover(srv, { guest: true });
     assert.notEqual(r.reader.user.id, r.firstSession.user.id, "a guest gets a new user id on reconnecting");
     assert.equal(r.syncs.length, 0, "a guest does not sync");
-    assert.deepEqual(r.joins[0], { room: r.room, since: r.before }, "the room is joined again with since");
+    assert.deepEqual(r.joins[0], { room: r.room, since: r.before, rev: 0 }, "the room is joined again with since (and rev)");
     assert.equal(r.joins.length, 1);
     assert.equal(r.fetches.length, 0);
   });
@@ -251,7 +251,7 @@ describe(`recovery: the SDK catches up after a reconnection [${STORE}]`, () => {
       gate.release(); // its reply has 4..6 again
       await until(() => !reader.recovering && syncs.length === 1);
       await reader.catchUp(); // a second sync (since 6): one more round trip, so the first reply has been handled
-      assert.deepEqual(syncs, [{ rooms: { [room]: 3 } }, { rooms: { [room]: 6 } }]);
+      assert.deepEqual(syncs, [{ rooms: { [room]: { seq: 3, rev: 0 } } }, { rooms: { [room]: { seq: 6, rev: 0 } } }]);
       await assertStreamIsHistory(rec, reader, room, "live before the sync reply");
     } finally {
       await proxy.close();
@@ -331,7 +331,7 @@ describe(`recovery: the SDK catches up after a reconnection [${STORE}]`, () => {
     for (let i = 1; i <= 3; i++) await writer.send(room, `m${i}`);
     await until(() => reader.lastSeq(room) === 2);
     await reader.catchUp();
-    assert.deepEqual(syncs, [{ rooms: { [room]: 2 } }]);
+    assert.deepEqual(syncs, [{ rooms: { [room]: { seq: 2, rev: 0 } } }]);
     assert.equal(reader.lastSeq(room), 3);
     await assertStreamIsHistory(rec, reader, room, "tail");
   });
@@ -397,8 +397,8 @@ describe(`recovery: truncated catch-up pages with history:fetch { after } [${STO
   for (const guest of [false, true]) {
     it(`${guest ? "a guest" : "a signed-in user"} misses 100 messages with --recovery-limit 20: still exactly 1..N`, async () => {
       const r = await missAndRecover(srv, { guest, before: 10, missed: 100, during: 10 });
-      if (guest) assert.deepEqual(r.joins[0], { room: r.room, since: 10 });
-      else assert.deepEqual(r.syncs, [{ rooms: { [r.room]: 10 } }]);
+      if (guest) assert.deepEqual(r.joins[0], { room: r.room, since: 10, rev: 0 });
+      else assert.deepEqual(r.syncs, [{ rooms: { [r.room]: { seq: 10, rev: 0 } } }]);
       assert.ok(r.fetches.length >= 1, "truncated: the rest was paged");
       assert.deepEqual(r.fetches[0], { room: r.room, after: 30, limit: 100 }, "paging starts after the 20 recovered");
     });

@@ -13,6 +13,7 @@ import {
   type ConnectErrorCode,
   type ErrorCode,
   type Message,
+  type MessageChange,
   type PalaverErrorCode,
   type PalaverOptions,
   type PalaverSocket,
@@ -217,5 +218,57 @@ export async function withSdk(url: string, token: string): Promise<void> {
   client.on("message", () => {}).on("typing", () => {});
   // @ts-expect-error: not an error code
   isPalaverError(new Error(), "nope");
+  client.close();
+}
+
+// ---------------------------------------------------------------------------------------------
+// edits, deletes, reactions, replies and read state
+
+export async function messageChanges(url: string): Promise<void> {
+  const client = connect(url, { auth: { name: "ada" } });
+  const reply: Message = await client.send("general", "me too", { replyTo: 41 });
+  const quoted: number | undefined = reply.replyTo?.seq;
+  const edited: Message = await client.editMessage("general", 41, "fixed");
+  const editedAt: string | undefined = edited.editedAt;
+  await client.deleteMessage("general", 41);
+  await client.addReaction("general", 41, "👍");
+  await client.removeReaction("general", 41, "👍");
+  await client.markRead("general", 42);
+  const off = client.onChange((change: MessageChange) => {
+    switch (change.type) {
+      case "updated":
+      case "state": {
+        const counts: number[] = (change.message.reactions ?? []).map((r) => r.count);
+        void counts;
+        break;
+      }
+      case "deleted":
+        void change.seq;
+        break;
+      case "reaction": {
+        const added: boolean = change.added;
+        void [added, change.emoji, change.user.id];
+        break;
+      }
+      case "read":
+        void change.seq;
+        break;
+      case "readState": {
+        const unread: number = change.unread;
+        void [unread, change.reads.map((r) => r.user.id)];
+        break;
+      }
+    }
+  });
+  off();
+  client.on("reaction", (e) => void e.rev);
+  client.on("message:deleted", (e) => void e.seq);
+  const summaries: RoomSummary[] = await client.rooms();
+  const badges: number[] = summaries.map((r) => r.unread - r.lastRead + r.rev);
+  void [quoted, editedAt, badges];
+  // @ts-expect-error: a seq is a number
+  await client.markRead("general", "42");
+  // @ts-expect-error: replyTo is a seq
+  await client.send("general", "x", { replyTo: "41" });
   client.close();
 }

@@ -119,6 +119,7 @@ pub async fn send_dm<A: Adapter>(
         text: text.to_owned(),
         client_id,
         client_id_scope: crate::store::ClientIdScope::Sender,
+        reply_to: None,
     };
     let appended = messages::append(chat, ns_settings, new).await?;
     if !appended.duplicate && chat.store.hook_events().contains(HookEvent::MessageMissed) {

@@ -1,4 +1,4 @@
-//! `message:send` and `history:fetch`.
+//! `message:send` (replies included) and `history:fetch`.
 
 use socketioxide::{adapter::Adapter, extract::SocketRef};
 
@@ -6,14 +6,14 @@ use super::{Call, Chat, Conn, Reply, payload, presence::in_room, room_key, rooms
 use crate::{
     config::NamespaceSettings,
     error::{ChatError, ChatResult},
-    store::{Appended, Author, ClientIdScope, HistoryPage, Message, NewMessage},
+    store::{Appended, Author, ClientIdScope, HistoryPage, Message, NewMessage, ReplyTo},
 };
 
-/// `message:send { room, text, clientId? }` → `{ message }`, and `message` to the rest of the room.
+/// `message:send { room, text, clientId?, replyTo? }` → `{ message }`, and `message` to the rest of the room.
 pub async fn send<A: Adapter>(mut call: Call<A>) -> ChatResult<Reply> {
     let p: payload::MessageSend = payload::parse(
         "message:send",
-        "{ room: \"general\", text: \"hello\", clientId: \"…\" }",
+        "{ room: \"general\", text: \"hello\", clientId: \"…\", replyTo: 41 }",
         call.payload.take(),
     )?;
     let room = payload::room_id(&p.room)?;
@@ -22,6 +22,10 @@ pub async fn send<A: Adapter>(mut call: Call<A>) -> ChatResult<Reply> {
         text: &p.text,
         client_id: p.client_id,
         scope: ClientIdScope::Sender,
+        reply_to: p
+            .reply_to
+            .map(|seq| payload::seq(seq, "replyTo"))
+            .transpose()?,
     };
     let appended = post_message(&call.chat, &call.socket, &call.conn, post).await?;
     Ok(Reply::Sent {
@@ -35,6 +39,8 @@ pub struct Post<'a> {
     pub text: &'a str,
     pub client_id: Option<String>,
     pub scope: ClientIdScope,
+    /// The seq of the message of the room this one answers.
+    pub reply_to: Option<i64>,
 }
 
 /// The one send operation (native `message:send` and every profile's send rule): checks the text and client
@@ -50,12 +56,18 @@ pub async fn post_message<A: Adapter>(
     if !in_room(socket, post.room) {
         return Err(rooms::not_in_room(post.room));
     }
+    // Only a reply costs a read before the send.
+    let reply_to = match post.reply_to {
+        Some(seq) => Some(replied_to(chat, &conn.ns, post.room, seq).await?),
+        None => None,
+    };
     let new = NewMessage {
         room: post.room.to_owned(),
         from: conn.user().author(),
         text: text.to_owned(),
         client_id,
         client_id_scope: post.scope,
+        reply_to,
     };
     // In a namespace that replays history on connect, the commit and the broadcast pass the room's gate.
     let _gate = match conn.ns.profile.as_ref().map(|p| &p.history) {
@@ -69,6 +81,25 @@ pub async fn post_message<A: Adapter>(
         broadcast(chat, socket, conn, &appended.message).await;
     }
     Ok(appended)
+}
+
+/// The message of `room` a reply answers, as the reply quotes it: `not_found` if the room has no such message
+/// (a namespace that keeps no history has none) or it is deleted.
+async fn replied_to<A: Adapter>(
+    chat: &Chat<A>,
+    ns: &NamespaceSettings,
+    room: &str,
+    seq: i64,
+) -> ChatResult<ReplyTo> {
+    match chat.store.message(&ns.path, room, seq).await? {
+        Some(message) if !message.deleted => Ok(ReplyTo::quoting(&message)),
+        Some(_) => Err(ChatError::not_found(format!(
+            "message {seq} of room {room:?} was deleted; it cannot be replied to"
+        ))),
+        None => Err(ChatError::not_found(format!(
+            "room {room:?} has no message {seq} to reply to"
+        ))),
+    }
 }
 
 /// The send operation of the server API: the host's backend posts to a room as any sender (a user, a bot, the
@@ -95,6 +126,7 @@ pub async fn publish<A: Adapter>(
         text: text.to_owned(),
         client_id,
         client_id_scope: ClientIdScope::Sender,
+        reply_to: None,
     };
     let _gate = match ns.profile.as_ref().map(|p| &p.history) {
         Some(crate::profile::History::OnConnect { .. }) => {
@@ -158,6 +190,8 @@ pub async fn append<A: Adapter>(
             text: new.text,
             client_id: new.client_id,
             at: crate::store::now(),
+            reply_to: new.reply_to,
+            ..Default::default()
         },
         duplicate: false,
     })
@@ -196,7 +230,11 @@ pub async fn history<A: Adapter>(mut call: Call<A>) -> ChatResult<Reply> {
     let query = payload::history_query(&p)?;
     rooms::authorize_member(&call.chat, &call.socket, &call.conn, room).await?;
     let page = if call.conn.ns.history {
-        call.chat.store.history(call.ns(), room, query).await?
+        let viewer = &call.conn.user.id;
+        call.chat
+            .store
+            .history_for(call.ns(), room, query, viewer)
+            .await?
     } else {
         HistoryPage::default()
     };

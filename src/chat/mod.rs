@@ -3,16 +3,21 @@
 //! Each event lives in the file named after its area: `session` (connect, auth, disconnect), `rooms`
 //! (`room:create`, `room:join`, `room:leave`, `rooms:list`), `invitations` (`room:invite`, `room:decline`,
 //! `invitations:list`), `messages` (`message:send`, `history:fetch`), `dm` (`dm:send`), `presence`
-//! (`presence:list`, `typing`, `room:notice`), `recovery` (`sync`). Payload rules are plain functions in
-//! `payload`; what a socket and a user may spend, in `budget`.
+//! (`presence:list`, `typing`, `room:notice`), `recovery` (`sync`), `edits` (`message:edit`, `message:delete`),
+//! `reactions` (`reaction:add`, `reaction:remove`), `reads` (`room:read`, read receipts). Payload rules are plain
+//! functions in `payload` (what one emoji is, in `emoji`); what a socket and a user may spend, in `budget`.
 
 pub mod budget;
 pub mod dm;
+pub mod edits;
+pub mod emoji;
 pub mod expiry;
 mod invitations;
 pub mod messages;
 pub mod payload;
 pub mod presence;
+pub mod reactions;
+pub mod reads;
 mod recovery;
 pub mod rooms;
 mod session;
@@ -64,6 +69,8 @@ pub struct Limits {
     pub recovery_limit: u32,
     /// How long before its token expires a socket is sent `session:expiring`, in seconds.
     pub session_notice_secs: i64,
+    /// How long after sending its author may edit a message; `None`: no limit.
+    pub edit_window: Option<chrono::Duration>,
 }
 
 impl Limits {
@@ -87,6 +94,10 @@ impl Limits {
             max_payload: config.max_payload,
             recovery_limit: config.recovery_limit,
             session_notice_secs: config.session_notice_secs.get().into(),
+            edit_window: match config.edit_window_secs {
+                0 => None,
+                secs => Some(chrono::Duration::seconds(secs.into())),
+            },
         }
     }
 }
@@ -110,6 +121,7 @@ pub fn spawn_housekeeping<A: Adapter>(chat: &SharedChat<A>) {
             chat.guest_creations.shrink_to_fit();
             chat.auth_attempts.retain_recent();
             chat.auth_attempts.shrink_to_fit();
+            chat.receipts.prune(std::time::Instant::now());
             ticks = ticks.wrapping_add(1);
             // Ended sessions and spent codes, every 20 ticks (10 minutes); a code is kept a day after its use.
             if chat.sessions.is_some() && ticks % 20 == 1 {
@@ -166,6 +178,8 @@ pub struct Chat<A: Adapter> {
     pub creation_turns: rooms::CreationTurns,
     /// Sends and history replays on connect, per room on this node (see [`rooms::ReplayGates`]).
     pub replay_gates: rooms::ReplayGates,
+    /// Read receipts held back so that a room gets at most one per user a second (see [`reads`]).
+    pub receipts: reads::ReceiptThrottle,
 }
 
 pub type SharedChat<A> = Arc<Chat<A>>;
@@ -289,6 +303,11 @@ pub enum Reply {
         /// Only with `since`: more messages were missed than one recovery returns.
         #[serde(skip_serializing_if = "Option::is_none")]
         truncated: Option<bool>,
+        /// The room's revision, read before its history: the cursor of later catch-ups' changes.
+        rev: i64,
+        /// Only with `since` and `rev`: the messages at or below `since` changed after `rev`.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        changes: Option<Vec<Message>>,
     },
     Synced {
         rooms: std::collections::BTreeMap<String, recovery::CatchUp>,
@@ -469,7 +488,7 @@ fn respond<A: Adapter>(
 }
 
 /// The event table: every client → server event, its budget class, and the function that handles it.
-fn event_table<A: Adapter>() -> [(&'static str, EventClass, EventFn<A>); 14] {
+fn event_table<A: Adapter>() -> [(&'static str, EventClass, EventFn<A>); 19] {
     use EventClass::{Join, Presence, Read, Send, Typing};
     [
         ("room:create", Join, |c| Box::pin(rooms::create(c))),
@@ -480,6 +499,11 @@ fn event_table<A: Adapter>() -> [(&'static str, EventClass, EventFn<A>); 14] {
         ("rooms:list", Read, |c| Box::pin(rooms::list(c))),
         ("invitations:list", Read, |c| Box::pin(invitations::list(c))),
         ("message:send", Send, |c| Box::pin(messages::send(c))),
+        ("message:edit", Send, |c| Box::pin(edits::edit(c))),
+        ("message:delete", Send, |c| Box::pin(edits::delete(c))),
+        ("reaction:add", Send, |c| Box::pin(reactions::add(c))),
+        ("reaction:remove", Send, |c| Box::pin(reactions::remove(c))),
+        ("room:read", Read, |c| Box::pin(reads::read(c))),
         ("history:fetch", Read, |c| Box::pin(messages::history(c))),
         ("dm:send", Send, |c| Box::pin(dm::send(c))),
         ("presence:list", Presence, |c| Box::pin(presence::list(c))),

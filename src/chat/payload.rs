@@ -51,12 +51,41 @@ pub struct RoomJoin {
     pub limit: Option<i64>,
     /// The last seq the client holds: the reply brings every later message instead of the latest page.
     pub since: Option<i64>,
+    /// With `since`, the room revision the client holds: the reply also brings the messages changed since.
+    pub rev: Option<i64>,
 }
 
 #[derive(Debug, Deserialize)]
 pub struct Sync {
-    /// Room id → the last seq the client holds there.
-    pub rooms: std::collections::BTreeMap<String, i64>,
+    /// Room id → where the client is in that room.
+    pub rooms: std::collections::BTreeMap<String, SyncCursor>,
+}
+
+/// Where a client is in a room: the last seq it holds, and the room revision it holds (for the changes to the
+/// messages it holds) once it has one.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum SyncCursor {
+    Seq(i64),
+    Cursor { seq: i64, rev: Option<i64> },
+}
+
+impl SyncCursor {
+    /// (seq, rev).
+    pub fn parts(&self) -> (i64, Option<i64>) {
+        match *self {
+            SyncCursor::Seq(seq) => (seq, None),
+            SyncCursor::Cursor { seq, rev } => (seq, rev),
+        }
+    }
+}
+
+/// A `rev` cursor: ≥ 0.
+pub fn rev(rev: i64) -> ChatResult<i64> {
+    if rev < 0 {
+        return Err(ChatError::bad_request("rev must be a revision ≥ 0"));
+    }
+    Ok(rev)
 }
 
 /// A `since` seq: ≥ 0.
@@ -78,6 +107,52 @@ pub struct MessageSend {
     pub room: String,
     pub text: String,
     pub client_id: Option<String>,
+    /// The seq of the message this one answers.
+    pub reply_to: Option<i64>,
+}
+
+/// `message:delete` and `room:read`: a message of a room.
+#[derive(Debug, Deserialize)]
+pub struct RoomSeq {
+    pub room: String,
+    pub seq: i64,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct MessageEdit {
+    pub room: String,
+    pub seq: i64,
+    pub text: String,
+}
+
+/// `reaction:add` and `reaction:remove`.
+#[derive(Debug, Deserialize)]
+pub struct Reaction {
+    pub room: String,
+    pub seq: i64,
+    pub emoji: String,
+}
+
+/// A message's seq (`field` names it in errors): ≥ 1.
+pub fn seq(seq: i64, field: &str) -> ChatResult<i64> {
+    if seq < 1 {
+        return Err(ChatError::bad_request(format!(
+            "{field} must be a message seq ≥ 1"
+        )));
+    }
+    Ok(seq)
+}
+
+/// A reaction: exactly one emoji (see [`super::emoji`]).
+pub fn emoji(emoji: &str) -> ChatResult<&str> {
+    if !super::emoji::is_one_emoji(emoji) {
+        return Err(ChatError::bad_request(format!(
+            "emoji {:?} is not one emoji: use a single emoji such as \"👍\" (at most {} code points)",
+            emoji.chars().take(20).collect::<String>(),
+            super::emoji::MAX_CODE_POINTS
+        )));
+    }
+    Ok(emoji)
 }
 
 #[derive(Debug, Deserialize)]

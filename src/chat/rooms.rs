@@ -145,8 +145,8 @@ pub async fn create<A: Adapter>(mut call: Call<A>) -> ChatResult<Reply> {
     Ok(Reply::Room { room })
 }
 
-/// `room:join { room, limit?, since? }` → `{ room, history, hasMore, members }`. Joining a private room
-/// accepts the user's invitation to it.
+/// `room:join { room, limit?, since?, rev? }` → `{ room, history, hasMore, members, rev, changes? }`. Joining a
+/// private room accepts the user's invitation to it.
 pub async fn join<A: Adapter>(mut call: Call<A>) -> ChatResult<Reply> {
     let p: payload::RoomJoin = payload::parse(
         "room:join",
@@ -154,19 +154,37 @@ pub async fn join<A: Adapter>(mut call: Call<A>) -> ChatResult<Reply> {
         call.payload.take(),
     )?;
     let id = payload::room_id(&p.room)?;
+    let since = p.since.map(payload::since).transpose()?;
+    let rev = p.rev.map(payload::rev).transpose()?;
     let request = JoinRequest {
         id,
         name: id,
         limit: payload::limit(p.limit)?,
-        since: p.since.map(payload::since).transpose()?,
+        since,
     };
-    let joined = join_room(&call.chat, &call.socket, &call.conn, request).await?;
+    let (chat, conn) = (&call.chat, &call.conn);
+    // The room's revision before its history: the cursor of the changes the client will need (see `recovery`).
+    let before = chat
+        .store
+        .room_state(call.ns(), id, &conn.user.id)
+        .await?
+        .map_or(0, |state| state.rev);
+    let joined = join_room(chat, &call.socket, conn, request).await?;
+    let (changes, rev) = match (since, rev) {
+        (Some(since), Some(after)) => {
+            let (page, next) = recovery::changed(chat, conn, id, since, after, before).await?;
+            (Some(page.messages), next)
+        }
+        _ => (None, before),
+    };
     Ok(Reply::Joined {
         room: joined.room,
         history: joined.history,
         has_more: joined.has_more,
         members: joined.members,
         truncated: joined.truncated,
+        rev,
+        changes,
     })
 }
 
@@ -313,7 +331,7 @@ pub async fn join_room<A: Adapter>(
         None if conn.ns.history && limit > 0 => {
             let page = chat
                 .store
-                .history(ns, id, HistoryQuery::latest(limit))
+                .history_for(ns, id, HistoryQuery::latest(limit), &conn.user.id)
                 .await?;
             (page.messages, page.has_more, None)
         }

@@ -574,6 +574,7 @@ async fn run<A: Adapter>(
                 text,
                 client_id,
                 scope: *scope,
+                reply_to: None,
             };
             let appended = messages::post_message(chat, socket, conn, post).await?;
             let mut vars = message_vars(&appended.message, &room.written);

@@ -17,9 +17,13 @@
 //!   deduplicated). A message the database refuses then fails alone ([`StoreError::Rejected`]) and every other
 //!   one commits. An unreachable database fails the whole batch (a retry cannot help);
 //! * a membership row is a member (`joined`) or an open invitation (`invited`); only a member is in the room
-//!   ([`Store::is_member`], [`Store::user_rooms`]), an invitee only sees it listed.
+//!   ([`Store::is_member`], [`Store::user_rooms`]), an invitee only sees it listed;
+//! * a message is never removed: an edit changes it in place, a delete leaves a tombstone, and each such change
+//!   (and each reaction change) takes the room's next revision in commit order, the cursor of a catch-up's change
+//!   feed ([`Changes`], `changes.rs`).
 
 mod batch;
+mod changes;
 mod hooks;
 mod postgres;
 mod sql;
@@ -33,6 +37,10 @@ use serde::Serialize;
 
 use crate::error::ChatError;
 
+pub use changes::{
+    Changes, EXCERPT_CHARS, MAX_EMOJI_PER_MESSAGE, Reacted, ReactionCount, ReadMark, ReadPosition,
+    ReplyTo, RoomState, UNREAD_COUNTED,
+};
 pub use hooks::{
     ClaimedCursor, ClaimedHook, CursorFailure, CursorOutcome, FailedHook, HookEvent, HookEvents,
     HookWake, NewHook,
@@ -111,7 +119,7 @@ pub struct Room {
 }
 
 /// A user as other users see them: id and display name.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct Author {
     pub id: String,
     pub name: String,
@@ -130,9 +138,16 @@ pub struct RoomSummary {
     /// For a DM: the other user.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub peer: Option<crate::auth::User>,
+    /// The seq the user has read up to (`room:read`); 0 when not a member.
+    pub last_read: i64,
+    /// Messages of others after `last_read` (deleted ones left out), up to [`UNREAD_COUNTED`].
+    pub unread: i64,
+    /// The room's change revision (see [`Changes`]): where a catch-up of edits, deletes and reactions starts.
+    pub rev: i64,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+/// A stored message. `Default` serves to build a new one (`..Default::default()`: no reply, never changed).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Message {
     pub id: String,
@@ -143,6 +158,22 @@ pub struct Message {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub client_id: Option<String>,
     pub at: DateTime<Utc>,
+    /// The message this one answers (`message:send { replyTo }`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reply_to: Option<ReplyTo>,
+    /// When the text was last edited.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub edited_at: Option<DateTime<Utc>>,
+    /// A tombstone: the message was deleted; its text is empty, its seq stays taken.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub deleted: bool,
+    /// Its reactions, as the user reading it sees them; absent where none (and in `message:updated`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub reactions: Vec<ReactionCount>,
+    /// The room's revision of the message's latest edit, delete or reaction change; absent if never changed. Of
+    /// two states of a message, the one with the higher `rev` is the newer.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rev: Option<i64>,
 }
 
 /// An open invitation: the room, who invited the user, and when.
@@ -163,6 +194,8 @@ pub struct NewMessage {
     pub client_id: Option<String>,
     /// Whose retries the client id tells apart: the sender's (palaver's contract), or anyone's in the room.
     pub client_id_scope: ClientIdScope,
+    /// The message it answers, as read when it was sent (its seq is stored; history reads the rest anew).
+    pub reply_to: Option<ReplyTo>,
 }
 
 /// Whose retries a client id tells apart.
@@ -328,8 +361,9 @@ pub(crate) fn is_data_error(db: &dyn sqlx::error::DatabaseError) -> bool {
 pub type StoreResult<T> = Result<T, StoreError>;
 
 /// Everything the chat needs from a database. `ns` is the Socket.IO namespace: each is an isolated chat space.
+/// Edits, deletes, reactions and read state are in [`Changes`].
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait Store: Changes + Send + Sync + 'static {
     /// Answers when the database is reachable.
     async fn ping(&self) -> StoreResult<()>;
 
@@ -446,6 +480,8 @@ pub trait Store: Send + Sync + 'static {
     /// Numbers a message without storing it (namespaces that keep no history).
     async fn next_seq(&self, ns: &str, room: &str) -> StoreResult<i64>;
 
+    /// A room's history page as nobody in particular sees it (reactions without `me`); see
+    /// [`Changes::history_for`].
     async fn history(&self, ns: &str, room: &str, query: HistoryQuery) -> StoreResult<HistoryPage>;
 
     /// The webhook events whose outbox rows the store writes with their cause (none until this is called):
@@ -588,10 +624,28 @@ struct MessageRow {
     text: String,
     client_id: Option<String>,
     created_at: DateTime<Utc>,
+    edited_at: Option<DateTime<Utc>>,
+    deleted: bool,
+    rev: Option<i64>,
+    /// The seq replied to, and (joined) that message's sender, excerpt and whether it is deleted.
+    reply_to: Option<i64>,
+    reply_sender_id: Option<String>,
+    reply_sender_name: Option<String>,
+    reply_excerpt: Option<String>,
+    reply_deleted: Option<bool>,
 }
 
 impl From<MessageRow> for Message {
     fn from(row: MessageRow) -> Self {
+        let reply_to = match (row.reply_to, row.reply_sender_id, row.reply_sender_name) {
+            (Some(seq), Some(id), Some(name)) => Some(ReplyTo {
+                seq,
+                from: Author { id, name },
+                excerpt: row.reply_excerpt.unwrap_or_default(),
+                deleted: row.reply_deleted.unwrap_or_default(),
+            }),
+            _ => None,
+        };
         Message {
             id: row.id.to_string(),
             room: row.room,
@@ -603,6 +657,11 @@ impl From<MessageRow> for Message {
             text: row.text,
             client_id: row.client_id,
             at: row.created_at,
+            reply_to,
+            edited_at: row.edited_at,
+            deleted: row.deleted,
+            reactions: Vec::new(),
+            rev: row.rev,
         }
     }
 }
@@ -639,6 +698,9 @@ struct SummaryRow {
     invited: bool,
     peer_id: Option<String>,
     peer_name: Option<String>,
+    last_read: i64,
+    unread: i64,
+    last_rev: i64,
 }
 
 impl From<SummaryRow> for RoomSummary {
@@ -657,6 +719,9 @@ impl From<SummaryRow> for RoomSummary {
             member: row.member,
             invited: row.invited,
             peer,
+            last_read: row.last_read,
+            unread: row.unread,
+            rev: row.last_rev,
         }
     }
 }
@@ -709,6 +774,7 @@ mod tests {
             text: "t".into(),
             client_id: None,
             at: Utc::now(),
+            ..Default::default()
         }
     }
 

@@ -19,6 +19,7 @@ use sqlx::{
 };
 
 use super::batch::{Batcher, Pending};
+use super::changes::{message_columns_with_replies, select_messages_with_replies};
 use super::hooks::FailedRow;
 use super::{
     Appended, Author, ClaimedCursor, ClaimedHook, CursorFailure, CursorOutcome, FailedHook,
@@ -63,8 +64,8 @@ impl Backend for sqlx::Sqlite {
 /// A store on one database: a `writer` pool for every write, a `pool` for reads, and the group-commit writer
 /// in front of the writer pool.
 pub struct SqlStore<DB: Database> {
-    writer: Pool<DB>,
-    pool: Pool<DB>,
+    pub(super) writer: Pool<DB>,
+    pub(super) pool: Pool<DB>,
     batcher: Batcher,
     /// The webhook events written to the outbox ([`HookEvents`] bits), shared with the batch writer.
     hooks: Arc<AtomicU8>,
@@ -76,29 +77,33 @@ pub struct SqlStore<DB: Database> {
 const JOINED: &str = "joined";
 const INVITED: &str = "invited";
 
-/// The user joins: a new membership, or their invitation turned into one (a member stays one, since then).
-const ADD_MEMBER: &str = "INSERT INTO memberships (ns, room, user_id, user_name, joined_at, state) \
-     VALUES ($1, $2, $3, $4, $5, 'joined') \
+/// The user joins: a new membership, or their invitation turned into one (a member stays one, since then). A
+/// joining user has read what was said before: only later messages are unread (a room with a long history does
+/// not greet its newcomers with "100+").
+const ADD_MEMBER: &str = "INSERT INTO memberships (ns, room, user_id, user_name, joined_at, state, last_read) \
+     VALUES ($1, $2, $3, $4, $5, 'joined', COALESCE((SELECT last_seq FROM rooms WHERE ns = $1 AND id = $2), 0)) \
      ON CONFLICT (ns, room, user_id) DO UPDATE SET user_name = EXCLUDED.user_name, state = 'joined', \
          joined_at = CASE WHEN memberships.state = 'joined' THEN memberships.joined_at \
-                          ELSE EXCLUDED.joined_at END";
+                          ELSE EXCLUDED.joined_at END, \
+         last_read = CASE WHEN memberships.state = 'joined' THEN memberships.last_read \
+                          ELSE EXCLUDED.last_read END";
 
 /// Rows per multi-row `INSERT`, well below both databases' limits on bound parameters.
 const ROWS_PER_INSERT: usize = 1000;
 
-/// `SELECT <every message column> FROM messages `, as a literal for `concat!`.
-macro_rules! select_messages {
-    () => {
-        "SELECT id, room, seq, sender_id, sender_name, text, client_id, created_at FROM messages "
-    };
-}
-
-/// The columns of a [`SummaryRow`] but `member` and `invited`, for rooms `r` and a DM's other member `p`
-/// (joined in by [`peer_join!`]), as a literal for `concat!`.
+/// The columns of a [`SummaryRow`] but `member` and `invited`, for rooms `r`, the user's membership `m` and a
+/// DM's other member `p` (joined in by [`peer_join!`]), as a literal for `concat!`. The read state counts for a
+/// member only; `unread` stops at [`super::UNREAD_COUNTED`], so it reads at most that many index entries a room.
 macro_rules! summary_columns {
     () => {
-        "SELECT r.id, r.name, r.kind, r.visibility, r.created_at, r.last_seq, \
-                p.user_id AS peer_id, p.user_name AS peer_name, "
+        "SELECT r.id, r.name, r.kind, r.visibility, r.created_at, r.last_seq, r.last_rev, \
+                p.user_id AS peer_id, p.user_name AS peer_name, \
+                CASE WHEN m.state = 'joined' THEN m.last_read ELSE 0 END AS last_read, \
+                CASE WHEN m.state = 'joined' THEN \
+                    (SELECT COUNT(*) FROM (SELECT 1 FROM messages x WHERE x.ns = r.ns AND x.room = r.id \
+                     AND x.seq > m.last_read AND x.sender_id <> m.user_id AND x.deleted_at IS NULL \
+                     LIMIT 100) AS u) \
+                ELSE 0 END AS unread, "
     };
 }
 
@@ -139,8 +144,9 @@ fn or_no_such_room(room: &str) -> impl FnOnce(sqlx::Error) -> StoreError + '_ {
 enum Outcome {
     /// To be inserted with this seq.
     Fresh(i64),
-    /// Answered without inserting anything: the original of a retried client id, or an error of its own.
-    Done(StoreResult<Appended>),
+    /// Answered without inserting anything: the original of a retried client id, or an error of its own (boxed:
+    /// rare, and much larger than the others).
+    Done(Box<StoreResult<Appended>>),
     /// A retry queued in the same batch as its original, at this index.
     SameAs(usize),
 }
@@ -189,7 +195,9 @@ impl<'b> Numbering<'b> {
         for (&(ns, room), indexes) in by_room {
             let Some(&last) = counters.get(&(ns.to_owned(), room.to_owned())) else {
                 for &i in indexes {
-                    outcomes[i] = Some(Outcome::Done(Err(StoreError::NoSuchRoom(room.to_owned()))));
+                    outcomes[i] = Some(Outcome::Done(Box::new(Err(StoreError::NoSuchRoom(
+                        room.to_owned(),
+                    )))));
                 }
                 continue;
             };
@@ -217,10 +225,10 @@ impl<'b> Numbering<'b> {
                         originals.remove(&stored)
                     };
                     if let Some(original) = original {
-                        outcomes[i] = Some(Outcome::Done(Ok(Appended {
+                        outcomes[i] = Some(Outcome::Done(Box::new(Ok(Appended {
                             message: original.into(),
                             duplicate: true,
-                        })));
+                        }))));
                         continue;
                     }
                 }
@@ -273,11 +281,13 @@ impl<'b> Numbering<'b> {
                             text: pending.message.text.clone(),
                             client_id: pending.message.client_id.clone(),
                             at,
+                            reply_to: pending.message.reply_to.clone(),
+                            ..Default::default()
                         },
                         duplicate: false,
                     })
                 }
-                Outcome::Done(result) => result,
+                Outcome::Done(result) => *result,
                 // The original comes first in its room, so its answer is already there.
                 Outcome::SameAs(first) => match &answers[first] {
                     Ok(original) => Ok(Appended {
@@ -323,6 +333,7 @@ where
     DB::Arguments: IntoArguments<DB>,
     for<'a> &'a str: Encode<'a, DB> + Type<DB> + ColumnIndex<DB::Row>,
     for<'a> Option<&'a str>: Encode<'a, DB>,
+    for<'a> Option<i64>: Encode<'a, DB>,
     String: for<'r> Decode<'r, DB> + Type<DB>,
     i64: for<'a> Encode<'a, DB> + for<'r> Decode<'r, DB> + Type<DB>,
     DateTime<Utc>: for<'a> Encode<'a, DB> + for<'r> Decode<'r, DB> + Type<DB>,
@@ -587,11 +598,17 @@ where
             }
             let room_scoped = scope == super::ClientIdScope::Room;
             let mut select = QueryBuilder::<DB>::new(if room_scoped {
-                "SELECT ns, id, room, seq, sender_id, sender_name, text, client_id, created_at FROM messages \
-                 WHERE room_client_id IS NOT NULL AND (ns, room, room_client_id) IN (VALUES "
+                concat!(
+                    "SELECT m.ns AS ns, ",
+                    message_columns_with_replies!(),
+                    "WHERE m.room_client_id IS NOT NULL AND (m.ns, m.room, m.room_client_id) IN (VALUES "
+                )
             } else {
-                "SELECT ns, id, room, seq, sender_id, sender_name, text, client_id, created_at FROM messages \
-                 WHERE client_id IS NOT NULL AND (ns, room, sender_id, client_id) IN (VALUES "
+                concat!(
+                    "SELECT m.ns AS ns, ",
+                    message_columns_with_replies!(),
+                    "WHERE m.client_id IS NOT NULL AND (m.ns, m.room, m.sender_id, m.client_id) IN (VALUES "
+                )
             });
             let mut list = select.separated(", ");
             for (p, client_id) in keys {
@@ -660,7 +677,7 @@ where
             return Ok(HashMap::new());
         }
         let mut insert = QueryBuilder::<DB>::new(
-            "INSERT INTO messages (ns, room, seq, sender_id, sender_name, text, client_id, room_client_id, created_at) ",
+            "INSERT INTO messages (ns, room, seq, sender_id, sender_name, text, client_id, room_client_id, created_at, reply_to) ",
         );
         insert.push_values(fresh, |mut row, &(i, seq)| {
             let pending = &batch[i];
@@ -676,7 +693,8 @@ where
                 .push_bind(pending.message.text.as_str())
                 .push_bind(pending.message.client_id.as_deref())
                 .push_bind(room_client_id)
-                .push_bind(at);
+                .push_bind(at)
+                .push_bind(pending.message.reply_to.as_ref().map(|r| r.seq));
         });
         if retries == Retries::Optimistic {
             // Untargeted, so that it covers both client-id indexes (sender- and room-scoped); the room locks
@@ -823,6 +841,43 @@ where
         Ok(found.is_some())
     }
 
+    /// A history page with each message's reactions as `viewer` sees them ([`Store::history`] and
+    /// [`super::Changes::history_for`]): one statement for the messages (and, for replies, the messages they
+    /// answer), and one for the reactions of those that were ever changed.
+    pub(super) async fn read_history(
+        &self,
+        ns: &str,
+        room: &str,
+        query: HistoryQuery,
+        viewer: Option<&str>,
+    ) -> StoreResult<HistoryPage> {
+        // Two static statements, one per direction, so that each keeps its prepared plan.
+        let sql = if query.ascending() {
+            concat!(
+                select_messages_with_replies!(),
+                "WHERE m.ns = $1 AND m.room = $2 AND m.seq < $3 AND m.seq > $4 ORDER BY m.seq ASC LIMIT $5"
+            )
+        } else {
+            concat!(
+                select_messages_with_replies!(),
+                "WHERE m.ns = $1 AND m.room = $2 AND m.seq < $3 AND m.seq > $4 ORDER BY m.seq DESC LIMIT $5"
+            )
+        };
+        let rows: Vec<MessageRow> = sqlx::query_as(sql)
+            .bind(ns)
+            .bind(room)
+            .bind(query.before.unwrap_or(i64::MAX))
+            .bind(query.after.unwrap_or(0))
+            .bind(i64::from(query.limit) + 1)
+            .fetch_all(&self.pool)
+            .await?;
+        let messages = rows.into_iter().map(Message::from).collect();
+        let mut page = HistoryPage::from_rows(messages, &query);
+        self.attach_reactions(ns, room, &mut page.messages, viewer)
+            .await?;
+        Ok(page)
+    }
+
     /// [`Store::add_member`] with webhooks for `room.member_added`: the membership and, when the user was not a
     /// member before (new, or accepting an invitation), its outbox row, in one transaction.
     async fn add_member_with_hook(&self, ns: &str, room: &str, user: &Author) -> StoreResult<()> {
@@ -894,6 +949,7 @@ where
     DB::Arguments: IntoArguments<DB>,
     for<'a> &'a str: Encode<'a, DB> + Type<DB> + ColumnIndex<DB::Row>,
     for<'a> Option<&'a str>: Encode<'a, DB>,
+    for<'a> Option<i64>: Encode<'a, DB>,
     String: for<'r> Decode<'r, DB> + Type<DB>,
     i64: for<'a> Encode<'a, DB> + for<'r> Decode<'r, DB> + Type<DB>,
     DateTime<Utc>: for<'a> Encode<'a, DB> + for<'r> Decode<'r, DB> + Type<DB>,
@@ -1304,28 +1360,7 @@ where
 
     #[tracing::instrument(level = "debug", skip_all, fields(%ns, %room))]
     async fn history(&self, ns: &str, room: &str, query: HistoryQuery) -> StoreResult<HistoryPage> {
-        // Two static statements, one per direction, so that each keeps its prepared plan.
-        let sql = if query.ascending() {
-            concat!(
-                select_messages!(),
-                "WHERE ns = $1 AND room = $2 AND seq < $3 AND seq > $4 ORDER BY seq ASC LIMIT $5"
-            )
-        } else {
-            concat!(
-                select_messages!(),
-                "WHERE ns = $1 AND room = $2 AND seq < $3 AND seq > $4 ORDER BY seq DESC LIMIT $5"
-            )
-        };
-        let rows: Vec<MessageRow> = sqlx::query_as(sql)
-            .bind(ns)
-            .bind(room)
-            .bind(query.before.unwrap_or(i64::MAX))
-            .bind(query.after.unwrap_or(0))
-            .bind(i64::from(query.limit) + 1)
-            .fetch_all(&self.pool)
-            .await?;
-        let messages = rows.into_iter().map(Message::from).collect();
-        Ok(HistoryPage::from_rows(messages, &query))
+        self.read_history(ns, room, query, None).await
     }
 
     fn enable_hooks(&self, events: HookEvents) {
