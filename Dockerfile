@@ -1,6 +1,9 @@
 # palaver: build the server and the demo chat, ship them in a small image that runs as a non-root user.
 #   docker build -t palaver .
 #   docker run -p 3000:3000 palaver              # SQLite in /var/lib/palaver, demo chat at /
+# `docker stop` sends SIGTERM: palaver refuses new connections, closes its sockets and gives pending writes
+# PALAVER_SHUTDOWN_GRACE (10 s) to commit, so give it longer than that (`docker stop -t 20`; docker-compose.yml's
+# stop_grace_period). docker-compose.yml runs two of these behind nginx (docs/deployment.md).
 
 FROM rust:1.95-slim-bookworm AS server
 WORKDIR /src

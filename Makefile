@@ -1,5 +1,6 @@
 # The whole test suite: `make test`. Needs Postgres on 127.0.0.1:5432 (user postgres, trust auth), Redis on
-# 127.0.0.1:6379, Node 20, Python 3 and Chromium at /usr/bin/chromium (Debian's `chromium` package).
+# 127.0.0.1:6379, Node 20, Python 3, Chromium at /usr/bin/chromium (Debian's `chromium` package) and nginx (Debian's
+# `nginx` package: test-js runs deploy/nginx.conf in front of two nodes, docs/deployment.md).
 # PALAVER_TEST_PG overrides the Postgres base URL.
 .PHONY: test build lint test-rust test-js test-browser test-python
 

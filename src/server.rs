@@ -7,7 +7,7 @@ use axum::serve::ListenerExt;
 use socketioxide::{SocketIo, adapter::Adapter, layer::SocketIoLayer};
 use socketioxide_redis::{FredAdapter, RedisAdapterConfig, RedisAdapterCtr};
 use tokio::net::TcpListener;
-use tokio_util::task::TaskTracker;
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tower::ServiceBuilder;
 use tower_http::cors::{AllowOrigin, Any, CorsLayer};
 
@@ -249,28 +249,20 @@ async fn run<A: Adapter>(
     gateway.connect_to(&app_for_gateway);
     chat::spawn_housekeeping(&chat);
     // Webhook delivery runs beside the chat until the server has stopped (and its pending writes committed).
-    let stop_delivery = tokio_util::sync::CancellationToken::new();
+    let stop_delivery = CancellationToken::new();
     let delivery = webhooks.map(|w| w.spawn(chat.store.clone(), stop_delivery.clone()));
     tracing::info!(addr = %listener.local_addr()?, "listening");
     let grace = Duration::from_secs(config.shutdown_grace_secs);
-    let io = chat.io.clone();
-    // One service for the whole process: layering per connection would give each TCP connection its own
-    // Engine.IO session table, and long-polling requests that arrive on another connection would be refused.
-    // Chat frames are small and latency-bound: without TCP_NODELAY, Nagle holds a frame back until the peer
-    // acknowledges the previous one, and delayed ACKs turn that into ~40 ms per message.
-    let listener = listener.tap_io(|tcp| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!(error = %e, "TCP_NODELAY");
-        }
-    });
-    let served = axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
-    )
-    .with_graceful_shutdown(async move {
-        shutdown.await;
+    // On shutdown the listener closes before any socket does: the clients reconnect at once, and a connection that
+    // a stopping node accepted would find its namespaces gone ("Invalid namespace", which socket.io-client takes
+    // for a refusal and never retries). Refused instead, they retry, and a load balancer sends them to another
+    // node. axum drops the listener as soon as the shutdown signal resolves; its `tap_io` closure goes with it.
+    let listener_closed = CancellationToken::new();
+    let cancel_on_drop = listener_closed.clone().drop_guard();
+    let drain = tokio::spawn(async move {
+        listener_closed.cancelled().await;
         tracing::info!("shutting down: closing sockets");
-        io.close().await;
+        chat.io.close().await;
         chat.tasks.close();
         if tokio::time::timeout(grace, chat.tasks.wait())
             .await
@@ -278,8 +270,30 @@ async fn run<A: Adapter>(
         {
             tracing::warn!(?grace, "pending events did not finish in time");
         }
+    });
+    // One service for the whole process: layering per connection would give each TCP connection its own
+    // Engine.IO session table, and long-polling requests that arrive on another connection would be refused.
+    // Chat frames are small and latency-bound: without TCP_NODELAY, Nagle holds a frame back until the peer
+    // acknowledges the previous one, and delayed ACKs turn that into ~40 ms per message.
+    let listener = listener.tap_io(move |tcp| {
+        let _listener_closed_on_drop = &cancel_on_drop;
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "TCP_NODELAY");
+        }
+    });
+    // Returns once every HTTP connection has ended; the drain closes the long-polling ones meanwhile.
+    let served = axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move {
+        shutdown.await;
+        tracing::info!("shutting down: no new connections");
     })
     .await;
+    if let Err(e) = drain.await {
+        tracing::error!(error = %e, "shutdown drain failed");
+    }
     stop_delivery.cancel();
     if let Some(delivery) = delivery
         && tokio::time::timeout(Duration::from_secs(5), delivery)

@@ -136,9 +136,10 @@ let serverCounter = 0;
  * Spawns the server binary on `databaseUrl` with `--listen 127.0.0.1:0` and waits for its `listening` line.
  * `flags` is an object of extra flags: `{ "send-rate": 2, anonymous: false }` → `--send-rate 2 --anonymous false`.
  * `jwtSecret: null` starts it without a JWT key. `listen` replaces `127.0.0.1:0`, e.g. to restart a server on the
- * address it had (`listen: server.addr`).
+ * address it had (`listen: server.addr`). `env` adds environment variables (settings given the way a deployment gives
+ * them; a flag of the same setting wins).
  */
-export async function spawnServer({ databaseUrl, flags = {}, jwtSecret = JWT_SECRET, label, listen = "127.0.0.1:0" } = {}) {
+export async function spawnServer({ databaseUrl, flags = {}, jwtSecret = JWT_SECRET, label, listen = "127.0.0.1:0", env = {} } = {}) {
   const args = ["--listen", listen, "--database-url", databaseUrl];
   if (jwtSecret != null) args.push("--jwt-secret", jwtSecret);
   for (const [k, v] of Object.entries(flags)) {
@@ -149,7 +150,7 @@ export async function spawnServer({ databaseUrl, flags = {}, jwtSecret = JWT_SEC
   const name = label ?? `server#${id}`;
   const child = spawn(BIN, args, {
     stdio: ["ignore", "pipe", "pipe"],
-    env: { ...process.env, NO_COLOR: "1" },
+    env: { ...process.env, ...env, NO_COLOR: "1" },
   });
   const log = [];
   const server = {
