@@ -148,7 +148,10 @@ pub async fn append<A: Adapter>(
     if ns.history {
         return Ok(chat.store.append_message(&ns.path, new).await?);
     }
-    let seq = chat.store.next_seq(&ns.path, &new.room).await?;
+    let seq = chat
+        .store
+        .next_seq(&ns.path, &new.room, &new.from.id)
+        .await?;
     Ok(Appended {
         message: Message {
             id: uuid::Uuid::new_v4().to_string(),

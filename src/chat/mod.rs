@@ -3,14 +3,16 @@
 //! Each event lives in the file named after its area: `session` (connect, auth, disconnect), `rooms`
 //! (`room:create`, `room:join`, `room:leave`, `rooms:list`), `invitations` (`room:invite`, `room:decline`,
 //! `invitations:list`), `messages` (`message:send`, `history:fetch`), `dm` (`dm:send`), `presence`
-//! (`presence:list`, `typing`, `room:notice`), `recovery` (`sync`). Payload rules are plain functions in
-//! `payload`; what a socket and a user may spend, in `budget`.
+//! (`presence:list`, `typing`, `room:notice`), `recovery` (`sync`), `moderation` (`room:role`, `room:kick`,
+//! `room:ban`, `room:unban`, `room:mute`, `room:unmute`). Payload rules are plain functions in `payload`; what a
+//! socket and a user may spend, in `budget`.
 
 pub mod budget;
 pub mod dm;
 pub mod expiry;
 mod invitations;
 pub mod messages;
+pub mod moderation;
 pub mod payload;
 pub mod presence;
 mod recovery;
@@ -187,6 +189,8 @@ pub struct Conn {
     connect_turn: Mutex<Option<oneshot::Sender<()>>>,
     /// Until when the socket's token stands (see [`expiry`]).
     pub valid_until: expiry::ValidUntil,
+    /// The socket's token makes its user a namespace admin (`--admin-claim`); a refreshed token decides anew.
+    admin: std::sync::atomic::AtomicBool,
 }
 
 impl Conn {
@@ -206,7 +210,19 @@ impl Conn {
             budget: Arc::new(budget::SocketBudget::new(&limits.budgets)),
             last_turn: Mutex::new(None),
             connect_turn: Mutex::new(None),
+            admin: std::sync::atomic::AtomicBool::new(false),
         }
+    }
+
+    /// Whether the socket's user is a namespace admin (see [`moderation`]).
+    pub fn admin(&self) -> bool {
+        self.admin.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Records what the socket's (new) token says about admin rights.
+    pub(crate) fn set_admin(&self, admin: bool) {
+        self.admin
+            .store(admin, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// The user as others see them: with the name the client gave itself, in a profile that takes names from
@@ -469,7 +485,7 @@ fn respond<A: Adapter>(
 }
 
 /// The event table: every client → server event, its budget class, and the function that handles it.
-fn event_table<A: Adapter>() -> [(&'static str, EventClass, EventFn<A>); 14] {
+fn event_table<A: Adapter>() -> [(&'static str, EventClass, EventFn<A>); 20] {
     use EventClass::{Join, Presence, Read, Send, Typing};
     [
         ("room:create", Join, |c| Box::pin(rooms::create(c))),
@@ -486,6 +502,12 @@ fn event_table<A: Adapter>() -> [(&'static str, EventClass, EventFn<A>); 14] {
         ("typing", Typing, |c| Box::pin(presence::typing(c))),
         ("sync", Read, |c| Box::pin(recovery::sync(c))),
         ("session:refresh", Read, |c| Box::pin(expiry::refresh(c))),
+        ("room:role", Join, |c| Box::pin(moderation::set_role(c))),
+        ("room:kick", Join, |c| Box::pin(moderation::kick(c))),
+        ("room:ban", Join, |c| Box::pin(moderation::ban(c))),
+        ("room:unban", Join, |c| Box::pin(moderation::unban(c))),
+        ("room:mute", Join, |c| Box::pin(moderation::mute(c))),
+        ("room:unmute", Join, |c| Box::pin(moderation::unmute(c))),
     ]
 }
 

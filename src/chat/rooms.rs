@@ -289,6 +289,9 @@ pub async fn join_room<A: Adapter>(
         }
         None => return Err(ChatError::room_not_found(id)),
     };
+    if room.kind == RoomKind::Group {
+        super::moderation::check_not_banned(chat, ns, id, &conn.user.id).await?;
+    }
     if room.visibility == Visibility::Private
         && !chat.store.is_member(ns, id, &conn.user.id).await?
         && !chat.store.is_invited(ns, id, &conn.user.id).await?

@@ -17,10 +17,13 @@
 //!   deduplicated). A message the database refuses then fails alone ([`StoreError::Rejected`]) and every other
 //!   one commits. An unreachable database fails the whole batch (a retry cannot help);
 //! * a membership row is a member (`joined`) or an open invitation (`invited`); only a member is in the room
-//!   ([`Store::is_member`], [`Store::user_rooms`]), an invitee only sees it listed.
+//!   ([`Store::is_member`], [`Store::user_rooms`]), an invitee only sees it listed;
+//! * a sender banned or muted in a room gets no seq there: the batch refuses their message
+//!   ([`StoreError::Sanctioned`]); roles and sanctions are in [`Moderation`].
 
 mod batch;
 mod hooks;
+pub mod moderation;
 mod postgres;
 mod sql;
 mod sqlite;
@@ -34,6 +37,7 @@ use serde::Serialize;
 use crate::error::ChatError;
 
 pub use hooks::{ClaimedHook, FailedHook, HookEvent, HookEvents, NewHook};
+pub use moderation::{Actor, Moderation, ModerationRecord, RoomRole, Sanction, SanctionKind};
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 
@@ -245,6 +249,9 @@ pub enum StoreError {
     Rejected { reason: String },
     #[error("room {0:?} does not exist")]
     NoSuchRoom(String),
+    /// The sender is banned or muted in the room: their message was not stored.
+    #[error("{}", .sanction.reason(.room))]
+    Sanctioned { room: String, sanction: Sanction },
     #[error("migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("unsupported DATABASE_URL {0:?}: use sqlite://file.db or postgres://…")]
@@ -269,6 +276,9 @@ impl From<StoreError> for ChatError {
                 unavailable: true, ..
             } => ChatError::unavailable(&e),
             StoreError::NoSuchRoom(room) => ChatError::room_not_found(&room),
+            StoreError::Sanctioned { room, sanction } => {
+                ChatError::forbidden(sanction.reason(&room))
+            }
             StoreError::Rejected { reason } => {
                 tracing::warn!(error = %reason, "the database refused a message");
                 ChatError::bad_request("the message store refused this message")
@@ -326,7 +336,7 @@ pub type StoreResult<T> = Result<T, StoreError>;
 
 /// Everything the chat needs from a database. `ns` is the Socket.IO namespace: each is an isolated chat space.
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait Store: Moderation + Send + Sync + 'static {
     /// Answers when the database is reachable.
     async fn ping(&self) -> StoreResult<()>;
 
@@ -440,8 +450,9 @@ pub trait Store: Send + Sync + 'static {
     /// The write path of every message: numbers it, stores it, commits, and returns it.
     async fn append_message(&self, ns: &str, message: NewMessage) -> StoreResult<Appended>;
 
-    /// Numbers a message without storing it (namespaces that keep no history).
-    async fn next_seq(&self, ns: &str, room: &str) -> StoreResult<i64>;
+    /// Numbers a message of `sender` without storing it (namespaces that keep no history); a banned or muted
+    /// sender is refused ([`StoreError::Sanctioned`]).
+    async fn next_seq(&self, ns: &str, room: &str, sender: &str) -> StoreResult<i64>;
 
     async fn history(&self, ns: &str, room: &str, query: HistoryQuery) -> StoreResult<HistoryPage>;
 
