@@ -182,7 +182,7 @@ pub struct Config {
     #[arg(long, env = "PALAVER_SEND_BURST", default_value_t = nz(20))]
     pub send_burst: NonZeroU32,
 
-    /// Room changes (room:create, room:join, room:leave, room:invite, room:decline, moderation) per second
+    /// Room changes (room:create, room:join, room:leave, room:invite, room:decline, moderation, blocks) per second
     /// per socket.
     #[arg(long, env = "PALAVER_JOIN_RATE", default_value_t = nz(10))]
     pub join_rate: NonZeroU32,

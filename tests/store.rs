@@ -977,7 +977,7 @@ async fn outbox_rows_follow_their_cause(kind: Store) {
 store_test!(outbox_rows_follow_their_cause => outbox_rows_follow_their_cause_sqlite, outbox_rows_follow_their_cause_postgres);
 
 // ---------------------------------------------------------------------------------------------
-// Moderation (migration 0008)
+// Moderation and blocks (migration 0008)
 // ---------------------------------------------------------------------------------------------
 
 fn actor(id: &str, admin: bool) -> palaver::store::Actor {
@@ -1277,3 +1277,96 @@ async fn sanctions_refuse_messages_in_the_batch(kind: Store) {
 }
 
 store_test!(sanctions_refuse_messages_in_the_batch => sanctions_refuse_messages_in_the_batch_sqlite, sanctions_refuse_messages_in_the_batch_postgres);
+
+/// Blocks: once per pair, either direction found for a DM, the blockers among invitees, and the DM listed as
+/// blocked for the blocker only.
+async fn blocks_between_users(kind: Store) {
+    let db = TestDb::new(kind).await;
+    let store = store::open(&db.url, 4).await.expect("open store");
+    let (ann, bob) = (author("ann"), author("bob"));
+    let dm = dm_room("dm:ann:bob", store::now());
+    store.create_dm(NS, &dm, [&ann, &bob]).await.unwrap();
+    let blocked = |user: &'static str| {
+        let store = store.clone();
+        async move {
+            let listed = store.list_rooms(NS, user, false).await.unwrap();
+            let theirs = store.user_rooms(NS, user, 10).await.unwrap();
+            let listed = find(&listed, "dm:ann:bob").expect("listed").blocked;
+            assert_eq!(find(&theirs, "dm:ann:bob").expect("theirs").blocked, listed);
+            listed
+        }
+    };
+    assert_eq!(blocked("ann").await, Some(false));
+    assert_eq!(store.blocker_between(NS, "ann", "bob").await.unwrap(), None);
+    assert_eq!(
+        store.dm_blocker(NS, "dm:ann:bob", "bob").await.unwrap(),
+        None
+    );
+
+    assert!(store.block(NS, "ann", "bob").await.unwrap());
+    assert!(
+        !store.block(NS, "ann", "bob").await.unwrap(),
+        "already blocked"
+    );
+    assert_eq!(blocked("ann").await, Some(true));
+    assert_eq!(
+        blocked("bob").await,
+        Some(false),
+        "the blocked user is not told"
+    );
+    for (a, b) in [("ann", "bob"), ("bob", "ann")] {
+        assert_eq!(
+            store.blocker_between(NS, a, b).await.unwrap().as_deref(),
+            Some("ann")
+        );
+        assert_eq!(
+            store
+                .dm_blocker(NS, "dm:ann:bob", a)
+                .await
+                .unwrap()
+                .as_deref(),
+            Some("ann")
+        );
+    }
+    assert_eq!(
+        store.blocker_between("/other", "ann", "bob").await.unwrap(),
+        None,
+        "blocks are per namespace"
+    );
+    let invitees = ["ann".to_owned(), "cid".to_owned(), "bob".to_owned()];
+    assert_eq!(
+        store.blocked_by(NS, "bob", &invitees).await.unwrap(),
+        ["ann".to_owned()]
+    );
+    assert!(
+        store
+            .blocked_by(NS, "cid", &invitees)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    // A group room named like a DM (the server API cannot make one, but a DM check must not read a group).
+    let lobby = group("lobby", Visibility::Public, store::now());
+    store.ensure_room(NS, &lobby, "ann").await.unwrap();
+    store.add_member(NS, "lobby", &ann).await.unwrap();
+    store.add_member(NS, "lobby", &bob).await.unwrap();
+    assert_eq!(store.dm_blocker(NS, "lobby", "bob").await.unwrap(), None);
+    assert_eq!(
+        find(&store.list_rooms(NS, "ann", false).await.unwrap(), "lobby")
+            .expect("lobby")
+            .blocked,
+        None,
+        "a group room has no blocked flag"
+    );
+
+    assert!(store.unblock(NS, "ann", "bob").await.unwrap());
+    assert!(!store.unblock(NS, "ann", "bob").await.unwrap());
+    assert_eq!(blocked("ann").await, Some(false));
+    assert_eq!(
+        store.dm_blocker(NS, "dm:ann:bob", "bob").await.unwrap(),
+        None
+    );
+}
+
+store_test!(blocks_between_users => blocks_between_users_sqlite, blocks_between_users_postgres);

@@ -578,6 +578,15 @@ export class PalaverClient {
     await this.request<object>("room:unmute", { room, user });
   }
 
+  /** Stops DMs between this user and `user`, and invitations from `user`. */
+  async block(user: UserId): Promise<void> {
+    await this.request<object>("user:block", { user });
+  }
+
+  async unblock(user: UserId): Promise<void> {
+    await this.request<object>("user:unblock", { user });
+  }
+
   /**
    * The last seq of `room` this client holds with nothing missing below it (every message up to it went to
    * `onMessage`), if the room is followed.

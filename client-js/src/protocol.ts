@@ -43,6 +43,8 @@ export interface RoomSummary extends Room {
   invited: boolean;
   /** For a DM: the other user, as last seen. */
   peer?: User;
+  /** For a DM: the user blocked the other user (`user:block`); never set for the blocked side. */
+  blocked?: boolean;
 }
 
 export interface Message {
@@ -241,7 +243,7 @@ export interface PresenceListReply {
   users: User[];
 }
 
-// moderation
+// moderation and blocks
 
 /** A user's role in a group room. The owner is the room's creator; a DM has no roles. */
 export type RoomRole = "owner" | "moderator" | "member";
@@ -265,6 +267,11 @@ export interface RoomSanctionPayload {
   until?: string | null;
 }
 export type ModerationReply = EmptyReply;
+
+export interface UserBlockPayload {
+  user: UserId;
+}
+export type UserBlockReply = EmptyReply;
 
 export interface TypingPayload {
   room: RoomId;
@@ -383,6 +390,8 @@ export interface ClientToServerEvents {
   "room:unban": (payload: RoomUserPayload, ack: (res: Ack<ModerationReply>) => void) => void;
   "room:mute": (payload: RoomSanctionPayload, ack: (res: Ack<ModerationReply>) => void) => void;
   "room:unmute": (payload: RoomUserPayload, ack: (res: Ack<ModerationReply>) => void) => void;
+  "user:block": (payload: UserBlockPayload, ack: (res: Ack<UserBlockReply>) => void) => void;
+  "user:unblock": (payload: UserBlockPayload, ack: (res: Ack<UserBlockReply>) => void) => void;
 }
 
 /** The names of the client → server events. */

@@ -1,5 +1,5 @@
--- palaver schema v8 (postgres): room moderation. Append-only, like every migration. (0006 and
--- 0007 are taken by other changes; the numbers only have to grow.)
+-- palaver schema v8 (postgres): room moderation and blocks between users. Append-only, like every migration.
+-- (0006 and 0007 are taken by other changes; the numbers only have to grow.)
 
 -- Room roles. The owner of a group room is not stored here: it is the room's creator, `rooms.created_by`, recorded
 -- since v2 (room:create, and room:join creating a public room). Rooms created before v2, and rooms the host's
@@ -60,3 +60,14 @@ CREATE TABLE moderation_log (
 );
 -- A room's log, newest first.
 CREATE INDEX moderation_log_room ON moderation_log (ns, room, id);
+
+-- Blocks between users of a namespace: `blocker_id` receives no DM and no invitation from `blocked_id` (and sends
+-- none to them). The primary key serves every lookup: one pair (a DM), and one blocked user against a list of
+-- blockers (the invitees of room:invite and room:create), and rooms:list's `blocked` flag of a DM.
+CREATE TABLE user_blocks (
+    ns          TEXT        NOT NULL,
+    blocker_id  TEXT        NOT NULL,
+    blocked_id  TEXT        NOT NULL,
+    at          TIMESTAMPTZ NOT NULL,
+    PRIMARY KEY (ns, blocker_id, blocked_id)
+);

@@ -21,7 +21,7 @@ use crate::error::ChatError;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum EventClass {
     /// `room:create`, `room:join`, `room:leave`, `room:invite`, `room:decline`: memberships and rooms; and the
-    /// moderation events (`room:role`, `room:kick`, `room:ban`, …).
+    /// moderation events (`room:role`, `room:kick`, `room:ban`, …), `user:block`, `user:unblock`.
     Join,
     /// `rooms:list`, `history:fetch`, `sync`, `invitations:list`: database reads.
     Read,

@@ -50,6 +50,9 @@ pub async fn post_message<A: Adapter>(
     if !in_room(socket, post.room) {
         return Err(rooms::not_in_room(post.room));
     }
+    if post.room.starts_with(payload::DM_PREFIX) {
+        super::blocks::check_dm_room(chat, &conn.ns.path, post.room, &conn.user.id).await?;
+    }
     let new = NewMessage {
         room: post.room.to_owned(),
         from: conn.user().author(),

@@ -4,9 +4,10 @@
 //! (`room:create`, `room:join`, `room:leave`, `rooms:list`), `invitations` (`room:invite`, `room:decline`,
 //! `invitations:list`), `messages` (`message:send`, `history:fetch`), `dm` (`dm:send`), `presence`
 //! (`presence:list`, `typing`, `room:notice`), `recovery` (`sync`), `moderation` (`room:role`, `room:kick`,
-//! `room:ban`, `room:unban`, `room:mute`, `room:unmute`). Payload rules are plain functions in `payload`; what a
-//! socket and a user may spend, in `budget`.
+//! `room:ban`, `room:unban`, `room:mute`, `room:unmute`), `blocks` (`user:block`, `user:unblock`). Payload rules
+//! are plain functions in `payload`; what a socket and a user may spend, in `budget`.
 
+pub mod blocks;
 pub mod budget;
 pub mod dm;
 pub mod expiry;
@@ -485,7 +486,7 @@ fn respond<A: Adapter>(
 }
 
 /// The event table: every client → server event, its budget class, and the function that handles it.
-fn event_table<A: Adapter>() -> [(&'static str, EventClass, EventFn<A>); 20] {
+fn event_table<A: Adapter>() -> [(&'static str, EventClass, EventFn<A>); 22] {
     use EventClass::{Join, Presence, Read, Send, Typing};
     [
         ("room:create", Join, |c| Box::pin(rooms::create(c))),
@@ -508,6 +509,8 @@ fn event_table<A: Adapter>() -> [(&'static str, EventClass, EventFn<A>); 20] {
         ("room:unban", Join, |c| Box::pin(moderation::unban(c))),
         ("room:mute", Join, |c| Box::pin(moderation::mute(c))),
         ("room:unmute", Join, |c| Box::pin(moderation::unmute(c))),
+        ("user:block", Join, |c| Box::pin(blocks::block(c))),
+        ("user:unblock", Join, |c| Box::pin(blocks::unblock(c))),
     ]
 }
 

@@ -19,9 +19,10 @@
 //! * a membership row is a member (`joined`) or an open invitation (`invited`); only a member is in the room
 //!   ([`Store::is_member`], [`Store::user_rooms`]), an invitee only sees it listed;
 //! * a sender banned or muted in a room gets no seq there: the batch refuses their message
-//!   ([`StoreError::Sanctioned`]); roles and sanctions are in [`Moderation`].
+//!   ([`StoreError::Sanctioned`]); roles and sanctions are in [`Moderation`], blocks in [`Blocks`].
 
 mod batch;
+pub mod blocks;
 mod hooks;
 pub mod moderation;
 mod postgres;
@@ -36,6 +37,7 @@ use serde::Serialize;
 
 use crate::error::ChatError;
 
+pub use blocks::Blocks;
 pub use hooks::{ClaimedHook, FailedHook, HookEvent, HookEvents, NewHook};
 pub use moderation::{Actor, Moderation, ModerationRecord, RoomRole, Sanction, SanctionKind};
 pub use postgres::PostgresStore;
@@ -131,6 +133,9 @@ pub struct RoomSummary {
     /// For a DM: the other user.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub peer: Option<crate::auth::User>,
+    /// For a DM: whether the user blocked the other user (`user:block`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub blocked: Option<bool>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -336,7 +341,7 @@ pub type StoreResult<T> = Result<T, StoreError>;
 
 /// Everything the chat needs from a database. `ns` is the Socket.IO namespace: each is an isolated chat space.
 #[async_trait]
-pub trait Store: Moderation + Send + Sync + 'static {
+pub trait Store: Moderation + Blocks + Send + Sync + 'static {
     /// Answers when the database is reachable.
     async fn ping(&self) -> StoreResult<()>;
 
@@ -613,6 +618,8 @@ struct SummaryRow {
     invited: bool,
     peer_id: Option<String>,
     peer_name: Option<String>,
+    /// The user blocked the DM's other member.
+    blocked: bool,
 }
 
 impl From<SummaryRow> for RoomSummary {
@@ -625,8 +632,10 @@ impl From<SummaryRow> for RoomSummary {
             }),
             _ => None,
         };
+        let room: Room = row.room.into();
         RoomSummary {
-            room: row.room.into(),
+            blocked: (room.kind == RoomKind::Dm).then_some(row.blocked),
+            room,
             last_seq: row.last_seq,
             member: row.member,
             invited: row.invited,

@@ -98,19 +98,20 @@ macro_rules! select_messages {
     };
 }
 
-/// The columns of a [`SummaryRow`] but `member` and `invited`, for rooms `r` and a DM's other member `p`
-/// (joined in by [`peer_join!`]), as a literal for `concat!`.
+/// The columns of a [`SummaryRow`] but `member` and `invited`, for rooms `r`, a DM's other member `p` and the
+/// user's block of them `b` (joined in by [`peer_join!`]), as a literal for `concat!`.
 macro_rules! summary_columns {
     () => {
         "SELECT r.id, r.name, r.kind, r.visibility, r.created_at, r.last_seq, \
-                p.user_id AS peer_id, p.user_name AS peer_name, "
+                p.user_id AS peer_id, p.user_name AS peer_name, (b.blocked_id IS NOT NULL) AS blocked, "
     };
 }
 
-/// A DM's other member `p`, for the user `$2`.
+/// A DM's other member `p`, for the user `$2`, and whether the user blocked them (`b`, by primary key).
 macro_rules! peer_join {
     () => {
-        " LEFT JOIN memberships p ON r.kind = 'dm' AND p.ns = r.ns AND p.room = r.id AND p.user_id <> $2 "
+        " LEFT JOIN memberships p ON r.kind = 'dm' AND p.ns = r.ns AND p.room = r.id AND p.user_id <> $2 \
+          LEFT JOIN user_blocks b ON b.ns = r.ns AND b.blocker_id = $2 AND b.blocked_id = p.user_id "
     };
 }
 
