@@ -191,7 +191,7 @@ pub struct Config {
     #[arg(long, env = "PALAVER_JOIN_BURST", default_value_t = nz(50))]
     pub join_burst: NonZeroU32,
 
-    /// Reads (rooms:list, history:fetch, sync, invitations:list) per second per socket.
+    /// Reads (rooms:list, history:fetch, sync, invitations:list, messages:search) per second per socket.
     #[arg(long, env = "PALAVER_READ_RATE", default_value_t = nz(20))]
     pub read_rate: NonZeroU32,
 

@@ -977,7 +977,7 @@ async fn outbox_rows_follow_their_cause(kind: Store) {
 store_test!(outbox_rows_follow_their_cause => outbox_rows_follow_their_cause_sqlite, outbox_rows_follow_their_cause_postgres);
 
 // ---------------------------------------------------------------------------------------------
-// Moderation and blocks (migration 0008)
+// Moderation, blocks and search (migration 0008)
 // ---------------------------------------------------------------------------------------------
 
 fn actor(id: &str, admin: bool) -> palaver::store::Actor {
@@ -1370,3 +1370,180 @@ async fn blocks_between_users(kind: Store) {
 }
 
 store_test!(blocks_between_users => blocks_between_users_sqlite, blocks_between_users_postgres);
+
+/// Search finds the same messages on both stores: every word, any case, accents kept, punctuation splits words,
+/// a prefix word; newest first, paged; in one room, or in the rooms the user joined and the public ones.
+async fn search_matches_words_the_same_on_both_stores(kind: Store) {
+    use palaver::store::{SearchQuery, SearchWord};
+    let db = TestDb::new(kind).await;
+    let store = store::open(&db.url, 4).await.expect("open store");
+    let (ann, bob) = (author("ann"), author("bob"));
+    store
+        .create_room(
+            NS,
+            &group("open", Visibility::Public, store::now()),
+            &bob,
+            &[],
+        )
+        .await
+        .unwrap();
+    store
+        .create_room(
+            NS,
+            &group("mine", Visibility::Private, store::now()),
+            &ann,
+            &[],
+        )
+        .await
+        .unwrap();
+    store
+        .create_room(
+            NS,
+            &group("theirs", Visibility::Private, store::now()),
+            &bob,
+            &[],
+        )
+        .await
+        .unwrap();
+    let texts = [
+        ("open", "The Release notes are out"),
+        ("mine", "release: mail ann@example.com"),
+        ("theirs", "secret release plans"),
+        ("open", "Écoles et cafés"),
+        ("open", "releases galore"),
+        ("mine", "nothing to see"),
+    ];
+    let mut ids = Vec::new();
+    for (room, text) in texts {
+        let from = if room == "theirs" { &bob } else { &ann };
+        ids.push(say(&store, room, from, text).await.expect("stored").id);
+    }
+    let word = |text: &str, prefix: bool| SearchWord {
+        text: text.to_owned(),
+        prefix,
+    };
+    let found =
+        |words: Vec<SearchWord>, room: Option<&'static str>, before: Option<i64>, limit: u32| {
+            let store = store.clone();
+            async move {
+                let query = SearchQuery {
+                    words: &words,
+                    room,
+                    user_id: "ann",
+                    before,
+                    limit,
+                };
+                let (messages, more) = store.search(NS, &query).await.expect("search");
+                (
+                    messages.into_iter().map(|m| m.text).collect::<Vec<_>>(),
+                    more,
+                )
+            }
+        };
+    assert_eq!(
+        found(vec![word("release", false)], None, None, 10).await,
+        (
+            vec![
+                "release: mail ann@example.com".to_owned(),
+                "The Release notes are out".to_owned()
+            ],
+            false
+        ),
+        "newest first, in rooms ann may read; bob's private room is not one"
+    );
+    assert_eq!(
+        found(vec![word("release", true)], None, None, 10).await.0,
+        [
+            "releases galore",
+            "release: mail ann@example.com",
+            "The Release notes are out"
+        ]
+    );
+    assert_eq!(
+        found(vec![word("release", true)], None, None, 2).await,
+        (
+            vec![
+                "releases galore".to_owned(),
+                "release: mail ann@example.com".to_owned()
+            ],
+            true
+        )
+    );
+    let before: i64 = ids[1].parse().expect("numeric id");
+    assert_eq!(
+        found(vec![word("release", true)], None, Some(before), 10)
+            .await
+            .0,
+        ["The Release notes are out"],
+        "the next page"
+    );
+    assert_eq!(
+        found(vec![word("release", false)], Some("theirs"), None, 10)
+            .await
+            .0,
+        ["secret release plans"],
+        "one room (the caller checked access)"
+    );
+    assert_eq!(
+        found(
+            vec![word("example", false), word("ann", false)],
+            None,
+            None,
+            10
+        )
+        .await
+        .0,
+        ["release: mail ann@example.com"],
+        "punctuation separates words, all of which must match"
+    );
+    assert!(
+        found(
+            vec![word("release", false), word("plans", false)],
+            None,
+            None,
+            10
+        )
+        .await
+        .0
+        .is_empty()
+    );
+    assert_eq!(
+        found(vec![word("écoles", false)], None, None, 10).await.0,
+        ["Écoles et cafés"],
+        "case folded, accents kept"
+    );
+    assert!(
+        found(vec![word("ecoles", false)], None, None, 10)
+            .await
+            .0
+            .is_empty()
+    );
+    assert_eq!(
+        found(vec![word("caf", true)], None, None, 10).await.0,
+        ["Écoles et cafés"]
+    );
+    assert!(
+        found(vec![word("rel", false)], None, None, 10)
+            .await
+            .0
+            .is_empty(),
+        "whole words"
+    );
+    let other_ns = SearchQuery {
+        words: &[word("release", false)],
+        room: None,
+        user_id: "ann",
+        before: None,
+        limit: 10,
+    };
+    assert!(
+        store
+            .search("/other", &other_ns)
+            .await
+            .unwrap()
+            .0
+            .is_empty()
+    );
+}
+
+store_test!(search_matches_words_the_same_on_both_stores => search_matches_words_the_same_on_both_stores_sqlite, search_matches_words_the_same_on_both_stores_postgres);

@@ -32,6 +32,8 @@ import type {
   HistoryFetchReply,
   Invitation,
   SyncReply,
+  MessagesSearchPayload,
+  MessagesSearchReply,
 } from "./protocol.js";
 import { RoomStates } from "./rooms.js";
 import type { RoomState } from "./rooms.js";
@@ -585,6 +587,11 @@ export class PalaverClient {
 
   async unblock(user: UserId): Promise<void> {
     await this.request<object>("user:unblock", { user });
+  }
+
+  /** Messages holding every word of `query`, newest first, with the spans that matched (see `SearchResult`). */
+  async search(query: string, options: Omit<MessagesSearchPayload, "query"> = {}): Promise<MessagesSearchReply> {
+    return this.request<MessagesSearchReply>("messages:search", { query, ...options });
   }
 
   /**

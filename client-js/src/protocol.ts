@@ -243,7 +243,7 @@ export interface PresenceListReply {
   users: User[];
 }
 
-// moderation and blocks
+// moderation, blocks, search
 
 /** A user's role in a group room. The owner is the room's creator; a DM has no roles. */
 export type RoomRole = "owner" | "moderator" | "member";
@@ -272,6 +272,28 @@ export interface UserBlockPayload {
   user: UserId;
 }
 export type UserBlockReply = EmptyReply;
+
+export interface MessagesSearchPayload {
+  /** 1–8 words (runs of letters and digits), at most 200 characters; every word must match; `word*` is a prefix. */
+  query: string;
+  /** One room (readable as for `history:fetch`); absent: the rooms the user joined and every public room. */
+  room?: RoomId;
+  /** 1–50, default 20. */
+  limit?: number;
+  /** A message id: only older results (the next page: the last result's `message.id`). */
+  before?: string;
+}
+export interface SearchResult {
+  message: Message;
+  /** The spans of `message.text` that matched, `[start, end)` in UTF-16 code units (`text.slice(start, end)`). */
+  highlights: [number, number][];
+}
+export interface MessagesSearchReply {
+  /** Newest first. */
+  results: SearchResult[];
+  /** More results exist: ask again with `before` = the last result's `message.id`. */
+  hasMore: boolean;
+}
 
 export interface TypingPayload {
   room: RoomId;
@@ -392,6 +414,7 @@ export interface ClientToServerEvents {
   "room:unmute": (payload: RoomUserPayload, ack: (res: Ack<ModerationReply>) => void) => void;
   "user:block": (payload: UserBlockPayload, ack: (res: Ack<UserBlockReply>) => void) => void;
   "user:unblock": (payload: UserBlockPayload, ack: (res: Ack<UserBlockReply>) => void) => void;
+  "messages:search": (payload: MessagesSearchPayload, ack: (res: Ack<MessagesSearchReply>) => void) => void;
 }
 
 /** The names of the client → server events. */

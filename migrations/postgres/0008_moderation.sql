@@ -1,5 +1,5 @@
--- palaver schema v8 (postgres): room moderation and blocks between users. Append-only, like every migration.
--- (0006 and 0007 are taken by other changes; the numbers only have to grow.)
+-- palaver schema v8 (postgres): room moderation, blocks between users, and message search. Append-only, like every
+-- migration. (0006 and 0007 are taken by other changes; the numbers only have to grow.)
 
 -- Room roles. The owner of a group room is not stored here: it is the room's creator, `rooms.created_by`, recorded
 -- since v2 (room:create, and room:join creating a public room). Rooms created before v2, and rooms the host's
@@ -71,3 +71,18 @@ CREATE TABLE user_blocks (
     at          TIMESTAMPTZ NOT NULL,
     PRIMARY KEY (ns, blocker_id, blocked_id)
 );
+
+-- Full-text search of messages (messages:search), as a GIN index over an expression rather than a stored
+-- tsvector column: nothing to keep in sync, no extra row storage, and the index is maintained by the INSERT itself
+-- (GIN's fast-update pending list keeps that cheap; BENCHMARKS.md measures it).
+--
+-- Same behaviour as SQLite's FTS5 index (migrations/sqlite/0008): every run of characters that are neither letters
+-- nor digits separates words (regexp_replace), so that Postgres's parser, which would keep `ann@example.com` or
+-- `example.com` as one token and `3.14` as a number, sees the words FTS5's unicode61 tokenizer sees; the 'simple'
+-- configuration lowercases and neither stems nor drops stop words (FTS5 does neither), and neither side folds
+-- accents. Queries use exactly this expression, so the planner can match it to the index.
+--
+-- On a large messages table this build blocks writes while it runs: create the same index beforehand with
+-- CREATE INDEX CONCURRENTLY under the same name, and IF NOT EXISTS makes this a no-op.
+CREATE INDEX IF NOT EXISTS messages_search
+    ON messages USING GIN (to_tsvector('simple', regexp_replace(text, '[^[:alnum:]]+', ' ', 'g')));

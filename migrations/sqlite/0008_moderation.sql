@@ -1,5 +1,5 @@
--- palaver schema v8 (SQLite): room moderation and blocks between users. Append-only, like every migration.
--- (0006 and 0007 are taken by other changes; the numbers only have to grow.)
+-- palaver schema v8 (SQLite): room moderation, blocks between users, and message search. Append-only, like every
+-- migration. (0006 and 0007 are taken by other changes; the numbers only have to grow.)
 
 -- Room roles. The owner of a group room is not stored here: it is the room's creator, `rooms.created_by`, recorded
 -- since v2 (room:create, and room:join creating a public room). Rooms created before v2, and rooms the host's
@@ -72,3 +72,33 @@ CREATE TABLE user_blocks (
     at          TEXT NOT NULL,
     PRIMARY KEY (ns, blocker_id, blocked_id)
 );
+
+-- Full-text search of messages (messages:search): an FTS5 index over `messages.text` that stores no copy of the
+-- text (an external-content table: content='messages', the message's id is the FTS rowid), kept up to date by the
+-- triggers below inside the statement that writes the message (so a rolled-back batch leaves nothing behind, and
+-- BENCHMARKS.md measures the cost). The messages already stored are indexed once, by 'rebuild'.
+--
+-- Same behaviour as the Postgres index (migrations/postgres/0008): the unicode61 tokenizer makes every run of
+-- letters and digits a word and lowercases it; `remove_diacritics 0` keeps accents, as Postgres's 'simple'
+-- configuration does; neither side stems or drops stop words.
+CREATE VIRTUAL TABLE messages_fts USING fts5(
+    text,
+    content = 'messages',
+    content_rowid = 'id',
+    tokenize = 'unicode61 remove_diacritics 0'
+);
+INSERT INTO messages_fts (messages_fts) VALUES ('rebuild');
+
+CREATE TRIGGER messages_fts_insert AFTER INSERT ON messages BEGIN
+    INSERT INTO messages_fts (rowid, text) VALUES (new.id, new.text);
+END;
+
+-- An external-content index is told what a row held to take it out.
+CREATE TRIGGER messages_fts_delete AFTER DELETE ON messages BEGIN
+    INSERT INTO messages_fts (messages_fts, rowid, text) VALUES ('delete', old.id, old.text);
+END;
+
+CREATE TRIGGER messages_fts_update AFTER UPDATE OF text ON messages BEGIN
+    INSERT INTO messages_fts (messages_fts, rowid, text) VALUES ('delete', old.id, old.text);
+    INSERT INTO messages_fts (rowid, text) VALUES (new.id, new.text);
+END;

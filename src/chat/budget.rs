@@ -23,7 +23,7 @@ pub enum EventClass {
     /// `room:create`, `room:join`, `room:leave`, `room:invite`, `room:decline`: memberships and rooms; and the
     /// moderation events (`room:role`, `room:kick`, `room:ban`, …), `user:block`, `user:unblock`.
     Join,
-    /// `rooms:list`, `history:fetch`, `sync`, `invitations:list`: database reads.
+    /// `rooms:list`, `history:fetch`, `sync`, `invitations:list`, `messages:search`: database reads.
     Read,
     /// `presence:list`.
     Presence,

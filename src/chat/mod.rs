@@ -4,8 +4,9 @@
 //! (`room:create`, `room:join`, `room:leave`, `rooms:list`), `invitations` (`room:invite`, `room:decline`,
 //! `invitations:list`), `messages` (`message:send`, `history:fetch`), `dm` (`dm:send`), `presence`
 //! (`presence:list`, `typing`, `room:notice`), `recovery` (`sync`), `moderation` (`room:role`, `room:kick`,
-//! `room:ban`, `room:unban`, `room:mute`, `room:unmute`), `blocks` (`user:block`, `user:unblock`). Payload rules
-//! are plain functions in `payload`; what a socket and a user may spend, in `budget`.
+//! `room:ban`, `room:unban`, `room:mute`, `room:unmute`), `blocks` (`user:block`, `user:unblock`), `search`
+//! (`messages:search`). Payload rules are plain functions in `payload`; what a socket and a user may spend, in
+//! `budget`.
 
 pub mod blocks;
 pub mod budget;
@@ -18,6 +19,7 @@ pub mod payload;
 pub mod presence;
 mod recovery;
 pub mod rooms;
+pub mod search;
 mod session;
 
 use std::{
@@ -327,6 +329,11 @@ pub enum Reply {
         /// Ids of the users newly invited (members and users already invited are skipped).
         invited: Vec<String>,
     },
+    Found {
+        results: Vec<search::Hit>,
+        #[serde(rename = "hasMore")]
+        has_more: bool,
+    },
     Done {},
     Refreshed {
         #[serde(rename = "expiresAt")]
@@ -486,7 +493,7 @@ fn respond<A: Adapter>(
 }
 
 /// The event table: every client → server event, its budget class, and the function that handles it.
-fn event_table<A: Adapter>() -> [(&'static str, EventClass, EventFn<A>); 22] {
+fn event_table<A: Adapter>() -> [(&'static str, EventClass, EventFn<A>); 23] {
     use EventClass::{Join, Presence, Read, Send, Typing};
     [
         ("room:create", Join, |c| Box::pin(rooms::create(c))),
@@ -511,6 +518,7 @@ fn event_table<A: Adapter>() -> [(&'static str, EventClass, EventFn<A>); 22] {
         ("room:unmute", Join, |c| Box::pin(moderation::unmute(c))),
         ("user:block", Join, |c| Box::pin(blocks::block(c))),
         ("user:unblock", Join, |c| Box::pin(blocks::unblock(c))),
+        ("messages:search", Read, |c| Box::pin(search::search(c))),
     ]
 }
 

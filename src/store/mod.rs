@@ -19,13 +19,14 @@
 //! * a membership row is a member (`joined`) or an open invitation (`invited`); only a member is in the room
 //!   ([`Store::is_member`], [`Store::user_rooms`]), an invitee only sees it listed;
 //! * a sender banned or muted in a room gets no seq there: the batch refuses their message
-//!   ([`StoreError::Sanctioned`]); roles and sanctions are in [`Moderation`], blocks in [`Blocks`].
+//!   ([`StoreError::Sanctioned`]); roles and sanctions are in [`Moderation`], blocks in [`Blocks`], search in [`Search`].
 
 mod batch;
 pub mod blocks;
 mod hooks;
 pub mod moderation;
 mod postgres;
+pub mod search;
 mod sql;
 mod sqlite;
 
@@ -41,6 +42,7 @@ pub use blocks::Blocks;
 pub use hooks::{ClaimedHook, FailedHook, HookEvent, HookEvents, NewHook};
 pub use moderation::{Actor, Moderation, ModerationRecord, RoomRole, Sanction, SanctionKind};
 pub use postgres::PostgresStore;
+pub use search::{Search, SearchQuery, SearchWord};
 pub use sqlite::SqliteStore;
 
 /// Most messages one history page may hold.
@@ -341,7 +343,7 @@ pub type StoreResult<T> = Result<T, StoreError>;
 
 /// Everything the chat needs from a database. `ns` is the Socket.IO namespace: each is an isolated chat space.
 #[async_trait]
-pub trait Store: Moderation + Blocks + Send + Sync + 'static {
+pub trait Store: Moderation + Blocks + Search + Send + Sync + 'static {
     /// Answers when the database is reachable.
     async fn ping(&self) -> StoreResult<()>;
 

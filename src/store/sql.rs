@@ -979,7 +979,7 @@ where
 #[async_trait]
 impl<DB> Store for SqlStore<DB>
 where
-    DB: Backend,
+    DB: Backend + super::search::SearchSql,
     for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
     DB::Arguments: IntoArguments<DB>,
     for<'a> &'a str: Encode<'a, DB> + Type<DB> + ColumnIndex<DB::Row>,
