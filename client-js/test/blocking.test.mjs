@@ -15,6 +15,7 @@ import {
   fails,
   noneOf,
   laterAck,
+  sdkClient,
   twoNodeGate,
   useTwoNodes,
 } from "./harness.mjs";
@@ -124,6 +125,20 @@ for (const store of STORES) {
       await ok(a, "user:unblock", { user: bob.id });
       const invited = await ok(b, "room:invite", { room, users: [alice.id] });
       assert.deepEqual(invited.invited, [alice.id]);
+    });
+
+    it("the SDK: block and unblock", async () => {
+      const alice = identity("alice");
+      const bob = identity("bob");
+      const a = await sdkClient(srv.url, { auth: alice.auth });
+      const b = await sdkClient(srv.url, { auth: bob.auth });
+      await a.session;
+      await b.session;
+      await a.block(bob.id);
+      await assert.rejects(b.dm(alice.id, "hi"), (err) => err.code === "forbidden" && !/block/i.test(err.message));
+      await a.unblock(bob.id);
+      await b.dm(alice.id, "hi");
+      await assert.rejects(a.unblock(bob.id), (err) => err.code === "not_found");
     });
 
     it("bad payloads are bad_request; blocking yourself too", async () => {

@@ -23,6 +23,7 @@ import {
   markerVia,
   until,
   assertUser,
+  sdkClient,
   twoNodeGate,
   useTwoNodes,
   PG_BASE,
@@ -300,6 +301,32 @@ for (const store of STORES) {
       await ok(o, "room:mute", { room, user: member.id });
       const refused = await fails(m1, "message:send", { room, text: "and now?" }, "forbidden");
       assert.match(refused.error.message, /until a moderator lifts it/);
+    });
+
+    it("the SDK: setRole, kick, ban, unban, mute, unmute; a client whose user is kicked stops following the room", async () => {
+      const owner = identity("owner");
+      const member = identity("member");
+      const room = roomId("sdk");
+      const boss = await sdkClient(srv.url, { auth: owner.auth });
+      await boss.createRoom(room);
+      const them = await sdkClient(srv.url, { auth: member.auth });
+      await them.join(room);
+      assert.equal(them.lastSeq(room), 0, "followed");
+      await boss.setRole(room, member.id, "moderator");
+      await boss.setRole(room, member.id, "member");
+      await boss.mute(room, member.id, new Date(Date.now() + 3600_000));
+      await assert.rejects(them.send(room, "muted?"), (err) => err.code === "forbidden" && /muted/.test(err.message));
+      await boss.unmute(room, member.id);
+      await them.send(room, "speaking");
+      const kicked = new Promise((resolve) => them.socket.once("room:notice", resolve));
+      await boss.kick(room, member.id);
+      assert.equal((await kicked).kind, "kick");
+      assert.equal(them.lastSeq(room), undefined, "no longer followed");
+      await boss.ban(room, member.id, fromNow(3600_000));
+      await assert.rejects(them.join(room), (err) => err.code === "forbidden" && /banned/.test(err.message));
+      await boss.unban(room, member.id);
+      await them.join(room);
+      await assert.rejects(boss.kick(room, `u-nobody-${rand()}`), (err) => err.code === "not_found");
     });
 
     // -- admins ----------------------------------------------------------------------------------

@@ -14,6 +14,7 @@ import {
   rand,
   ok,
   fails,
+  sdkClient,
   twoNodeGate,
   useTwoNodes,
 } from "./harness.mjs";
@@ -126,6 +127,21 @@ for (const store of STORES) {
       assert.deepEqual(texts(last), [`${w} number 1`]);
       assert.equal(last.hasMore, false);
       assert.equal((await ok(socket, "messages:search", { query: w })).results.length, 5, "default limit 20");
+    });
+
+    it("the SDK: search(query, { room, limit, before })", async () => {
+      const w = unique("tapir");
+      const client = await sdkClient(srv.url, { auth: identity("ann").auth });
+      const room = roomId("s");
+      await client.join(room);
+      const sent = [];
+      for (const text of [`${w} one`, `${w} two`, `${w} three`]) sent.push(await client.send(room, text));
+      const first = await client.search(w, { room, limit: 2 });
+      assert.deepEqual(first.results.map((r) => r.message.id), [sent[2].id, sent[1].id]);
+      assert.equal(first.hasMore, true);
+      const rest = await client.search(w, { room, before: first.results[1].message.id });
+      assert.deepEqual(rest.results.map((r) => r.message.text), [`${w} one`]);
+      await assert.rejects(client.search("!!"), (err) => err.code === "bad_request");
     });
 
     it("bad payloads are bad_request", async () => {
