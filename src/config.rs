@@ -51,6 +51,12 @@ pub struct Config {
     #[arg(long, env = "JWT_ALGORITHM", value_enum, default_value_t = PublicKeyAlgorithm::Rs256)]
     pub jwt_algorithm: PublicKeyAlgorithm,
 
+    /// The JWT claim that makes a user a namespace admin, who moderates every group room: `CLAIM=VALUE`, where
+    /// the claim holds the value, a list with it, or space-separated words with it (a dotted CLAIM reaches into
+    /// nested objects). Empty: no admins.
+    #[arg(long, env = "PALAVER_ADMIN_CLAIM", default_value = "roles=admin")]
+    pub admin_claim: String,
+
     /// Secret that palaver signs its own access tokens with (HS256): enables the session exchange
     /// (`/api/v1/auth/*`, with --auth-exchange-url) and lets those tokens sign sockets and API calls in.
     #[arg(long, env = "PALAVER_TOKEN_SECRET", hide_env_values = true)]
@@ -176,7 +182,8 @@ pub struct Config {
     #[arg(long, env = "PALAVER_SEND_BURST", default_value_t = nz(20))]
     pub send_burst: NonZeroU32,
 
-    /// Room changes (room:create, room:join, room:leave, room:invite, room:decline) per second per socket.
+    /// Room changes (room:create, room:join, room:leave, room:invite, room:decline, moderation, blocks) per second
+    /// per socket.
     #[arg(long, env = "PALAVER_JOIN_RATE", default_value_t = nz(10))]
     pub join_rate: NonZeroU32,
 
@@ -184,7 +191,7 @@ pub struct Config {
     #[arg(long, env = "PALAVER_JOIN_BURST", default_value_t = nz(50))]
     pub join_burst: NonZeroU32,
 
-    /// Reads (rooms:list, history:fetch, sync, invitations:list) per second per socket.
+    /// Reads (rooms:list, history:fetch, sync, invitations:list, messages:search) per second per socket.
     #[arg(long, env = "PALAVER_READ_RATE", default_value_t = nz(20))]
     pub read_rate: NonZeroU32,
 
@@ -496,6 +503,7 @@ impl fmt::Debug for Config {
             .field("webhook_timeout_ms", &self.webhook_timeout_ms)
             .field("webhook_backoff_ms", &self.webhook_backoff_ms)
             .field("jwt_algorithm", &self.jwt_algorithm)
+            .field("admin_claim", &self.admin_claim)
             .field("anonymous", &self.anonymous)
             .field("cors_origins", &self.cors_origins)
             .field("max_message_length", &self.max_message_length)
@@ -601,6 +609,8 @@ pub enum ConfigError {
     PublicKey { path: PathBuf, reason: String },
     #[error("{0}")]
     AuthHook(String),
+    #[error("{0}")]
+    AdminClaim(String),
     #[error("{0}")]
     ApiKey(String),
     #[error("{0}")]

@@ -6,12 +6,12 @@
 //! * [`server`]: [`serve`] wires everything on a bound listener and shuts down gracefully;
 //! * [`auth`]: who a connection is (JWT or guest);
 //! * [`chat`]: the event contract, one file per area (`rooms`, `invitations`, `messages`, `dm`, `presence`,
-//!   `recovery`, `session`), and the budgets every event spends (`budget`);
+//!   `recovery`, `session`, `moderation`, `blocks`, `search`), and the budgets every event spends (`budget`);
 //! * [`profile`]: compatibility profiles: an existing Socket.IO app's events mapped onto palaver's operations;
 //! * [`presence`]: who is online in which room, one facade over this node's registry and Redis, notice versions;
 //! * [`cluster`]: several nodes through Redis: the link, its health and heartbeat, delivery with local fallback;
-//! * [`store`]: rooms, memberships, invitations and messages behind one trait, one SQL implementation for SQLite and
-//!   Postgres;
+//! * [`store`]: rooms, memberships, invitations, messages, roles, bans and mutes, blocks and search behind one trait,
+//!   one SQL implementation for SQLite and Postgres;
 //! * [`http`]: `/healthz`, `/readyz`, the history API and the demo page;
 //! * [`webhooks`]: events for the host's backend, delivered from the message log and the store's outbox, signed, in order per
 //!   room, retried and dead-lettered;

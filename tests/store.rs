@@ -1122,3 +1122,576 @@ async fn message_cursors_follow_the_log(kind: Store) {
 }
 
 store_test!(message_cursors_follow_the_log => message_cursors_follow_the_log_sqlite, message_cursors_follow_the_log_postgres);
+
+// ---------------------------------------------------------------------------------------------
+// Moderation, blocks and search (migration 0008)
+// ---------------------------------------------------------------------------------------------
+
+fn actor(id: &str, admin: bool) -> palaver::store::Actor {
+    palaver::store::Actor {
+        user: author(id),
+        admin,
+    }
+}
+
+/// Appends a message with this text; the store's answer.
+async fn say(
+    store: &SharedStore,
+    room: &str,
+    from: &Author,
+    text: &str,
+) -> Result<palaver::store::Message, StoreError> {
+    let message = NewMessage {
+        room: room.to_owned(),
+        from: from.clone(),
+        text: text.to_owned(),
+        client_id: None,
+        client_id_scope: ClientIdScope::Sender,
+        reply_to: None,
+    };
+    store
+        .append_message(NS, message)
+        .await
+        .map(|appended| appended.message)
+}
+
+/// The owner is the creator (room:create and a join that creates), a room the host made has none, a DM has no
+/// roles; moderators come and go with set_role, a ban or a kick ends the role; every action is in the log with
+/// its actor.
+async fn roles_and_the_moderation_log(kind: Store) {
+    use palaver::store::{RoomRole, Sanction, SanctionKind};
+    let db = TestDb::new(kind).await;
+    let store = store::open(&db.url, 4).await.expect("open store");
+    let (owner, ann, bob) = (author("owner"), author("ann"), author("bob"));
+    let club = group("club", Visibility::Public, store::now());
+    assert!(store.create_room(NS, &club, &owner, &[]).await.unwrap());
+    let role = |user: &'static str| {
+        let store = store.clone();
+        async move { store.room_role(NS, "club", user).await.unwrap() }
+    };
+    assert_eq!(
+        role("owner").await,
+        Some((RoomKind::Group, RoomRole::Owner))
+    );
+    assert_eq!(role("ann").await, Some((RoomKind::Group, RoomRole::Member)));
+    assert_eq!(store.room_role(NS, "nowhere", "ann").await.unwrap(), None);
+    let joined = group("joined", Visibility::Public, store::now());
+    store.ensure_room(NS, &joined, "ann").await.unwrap();
+    assert_eq!(
+        store.room_role(NS, "joined", "ann").await.unwrap(),
+        Some((RoomKind::Group, RoomRole::Owner)),
+        "a join that creates the room makes its owner"
+    );
+    let hosted = group("hosted", Visibility::Public, store::now());
+    store.put_room(NS, &hosted).await.unwrap();
+    assert_eq!(
+        store.room_role(NS, "hosted", "ann").await.unwrap(),
+        Some((RoomKind::Group, RoomRole::Member)),
+        "a room of the server API has no owner"
+    );
+    let dm = dm_room("dm:ann:bob", store::now());
+    store.create_dm(NS, &dm, [&ann, &bob]).await.unwrap();
+    assert_eq!(
+        store.room_role(NS, "dm:ann:bob", "ann").await.unwrap(),
+        Some((RoomKind::Dm, RoomRole::Member))
+    );
+
+    let by_owner = actor("owner", false);
+    store
+        .set_role(NS, "club", "ann", RoomRole::Moderator, &by_owner)
+        .await
+        .unwrap();
+    assert_eq!(
+        role("ann").await,
+        Some((RoomKind::Group, RoomRole::Moderator))
+    );
+    store
+        .set_role(NS, "club", "ann", RoomRole::Moderator, &by_owner)
+        .await
+        .expect("appointing twice is fine");
+    store
+        .set_role(NS, "club", "ann", RoomRole::Member, &by_owner)
+        .await
+        .unwrap();
+    assert_eq!(role("ann").await, Some((RoomKind::Group, RoomRole::Member)));
+    assert!(matches!(
+        store
+            .set_role(NS, "nowhere", "ann", RoomRole::Moderator, &by_owner)
+            .await,
+        Err(StoreError::NoSuchRoom(_))
+    ));
+
+    // A ban and a kick end a moderator's role; a mute does not.
+    for user in ["ann", "bob"] {
+        store
+            .set_role(NS, "club", user, RoomRole::Moderator, &by_owner)
+            .await
+            .unwrap();
+    }
+    let mute = Sanction {
+        kind: SanctionKind::Mute,
+        until: None,
+    };
+    store
+        .sanction(NS, "club", "ann", mute, &actor("root", true))
+        .await
+        .unwrap();
+    assert_eq!(
+        role("ann").await,
+        Some((RoomKind::Group, RoomRole::Moderator))
+    );
+    let ban = Sanction {
+        kind: SanctionKind::Ban,
+        until: Some(store::now() + chrono::Duration::hours(1)),
+    };
+    store
+        .sanction(NS, "club", "ann", ban, &by_owner)
+        .await
+        .unwrap();
+    assert_eq!(role("ann").await, Some((RoomKind::Group, RoomRole::Member)));
+    store
+        .record_kick(NS, "club", "bob", &by_owner)
+        .await
+        .unwrap();
+    assert_eq!(role("bob").await, Some((RoomKind::Group, RoomRole::Member)));
+
+    let log = store.moderation_log(NS, "club", 100).await.unwrap();
+    let actions: Vec<(&str, &str, &str, bool)> = log
+        .iter()
+        .map(|r| {
+            (
+                r.action.as_str(),
+                r.user_id.as_str(),
+                r.by.id.as_str(),
+                r.by_admin,
+            )
+        })
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            ("kick", "bob", "owner", false),
+            ("ban", "ann", "owner", false),
+            ("mute", "ann", "root", true),
+            ("role", "bob", "owner", false),
+            ("role", "ann", "owner", false),
+            ("role", "ann", "owner", false),
+            ("role", "ann", "owner", false),
+            ("role", "ann", "owner", false),
+        ],
+        "newest first"
+    );
+    assert_eq!(log[0].by.name, "Name of owner", "the actor's name is kept");
+    assert_eq!(log[1].until, ban.until, "a ban's end is recorded");
+    assert_eq!(log[2].until, None, "a mute until lifted");
+    assert_eq!(log[4].role.as_deref(), Some("moderator"));
+    assert_eq!(log[5].role.as_deref(), Some("member"));
+    assert!(
+        store
+            .moderation_log(NS, "joined", 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+store_test!(roles_and_the_moderation_log => roles_and_the_moderation_log_sqlite, roles_and_the_moderation_log_postgres);
+
+/// A ban or mute in force refuses the sender's messages in the batch (with its end), whatever else the batch
+/// holds: the other senders' messages commit with gap-free seqs. An ended one, a lifted one, or one in another
+/// room refuses nothing; a replaced one takes the new end. `next_seq` refuses the same way.
+async fn sanctions_refuse_messages_in_the_batch(kind: Store) {
+    use palaver::store::{Sanction, SanctionKind};
+    let db = TestDb::new(kind).await;
+    let store = store::open(&db.url, 8).await.expect("open store");
+    let (ann, bob, cid) = (author("ann"), author("bob"), author("cid"));
+    for id in ["hall", "side"] {
+        store
+            .ensure_room(NS, &group(id, Visibility::Public, store::now()), "owner")
+            .await
+            .unwrap();
+    }
+    let by = actor("owner", false);
+    let until = store::now() + chrono::Duration::hours(2);
+    let muted = Sanction {
+        kind: SanctionKind::Mute,
+        until: Some(until),
+    };
+    store.sanction(NS, "hall", "ann", muted, &by).await.unwrap();
+    let banned = Sanction {
+        kind: SanctionKind::Ban,
+        until: None,
+    };
+    store
+        .sanction(NS, "hall", "cid", banned, &by)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.sanctions(NS, "hall", "ann").await.unwrap(),
+        vec![muted]
+    );
+
+    // Many sends at once share batches: the sanctioned ones fail alone.
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..60 {
+        let store = store.clone();
+        let from = [&ann, &bob, &cid][i % 3].clone();
+        let room = if i % 4 == 0 { "side" } else { "hall" };
+        tasks.spawn(async move { (from.id.clone(), room, say(&store, room, &from, "x").await) });
+    }
+    let mut committed = 0;
+    while let Some(done) = tasks.join_next().await {
+        let (from, room, result) = done.expect("task");
+        match (from.as_str(), room, result) {
+            ("ann", "hall", Err(StoreError::Sanctioned { room, sanction })) => {
+                assert_eq!((room.as_str(), sanction), ("hall", muted));
+            }
+            ("cid", "hall", Err(StoreError::Sanctioned { sanction, .. })) => {
+                assert_eq!(sanction, banned);
+            }
+            (_, _, Ok(_)) if !(from != "bob" && room == "hall") => committed += 1,
+            other => panic!("unexpected outcome {other:?}"),
+        }
+    }
+    assert!(committed > 0);
+    for room in ["hall", "side"] {
+        let seqs: Vec<i64> = db.message_rows(room).await.iter().map(|r| r.seq).collect();
+        assert_eq!(seqs, (1..=seqs.len() as i64).collect::<Vec<_>>(), "{room}");
+    }
+    let refused = StoreError::Sanctioned {
+        room: "hall".into(),
+        sanction: muted,
+    };
+    let reason = palaver::error::ChatError::from(refused);
+    assert_eq!(reason.code, palaver::error::ErrorCode::Forbidden);
+    assert!(
+        reason.message.contains("muted")
+            && reason
+                .message
+                .contains(&until.format("%Y-%m-%dT%H:%M:%S").to_string()),
+        "the reason says until when: {}",
+        reason.message
+    );
+
+    // next_seq (a namespace without history) refuses the same way.
+    assert!(matches!(
+        store.next_seq(NS, "hall", "ann").await,
+        Err(StoreError::Sanctioned { .. })
+    ));
+    assert!(store.next_seq(NS, "hall", "bob").await.is_ok());
+    assert!(matches!(
+        store.next_seq(NS, "nowhere", "bob").await,
+        Err(StoreError::NoSuchRoom(_))
+    ));
+
+    // Ended, replaced, lifted.
+    let ended = Sanction {
+        kind: SanctionKind::Mute,
+        until: Some(store::now() - chrono::Duration::seconds(1)),
+    };
+    store.sanction(NS, "hall", "ann", ended, &by).await.unwrap();
+    assert!(store.sanctions(NS, "hall", "ann").await.unwrap().is_empty());
+    say(&store, "hall", &ann, "free again")
+        .await
+        .expect("an ended mute");
+    assert!(
+        !store
+            .lift_sanction(NS, "hall", "ann", SanctionKind::Mute, &by)
+            .await
+            .unwrap(),
+        "an ended mute is not lifted"
+    );
+    assert!(
+        store
+            .lift_sanction(NS, "hall", "cid", SanctionKind::Ban, &by)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .lift_sanction(NS, "hall", "cid", SanctionKind::Ban, &by)
+            .await
+            .unwrap()
+    );
+    say(&store, "hall", &cid, "back")
+        .await
+        .expect("a lifted ban");
+    let log = store.moderation_log(NS, "hall", 10).await.unwrap();
+    assert_eq!(
+        log[0].action, "unban",
+        "only the lifting in force is recorded"
+    );
+    assert_eq!(log[1].action, "mute");
+}
+
+store_test!(sanctions_refuse_messages_in_the_batch => sanctions_refuse_messages_in_the_batch_sqlite, sanctions_refuse_messages_in_the_batch_postgres);
+
+/// Blocks: once per pair, either direction found for a DM, the blockers among invitees, and the DM listed as
+/// blocked for the blocker only.
+async fn blocks_between_users(kind: Store) {
+    let db = TestDb::new(kind).await;
+    let store = store::open(&db.url, 4).await.expect("open store");
+    let (ann, bob) = (author("ann"), author("bob"));
+    let dm = dm_room("dm:ann:bob", store::now());
+    store.create_dm(NS, &dm, [&ann, &bob]).await.unwrap();
+    let blocked = |user: &'static str| {
+        let store = store.clone();
+        async move {
+            let listed = store.list_rooms(NS, user, false).await.unwrap();
+            let theirs = store.user_rooms(NS, user, 10).await.unwrap();
+            let listed = find(&listed, "dm:ann:bob").expect("listed").blocked;
+            assert_eq!(find(&theirs, "dm:ann:bob").expect("theirs").blocked, listed);
+            listed
+        }
+    };
+    assert_eq!(blocked("ann").await, Some(false));
+    assert_eq!(store.blocker_between(NS, "ann", "bob").await.unwrap(), None);
+    assert_eq!(
+        store.dm_blocker(NS, "dm:ann:bob", "bob").await.unwrap(),
+        None
+    );
+
+    assert!(store.block(NS, "ann", "bob").await.unwrap());
+    assert!(
+        !store.block(NS, "ann", "bob").await.unwrap(),
+        "already blocked"
+    );
+    assert_eq!(blocked("ann").await, Some(true));
+    assert_eq!(
+        blocked("bob").await,
+        Some(false),
+        "the blocked user is not told"
+    );
+    for (a, b) in [("ann", "bob"), ("bob", "ann")] {
+        assert_eq!(
+            store.blocker_between(NS, a, b).await.unwrap().as_deref(),
+            Some("ann")
+        );
+        assert_eq!(
+            store
+                .dm_blocker(NS, "dm:ann:bob", a)
+                .await
+                .unwrap()
+                .as_deref(),
+            Some("ann")
+        );
+    }
+    assert_eq!(
+        store.blocker_between("/other", "ann", "bob").await.unwrap(),
+        None,
+        "blocks are per namespace"
+    );
+    let invitees = ["ann".to_owned(), "cid".to_owned(), "bob".to_owned()];
+    assert_eq!(
+        store.blocked_by(NS, "bob", &invitees).await.unwrap(),
+        ["ann".to_owned()]
+    );
+    assert!(
+        store
+            .blocked_by(NS, "cid", &invitees)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    // A group room named like a DM (the server API cannot make one, but a DM check must not read a group).
+    let lobby = group("lobby", Visibility::Public, store::now());
+    store.ensure_room(NS, &lobby, "ann").await.unwrap();
+    store.add_member(NS, "lobby", &ann).await.unwrap();
+    store.add_member(NS, "lobby", &bob).await.unwrap();
+    assert_eq!(store.dm_blocker(NS, "lobby", "bob").await.unwrap(), None);
+    assert_eq!(
+        find(&store.list_rooms(NS, "ann", false).await.unwrap(), "lobby")
+            .expect("lobby")
+            .blocked,
+        None,
+        "a group room has no blocked flag"
+    );
+
+    assert!(store.unblock(NS, "ann", "bob").await.unwrap());
+    assert!(!store.unblock(NS, "ann", "bob").await.unwrap());
+    assert_eq!(blocked("ann").await, Some(false));
+    assert_eq!(
+        store.dm_blocker(NS, "dm:ann:bob", "bob").await.unwrap(),
+        None
+    );
+}
+
+store_test!(blocks_between_users => blocks_between_users_sqlite, blocks_between_users_postgres);
+
+/// Search finds the same messages on both stores: every word, any case, accents kept, punctuation splits words,
+/// a prefix word; newest first, paged; in one room, or in the rooms the user joined and the public ones.
+async fn search_matches_words_the_same_on_both_stores(kind: Store) {
+    use palaver::store::{SearchQuery, SearchWord};
+    let db = TestDb::new(kind).await;
+    let store = store::open(&db.url, 4).await.expect("open store");
+    let (ann, bob) = (author("ann"), author("bob"));
+    store
+        .create_room(
+            NS,
+            &group("open", Visibility::Public, store::now()),
+            &bob,
+            &[],
+        )
+        .await
+        .unwrap();
+    store
+        .create_room(
+            NS,
+            &group("mine", Visibility::Private, store::now()),
+            &ann,
+            &[],
+        )
+        .await
+        .unwrap();
+    store
+        .create_room(
+            NS,
+            &group("theirs", Visibility::Private, store::now()),
+            &bob,
+            &[],
+        )
+        .await
+        .unwrap();
+    let texts = [
+        ("open", "The Release notes are out"),
+        ("mine", "release: mail ann@example.com"),
+        ("theirs", "secret release plans"),
+        ("open", "Écoles et cafés"),
+        ("open", "releases galore"),
+        ("mine", "nothing to see"),
+    ];
+    let mut ids = Vec::new();
+    for (room, text) in texts {
+        let from = if room == "theirs" { &bob } else { &ann };
+        ids.push(say(&store, room, from, text).await.expect("stored").id);
+    }
+    let word = |text: &str, prefix: bool| SearchWord {
+        text: text.to_owned(),
+        prefix,
+    };
+    let found =
+        |words: Vec<SearchWord>, room: Option<&'static str>, before: Option<i64>, limit: u32| {
+            let store = store.clone();
+            async move {
+                let query = SearchQuery {
+                    words: &words,
+                    room,
+                    user_id: "ann",
+                    before,
+                    limit,
+                };
+                let (messages, more) = store.search(NS, &query).await.expect("search");
+                (
+                    messages.into_iter().map(|m| m.text).collect::<Vec<_>>(),
+                    more,
+                )
+            }
+        };
+    assert_eq!(
+        found(vec![word("release", false)], None, None, 10).await,
+        (
+            vec![
+                "release: mail ann@example.com".to_owned(),
+                "The Release notes are out".to_owned()
+            ],
+            false
+        ),
+        "newest first, in rooms ann may read; bob's private room is not one"
+    );
+    assert_eq!(
+        found(vec![word("release", true)], None, None, 10).await.0,
+        [
+            "releases galore",
+            "release: mail ann@example.com",
+            "The Release notes are out"
+        ]
+    );
+    assert_eq!(
+        found(vec![word("release", true)], None, None, 2).await,
+        (
+            vec![
+                "releases galore".to_owned(),
+                "release: mail ann@example.com".to_owned()
+            ],
+            true
+        )
+    );
+    let before: i64 = ids[1].parse().expect("numeric id");
+    assert_eq!(
+        found(vec![word("release", true)], None, Some(before), 10)
+            .await
+            .0,
+        ["The Release notes are out"],
+        "the next page"
+    );
+    assert_eq!(
+        found(vec![word("release", false)], Some("theirs"), None, 10)
+            .await
+            .0,
+        ["secret release plans"],
+        "one room (the caller checked access)"
+    );
+    assert_eq!(
+        found(
+            vec![word("example", false), word("ann", false)],
+            None,
+            None,
+            10
+        )
+        .await
+        .0,
+        ["release: mail ann@example.com"],
+        "punctuation separates words, all of which must match"
+    );
+    assert!(
+        found(
+            vec![word("release", false), word("plans", false)],
+            None,
+            None,
+            10
+        )
+        .await
+        .0
+        .is_empty()
+    );
+    assert_eq!(
+        found(vec![word("écoles", false)], None, None, 10).await.0,
+        ["Écoles et cafés"],
+        "case folded, accents kept"
+    );
+    assert!(
+        found(vec![word("ecoles", false)], None, None, 10)
+            .await
+            .0
+            .is_empty()
+    );
+    assert_eq!(
+        found(vec![word("caf", true)], None, None, 10).await.0,
+        ["Écoles et cafés"]
+    );
+    assert!(
+        found(vec![word("rel", false)], None, None, 10)
+            .await
+            .0
+            .is_empty(),
+        "whole words"
+    );
+    let other_ns = SearchQuery {
+        words: &[word("release", false)],
+        room: None,
+        user_id: "ann",
+        before: None,
+        limit: 10,
+    };
+    assert!(
+        store
+            .search("/other", &other_ns)
+            .await
+            .unwrap()
+            .0
+            .is_empty()
+    );
+}
+
+store_test!(search_matches_words_the_same_on_both_stores => search_matches_words_the_same_on_both_stores_sqlite, search_matches_words_the_same_on_both_stores_postgres);

@@ -22,6 +22,7 @@ import type {
   Room,
   RoomId,
   RoomJoinReply,
+  RoomNotice,
   RoomSummary,
   ServerToClientEvents,
   Session,
@@ -33,6 +34,8 @@ import type {
   MessageEditReply,
   SyncCursor,
   SyncReply,
+  MessagesSearchPayload,
+  MessagesSearchReply,
 } from "./protocol.js";
 import { RoomStates } from "./rooms.js";
 import type { RoomState } from "./rooms.js";
@@ -201,6 +204,11 @@ export function connect(url: string | readonly string[], options: PalaverOptions
   return new PalaverClient(url, options);
 }
 
+/** A ban's or mute's end as the server takes it: RFC 3339, or null (until lifted). */
+function rfc3339(until: Date | string | undefined): string | null {
+  return until instanceof Date ? until.toISOString() : (until ?? null);
+}
+
 // socket.io-client's typed emit does not accept a union of event names; the helpers go through this view.
 type AnyFn = (...args: any[]) => void;
 interface LooseSocket {
@@ -300,6 +308,7 @@ export class PalaverClient {
       if (event === "session") this.onSession(args[0] as Session);
       else if (event === "message") this.take(args[0] as Message);
       else if (event === "session:expiring") void this.refreshSession();
+      else if (event === "room:notice") this.removedBy(args[0] as RoomNotice);
       else this.handOver([this.changeFeed.live(event, args[0])]);
     });
     const s = this.socket as unknown as LooseSocket;
@@ -653,6 +662,48 @@ export class PalaverClient {
     this.socket.volatile.emit("typing", { room });
   }
 
+  /** Makes `user` a moderator of `room`, or a member again (the room's owner or a namespace admin). */
+  async setRole(room: RoomId, user: UserId, role: "moderator" | "member"): Promise<void> {
+    await this.request<object>("room:role", { room, user, role });
+  }
+
+  /** Removes `user` from `room` on all their sockets (a moderator); they may join again. */
+  async kick(room: RoomId, user: UserId): Promise<void> {
+    await this.request<object>("room:kick", { room, user });
+  }
+
+  /** Bans `user` from `room` (removing them if there) until `until`, else until `unban`. */
+  async ban(room: RoomId, user: UserId, until?: Date | string): Promise<void> {
+    await this.request<object>("room:ban", { room, user, until: rfc3339(until) });
+  }
+
+  async unban(room: RoomId, user: UserId): Promise<void> {
+    await this.request<object>("room:unban", { room, user });
+  }
+
+  /** Refuses `user`'s messages to `room` until `until`, else until `unmute`. */
+  async mute(room: RoomId, user: UserId, until?: Date | string): Promise<void> {
+    await this.request<object>("room:mute", { room, user, until: rfc3339(until) });
+  }
+
+  async unmute(room: RoomId, user: UserId): Promise<void> {
+    await this.request<object>("room:unmute", { room, user });
+  }
+
+  /** Stops DMs between this user and `user`, and invitations from `user`. */
+  async block(user: UserId): Promise<void> {
+    await this.request<object>("user:block", { user });
+  }
+
+  async unblock(user: UserId): Promise<void> {
+    await this.request<object>("user:unblock", { user });
+  }
+
+  /** Messages holding every word of `query`, newest first, with the spans that matched (see `SearchResult`). */
+  async search(query: string, options: Omit<MessagesSearchPayload, "query"> = {}): Promise<MessagesSearchReply> {
+    return this.request<MessagesSearchReply>("messages:search", { query, ...options });
+  }
+
   /**
    * The last seq of `room` this client holds with nothing missing below it (every message up to it went to
    * `onMessage`), if the room is followed.
@@ -715,6 +766,13 @@ export class PalaverClient {
     this.resolveSession(session);
     this.setStatus("connected");
     for (const wake of [...this.readyWaiters]) wake();
+  }
+
+  /** A moderator removed this user from a room (`kick`, `ban`): the room is no longer followed, as after `leave`. */
+  private removedBy(notice: RoomNotice): void {
+    if ((notice?.kind === "kick" || notice?.kind === "ban") && this.userIds.has(notice.user?.id)) {
+      this.roomStates.forget(notice.room);
+    }
   }
 
   /** A message from a live event or a send ack: into its room's stream (following the room if new). */

@@ -49,6 +49,8 @@ export interface RoomSummary extends Room {
   unread: number;
   /** The room's change revision: where a catch-up of edits, deletes and reactions starts (`sync`). */
   rev: number;
+  /** For a DM: the user blocked the other user (`user:block`); never set for the blocked side. */
+  blocked?: boolean;
 }
 
 export interface Message {
@@ -324,6 +326,58 @@ export interface PresenceListReply {
   users: User[];
 }
 
+// moderation, blocks, search
+
+/** A user's role in a group room. The owner is the room's creator; a DM has no roles. */
+export type RoomRole = "owner" | "moderator" | "member";
+
+export interface RoomRolePayload {
+  room: RoomId;
+  user: UserId;
+  /** The owner is the creator: it cannot be given. */
+  role: "moderator" | "member";
+}
+/** `room:kick`, `room:unban`, `room:unmute`. */
+export interface RoomUserPayload {
+  room: RoomId;
+  user: UserId;
+}
+/** `room:ban`, `room:mute`. */
+export interface RoomSanctionPayload {
+  room: RoomId;
+  user: UserId;
+  /** RFC 3339, in the future; absent or null: until lifted (`room:unban`, `room:unmute`). */
+  until?: string | null;
+}
+export type ModerationReply = EmptyReply;
+
+export interface UserBlockPayload {
+  user: UserId;
+}
+export type UserBlockReply = EmptyReply;
+
+export interface MessagesSearchPayload {
+  /** 1–8 words (runs of letters and digits), at most 200 characters; every word must match; `word*` is a prefix. */
+  query: string;
+  /** One room (readable as for `history:fetch`); absent: the rooms the user joined and every public room. */
+  room?: RoomId;
+  /** 1–50, default 20. */
+  limit?: number;
+  /** A message id: only older results (the next page: the last result's `message.id`). */
+  before?: string;
+}
+export interface SearchResult {
+  message: Message;
+  /** The spans of `message.text` that matched, `[start, end)` in UTF-16 code units (`text.slice(start, end)`). */
+  highlights: [number, number][];
+}
+export interface MessagesSearchReply {
+  /** Newest first. */
+  results: SearchResult[];
+  /** More results exist: ask again with `before` = the last result's `message.id`. */
+  hasMore: boolean;
+}
+
 export interface TypingPayload {
   room: RoomId;
 }
@@ -372,7 +426,8 @@ export interface Session {
   invitations: Invitation[];
 }
 
-export type NoticeKind = "join" | "leave";
+/** `kick` and `ban` are departures too: a moderator removed the user from the room. */
+export type NoticeKind = "join" | "leave" | "kick" | "ban";
 
 export interface RoomNotice {
   room: RoomId;
@@ -382,6 +437,28 @@ export interface RoomNotice {
   at: string;
   /** Increases per room across every node: order notices by it, not by arrival (docs/protocol.md). */
   version: number;
+  /** For `kick` and `ban`: who did it. */
+  by?: { id: UserId; name: string };
+  /** For `ban`: until when (RFC 3339), null until lifted. */
+  until?: string | null;
+}
+
+export type ModerationAction = "role" | "kick" | "ban" | "unban" | "mute" | "unmute";
+
+/** A moderation action in a room: sent to everyone in the room and to every socket of the user acted on. */
+export interface ModerationEvent {
+  room: RoomId;
+  action: ModerationAction;
+  /** The user acted on (their id stands for the name when they are not online in the room). */
+  user: { id: UserId; name: string };
+  /** Who did it. */
+  by: { id: UserId; name: string };
+  /** For `role`: the new role. */
+  role?: "moderator" | "member";
+  /** For `ban` and `mute`: until when (RFC 3339), null until lifted. */
+  until?: string | null;
+  /** RFC 3339. */
+  at: string;
 }
 
 export interface TypingEvent {
@@ -443,6 +520,8 @@ export interface ServerToClientEvents {
   "session:expiring": (event: { expiresAt: string }) => void;
   /** The token ran out without a refresh; the server disconnects right after. */
   "session:expired": (event: { reason: string }) => void;
+  /** A moderator acted in a room the user is in, or on the user. */
+  "room:moderation": (event: ModerationEvent) => void;
 }
 
 export interface ClientToServerEvents {
@@ -468,6 +547,15 @@ export interface ClientToServerEvents {
   sync: (payload: SyncPayload, ack: (res: Ack<SyncReply>) => void) => void;
   /** A fresh token of the same user: the connection goes on past the old token's expiry. */
   "session:refresh": (payload: { token: string }, ack: (res: Ack<{ expiresAt: string }>) => void) => void;
+  "room:role": (payload: RoomRolePayload, ack: (res: Ack<ModerationReply>) => void) => void;
+  "room:kick": (payload: RoomUserPayload, ack: (res: Ack<ModerationReply>) => void) => void;
+  "room:ban": (payload: RoomSanctionPayload, ack: (res: Ack<ModerationReply>) => void) => void;
+  "room:unban": (payload: RoomUserPayload, ack: (res: Ack<ModerationReply>) => void) => void;
+  "room:mute": (payload: RoomSanctionPayload, ack: (res: Ack<ModerationReply>) => void) => void;
+  "room:unmute": (payload: RoomUserPayload, ack: (res: Ack<ModerationReply>) => void) => void;
+  "user:block": (payload: UserBlockPayload, ack: (res: Ack<UserBlockReply>) => void) => void;
+  "user:unblock": (payload: UserBlockPayload, ack: (res: Ack<UserBlockReply>) => void) => void;
+  "messages:search": (payload: MessagesSearchPayload, ack: (res: Ack<MessagesSearchReply>) => void) => void;
 }
 
 /** The names of the client → server events. */

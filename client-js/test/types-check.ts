@@ -48,7 +48,7 @@ export async function plainSocket(url: string): Promise<void> {
     void [seq, from, clientId];
   });
   socket.on("room:notice", (n: RoomNotice) => {
-    const kind: "join" | "leave" = n.kind;
+    const kind: "join" | "leave" | "kick" | "ban" = n.kind;
     void kind;
   });
   socket.on("typing", (t: TypingEvent) => void t.user.id);

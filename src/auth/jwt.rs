@@ -4,7 +4,7 @@
 use jsonwebtoken::{Algorithm, DecodingKey, Validation, errors::ErrorKind};
 use serde::{Deserialize, Serialize};
 
-use super::{AuthError, User};
+use super::{AuthError, User, admin::AdminClaim};
 use crate::config::{Config, ConfigError, PublicKeyAlgorithm};
 
 /// Verifies tokens against the keys the server was configured with. Holds key material, so no `Debug`.
@@ -13,6 +13,8 @@ pub struct JwtVerifier {
     keys: Vec<(Algorithm, DecodingKey)>,
     /// The key of palaver's own access tokens, when it issues them.
     own: Option<DecodingKey>,
+    /// The claim that makes an identity provider's user a namespace admin (`--admin-claim`).
+    admin_claim: Option<AdminClaim>,
 }
 
 /// The `kid` and `iss` of the access tokens palaver issues.
@@ -38,13 +40,18 @@ struct Claims {
     /// Makes every token palaver issues unique, even two for one user in the same second.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     jti: Option<String>,
+    /// Every other claim, for `--admin-claim`.
+    #[serde(flatten)]
+    other: serde_json::Map<String, serde_json::Value>,
 }
 
-/// A verified token: its user, and until when (unix seconds, leeway included) it stands.
+/// A verified token: its user, until when (unix seconds, leeway included) it stands, and whether it makes the
+/// user a namespace admin.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Verified {
     pub user: User,
     pub valid_until: i64,
+    pub admin: bool,
 }
 
 impl JwtVerifier {
@@ -74,7 +81,13 @@ impl JwtVerifier {
             .as_deref()
             .filter(|s| !s.is_empty())
             .map(|secret| DecodingKey::from_secret(secret.as_bytes()));
-        Ok((!keys.is_empty() || own.is_some()).then_some(Self { keys, own }))
+        let admin_claim =
+            AdminClaim::parse(&config.admin_claim).map_err(ConfigError::AdminClaim)?;
+        Ok((!keys.is_empty() || own.is_some()).then_some(Self {
+            keys,
+            own,
+            admin_claim,
+        }))
     }
 
     /// A verifier for one HS256 secret.
@@ -82,6 +95,15 @@ impl JwtVerifier {
         Self {
             keys: vec![(Algorithm::HS256, DecodingKey::from_secret(secret))],
             own: None,
+            admin_claim: None,
+        }
+    }
+
+    /// The same verifier, with `claim` making users admins.
+    pub fn with_admin_claim(self, claim: Option<AdminClaim>) -> Self {
+        Self {
+            admin_claim: claim,
+            ..self
         }
     }
 
@@ -115,7 +137,8 @@ impl JwtVerifier {
         };
         let mut validation = Validation::new(algorithm);
         validation.set_required_spec_claims(&["exp"]);
-        let leeway = if own && self.own.is_some() {
+        let own = own && self.own.is_some();
+        let leeway = if own {
             validation.set_issuer(&[OWN_KEY_ID]);
             0
         } else {
@@ -178,6 +201,12 @@ impl JwtVerifier {
             break;
         }
         let name = name.unwrap_or_else(|| id.clone());
+        // palaver's own tokens say who the user is, never what they may do.
+        let admin = !own
+            && self
+                .admin_claim
+                .as_ref()
+                .is_some_and(|claim| claim.grants(&claims.other));
         Ok(Verified {
             user: User {
                 id,
@@ -185,6 +214,7 @@ impl JwtVerifier {
                 anonymous: false,
             },
             valid_until,
+            admin,
         })
     }
 
@@ -233,6 +263,7 @@ impl TokenIssuer {
             iat: Some(now.timestamp()),
             iss: Some(OWN_KEY_ID.to_owned()),
             jti: Some(uuid::Uuid::new_v4().simple().to_string()),
+            other: serde_json::Map::new(),
         };
         let mut header = jsonwebtoken::Header::new(Algorithm::HS256);
         header.kid = Some(OWN_KEY_ID.to_owned());
@@ -357,6 +388,42 @@ mod tests {
 
     fn token_hs(claims: &serde_json::Value) -> String {
         token(Algorithm::HS256, b"s", claims.clone())
+    }
+
+    #[test]
+    fn the_admin_claim_makes_admins_of_an_identity_providers_users_only() {
+        let claim = AdminClaim::parse("roles=admin").expect("valid");
+        let v = JwtVerifier::hs256(b"s").with_admin_claim(claim);
+        let verified = |claims: serde_json::Value| {
+            v.verify_until(&token(Algorithm::HS256, b"s", claims))
+                .expect("valid")
+        };
+        assert!(verified(json!({ "sub": "u1", "roles": ["admin"], "exp": exp(60) })).admin);
+        assert!(!verified(json!({ "sub": "u1", "roles": ["user"], "exp": exp(60) })).admin);
+        assert!(!verified(json!({ "sub": "u1", "exp": exp(60) })).admin);
+        assert!(
+            !JwtVerifier::hs256(b"s")
+                .verify_until(&token(
+                    Algorithm::HS256,
+                    b"s",
+                    json!({ "sub": "u1", "roles": ["admin"], "exp": exp(60) })
+                ))
+                .expect("valid")
+                .admin,
+            "no claim configured: no admins"
+        );
+        // palaver's own tokens never make admins, whatever they carry.
+        let mut own = JwtVerifier::hs256(b"s")
+            .with_admin_claim(AdminClaim::parse("roles=admin").expect("valid"));
+        own.own = Some(DecodingKey::from_secret(b"own-secret"));
+        let mut header = Header::new(Algorithm::HS256);
+        header.kid = Some(OWN_KEY_ID.to_owned());
+        let claims = json!({ "sub": "u1", "roles": ["admin"], "iss": OWN_KEY_ID, "exp": exp(60) });
+        let signed =
+            encode(&header, &claims, &EncodingKey::from_secret(b"own-secret")).expect("sign");
+        let verified = own.verify_until(&signed).expect("valid");
+        assert_eq!(verified.user.id, "u1");
+        assert!(!verified.admin);
     }
 
     #[test]

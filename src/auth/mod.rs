@@ -1,6 +1,7 @@
 //! Who is on the other end of a socket: a JWT-verified user, the host service's user (its connect hook), or an
 //! anonymous guest.
 
+pub mod admin;
 pub mod hook;
 mod jwt;
 mod names;
@@ -8,6 +9,7 @@ pub mod sessions;
 
 use serde::{Deserialize, Serialize};
 
+pub use admin::AdminClaim;
 pub use hook::AuthHook;
 pub use jwt::{JwtVerifier, TokenIssuer, Verified};
 pub use names::{random_name, validate_display_name};
@@ -124,15 +126,35 @@ pub fn authenticate(
     verifier: Option<&JwtVerifier>,
     anonymous_allowed: bool,
 ) -> Result<User, AuthError> {
-    authenticate_until(payload, verifier, anonymous_allowed).map(|(user, _)| user)
+    authenticate_until(payload, verifier, anonymous_allowed).map(|identity| identity.user)
 }
 
-/// [`authenticate`], and until when the connection's token stands (unix seconds; `None` for a guest).
+/// Who a connection is: its user, until when its token stands (unix seconds; `None` without a token), and
+/// whether the token makes the user a namespace admin.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Identity {
+    pub user: User,
+    pub valid_until: Option<i64>,
+    pub admin: bool,
+}
+
+impl Identity {
+    /// A user without a token (a guest, or a user the host's connect hook names): never an admin.
+    pub fn untimed(user: User) -> Self {
+        Self {
+            user,
+            valid_until: None,
+            admin: false,
+        }
+    }
+}
+
+/// [`authenticate`], with until when the connection's token stands and whether it makes the user an admin.
 pub fn authenticate_until(
     payload: Option<&serde_json::Value>,
     verifier: Option<&JwtVerifier>,
     anonymous_allowed: bool,
-) -> Result<(User, Option<i64>), AuthError> {
+) -> Result<Identity, AuthError> {
     let payload: AuthPayload = match payload {
         None | Some(serde_json::Value::Null) => AuthPayload::default(),
         Some(value) => serde_json::from_value(value.clone()).map_err(|e| {
@@ -149,9 +171,11 @@ pub fn authenticate_until(
                 "this server has no JWT key configured; connect without a token",
             )
         })?;
-        return verifier
-            .verify_until(token)
-            .map(|v| (v.user, Some(v.valid_until)));
+        return verifier.verify_until(token).map(|v| Identity {
+            user: v.user,
+            valid_until: Some(v.valid_until),
+            admin: v.admin,
+        });
     }
     if !anonymous_allowed {
         return Err(AuthError::new(
@@ -172,7 +196,7 @@ pub fn authenticate_until(
         name,
         anonymous: true,
     };
-    Ok((guest, None))
+    Ok(Identity::untimed(guest))
 }
 
 #[cfg(test)]

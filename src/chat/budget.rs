@@ -20,9 +20,10 @@ use crate::error::ChatError;
 /// The kinds of work a client can ask for, each with its own budget.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum EventClass {
-    /// `room:create`, `room:join`, `room:leave`, `room:invite`, `room:decline`: memberships and rooms.
+    /// `room:create`, `room:join`, `room:leave`, `room:invite`, `room:decline`: memberships and rooms; and the
+    /// moderation events (`room:role`, `room:kick`, `room:ban`, …), `user:block`, `user:unblock`.
     Join,
-    /// `rooms:list`, `history:fetch`, `sync`, `invitations:list`: database reads.
+    /// `rooms:list`, `history:fetch`, `sync`, `invitations:list`, `messages:search`: database reads.
     Read,
     /// `presence:list`.
     Presence,

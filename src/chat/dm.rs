@@ -49,8 +49,8 @@ pub struct Dm<'a> {
     pub client_id: Option<String>,
 }
 
-/// The one DM operation (native `dm:send` and the server API): checks the message, makes sure the conversation's
-/// room and both memberships exist and that every online socket of both users is in it on every node, commits
+/// The one DM operation (native `dm:send` and the server API): checks the message and that neither user blocked
+/// the other (before anything is created), makes sure the conversation's room and both memberships exist and that every online socket of both users is in it on every node, commits
 /// the message and delivers it to the room, unless it is a retry of one already delivered. A socket that sent it
 /// (`sender`) does not get it back; from the server API, every socket of both users does.
 pub async fn send_dm<A: Adapter>(
@@ -72,6 +72,7 @@ pub async fn send_dm<A: Adapter>(
         return Err(ChatError::bad_request("you cannot send a DM to yourself"));
     }
     let ns = ns_settings.path.as_str();
+    super::blocks::check_dm(chat, ns, &from.id, to).await?;
     let peer_sockets = local_sockets(chat, ns, to);
     // A guest's id dies with its connection: a DM to one that is gone could never be read.
     if crate::auth::is_guest_id(to)

@@ -122,6 +122,7 @@ pub async fn refresh<A: Adapter>(mut call: Call<A>) -> ChatResult<Reply> {
     call.conn
         .valid_until
         .send_replace(Some(verified.valid_until));
+    call.conn.set_admin(verified.admin);
     Ok(Reply::Refreshed {
         expires_at: chrono::DateTime::from_timestamp(verified.valid_until, 0).unwrap_or_default(),
     })

@@ -37,6 +37,7 @@ pub async fn invite<A: Adapter>(mut call: Call<A>) -> ChatResult<Reply> {
             "only members of room {id:?} can invite to it; join it first (guests cannot invite)"
         )));
     }
+    super::blocks::check_invitees(chat, ns, &call.conn.user.id, &users).await?;
     let invited = chat
         .store
         .invite(ns, id, &call.conn.user.author(), &users)

@@ -56,6 +56,9 @@ pub async fn post_message<A: Adapter>(
     if !in_room(socket, post.room) {
         return Err(rooms::not_in_room(post.room));
     }
+    if post.room.starts_with(payload::DM_PREFIX) {
+        super::blocks::check_dm_room(chat, &conn.ns.path, post.room, &conn.user.id).await?;
+    }
     // Only a reply costs a read before the send.
     let reply_to = match post.reply_to {
         Some(seq) => Some(replied_to(chat, &conn.ns, post.room, seq).await?),
@@ -180,7 +183,10 @@ pub async fn append<A: Adapter>(
     if ns.history {
         return Ok(chat.store.append_message(&ns.path, new).await?);
     }
-    let seq = chat.store.next_seq(&ns.path, &new.room).await?;
+    let seq = chat
+        .store
+        .next_seq(&ns.path, &new.room, &new.from.id)
+        .await?;
     Ok(Appended {
         message: Message {
             id: uuid::Uuid::new_v4().to_string(),

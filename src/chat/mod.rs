@@ -4,9 +4,12 @@
 //! (`room:create`, `room:join`, `room:leave`, `rooms:list`), `invitations` (`room:invite`, `room:decline`,
 //! `invitations:list`), `messages` (`message:send`, `history:fetch`), `dm` (`dm:send`), `presence`
 //! (`presence:list`, `typing`, `room:notice`), `recovery` (`sync`), `edits` (`message:edit`, `message:delete`),
-//! `reactions` (`reaction:add`, `reaction:remove`), `reads` (`room:read`, read receipts). Payload rules are plain
-//! functions in `payload` (what one emoji is, in `emoji`); what a socket and a user may spend, in `budget`.
+//! `reactions` (`reaction:add`, `reaction:remove`), `reads` (`room:read`, read receipts), `moderation`
+//! (`room:role`, `room:kick`, `room:ban`, `room:unban`, `room:mute`, `room:unmute`), `blocks` (`user:block`,
+//! `user:unblock`), `search` (`messages:search`). Payload rules are plain functions in `payload` (what one emoji
+//! is, in `emoji`); what a socket and a user may spend, in `budget`.
 
+pub mod blocks;
 pub mod budget;
 pub mod dm;
 pub mod edits;
@@ -14,12 +17,14 @@ pub mod emoji;
 pub mod expiry;
 mod invitations;
 pub mod messages;
+pub mod moderation;
 pub mod payload;
 pub mod presence;
 pub mod reactions;
 pub mod reads;
 mod recovery;
 pub mod rooms;
+pub mod search;
 mod session;
 
 use std::{
@@ -201,6 +206,8 @@ pub struct Conn {
     connect_turn: Mutex<Option<oneshot::Sender<()>>>,
     /// Until when the socket's token stands (see [`expiry`]).
     pub valid_until: expiry::ValidUntil,
+    /// The socket's token makes its user a namespace admin (`--admin-claim`); a refreshed token decides anew.
+    admin: std::sync::atomic::AtomicBool,
 }
 
 impl Conn {
@@ -220,7 +227,19 @@ impl Conn {
             budget: Arc::new(budget::SocketBudget::new(&limits.budgets)),
             last_turn: Mutex::new(None),
             connect_turn: Mutex::new(None),
+            admin: std::sync::atomic::AtomicBool::new(false),
         }
+    }
+
+    /// Whether the socket's user is a namespace admin (see [`moderation`]).
+    pub fn admin(&self) -> bool {
+        self.admin.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Records what the socket's (new) token says about admin rights.
+    pub(crate) fn set_admin(&self, admin: bool) {
+        self.admin
+            .store(admin, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// The user as others see them: with the name the client gave itself, in a profile that takes names from
@@ -328,6 +347,11 @@ pub enum Reply {
     Invited {
         /// Ids of the users newly invited (members and users already invited are skipped).
         invited: Vec<String>,
+    },
+    Found {
+        results: Vec<search::Hit>,
+        #[serde(rename = "hasMore")]
+        has_more: bool,
     },
     Done {},
     Refreshed {
@@ -488,7 +512,7 @@ fn respond<A: Adapter>(
 }
 
 /// The event table: every client → server event, its budget class, and the function that handles it.
-fn event_table<A: Adapter>() -> [(&'static str, EventClass, EventFn<A>); 19] {
+fn event_table<A: Adapter>() -> [(&'static str, EventClass, EventFn<A>); 28] {
     use EventClass::{Join, Presence, Read, Send, Typing};
     [
         ("room:create", Join, |c| Box::pin(rooms::create(c))),
@@ -510,6 +534,15 @@ fn event_table<A: Adapter>() -> [(&'static str, EventClass, EventFn<A>); 19] {
         ("typing", Typing, |c| Box::pin(presence::typing(c))),
         ("sync", Read, |c| Box::pin(recovery::sync(c))),
         ("session:refresh", Read, |c| Box::pin(expiry::refresh(c))),
+        ("room:role", Join, |c| Box::pin(moderation::set_role(c))),
+        ("room:kick", Join, |c| Box::pin(moderation::kick(c))),
+        ("room:ban", Join, |c| Box::pin(moderation::ban(c))),
+        ("room:unban", Join, |c| Box::pin(moderation::unban(c))),
+        ("room:mute", Join, |c| Box::pin(moderation::mute(c))),
+        ("room:unmute", Join, |c| Box::pin(moderation::unmute(c))),
+        ("user:block", Join, |c| Box::pin(blocks::block(c))),
+        ("user:unblock", Join, |c| Box::pin(blocks::unblock(c))),
+        ("messages:search", Read, |c| Box::pin(search::search(c))),
     ]
 }
 

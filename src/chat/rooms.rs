@@ -121,6 +121,7 @@ pub async fn create<A: Adapter>(mut call: Call<A>) -> ChatResult<Reply> {
     let invited = payload::invitees(&p.members, "members", &call.conn.user.id)?;
     check_room_budget(&call.chat, &call.socket, id)?;
     check_creation_quota(&call.chat, &call.conn).await?;
+    super::blocks::check_invitees(&call.chat, call.ns(), &call.conn.user.id, &invited).await?;
     let room = Room {
         id: id.to_owned(),
         name: id.to_owned(),
@@ -307,6 +308,9 @@ pub async fn join_room<A: Adapter>(
         }
         None => return Err(ChatError::room_not_found(id)),
     };
+    if room.kind == RoomKind::Group {
+        super::moderation::check_not_banned(chat, ns, id, &conn.user.id).await?;
+    }
     if room.visibility == Visibility::Private
         && !chat.store.is_member(ns, id, &conn.user.id).await?
         && !chat.store.is_invited(ns, id, &conn.user.id).await?

@@ -61,7 +61,7 @@ async fn identify<A: Adapter>(
     auth: Option<&Json>,
     settings: &NamespaceSettings,
     peer_ip: Option<std::net::IpAddr>,
-) -> Result<(User, Option<i64>), AuthError> {
+) -> Result<auth::Identity, AuthError> {
     if !auth::has_token(auth)
         && let Some(sessions) = &chat.sessions
         && let Some(token) = auth::sessions::Sessions::cookie(
@@ -89,7 +89,7 @@ async fn identify<A: Adapter>(
             headers: auth::hook::headers_of(&parts.headers),
             address: peer_ip.map(|ip| ip.to_string()),
         };
-        return hook.admit(&request).await.map(|user| (user, None));
+        return hook.admit(&request).await.map(auth::Identity::untimed);
     }
     auth::authenticate_until(auth, chat.verifier.as_ref(), settings.anonymous)
 }
@@ -113,7 +113,11 @@ async fn admit<A: Adapter>(
         .extensions
         .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
         .map(|info| info.0.ip());
-    let (user, valid_until) = identify(chat, socket, auth.as_ref(), &settings, peer_ip)
+    let auth::Identity {
+        user,
+        valid_until,
+        admin,
+    } = identify(chat, socket, auth.as_ref(), &settings, peer_ip)
         .await
         .inspect_err(|e| {
             tracing::info!(ns = %settings.path, code = e.code, reason = %e.message, "connection refused");
@@ -136,6 +140,7 @@ async fn admit<A: Adapter>(
         &chat.limits,
         valid_until,
     ));
+    conn.set_admin(admin);
     conn.reserve_connect_turn();
     socket.extensions.insert(conn.clone());
     socket.extensions.insert(session);

@@ -20,12 +20,17 @@
 //!   ([`Store::is_member`], [`Store::user_rooms`]), an invitee only sees it listed;
 //! * a message is never removed: an edit changes it in place, a delete leaves a tombstone, and each such change
 //!   (and each reaction change) takes the room's next revision in commit order, the cursor of a catch-up's change
-//!   feed ([`Changes`], `changes.rs`).
+//!   feed ([`Changes`], `changes.rs`);
+//! * a sender banned or muted in a room gets no seq there: the batch refuses their message
+//!   ([`StoreError::Sanctioned`]); roles and sanctions are in [`Moderation`], blocks in [`Blocks`], search in [`Search`].
 
 mod batch;
+pub mod blocks;
 mod changes;
 mod hooks;
+pub mod moderation;
 mod postgres;
+pub mod search;
 mod sql;
 mod sqlite;
 
@@ -37,6 +42,7 @@ use serde::Serialize;
 
 use crate::error::ChatError;
 
+pub use blocks::Blocks;
 pub use changes::{
     Changes, EXCERPT_CHARS, MAX_EMOJI_PER_MESSAGE, Reacted, ReactionCount, ReadMark, ReadPosition,
     ReplyTo, RoomState, UNREAD_COUNTED,
@@ -45,7 +51,9 @@ pub use hooks::{
     ClaimedCursor, ClaimedHook, CursorFailure, CursorOutcome, FailedHook, HookEvent, HookEvents,
     HookWake, NewHook,
 };
+pub use moderation::{Actor, Moderation, ModerationRecord, RoomRole, Sanction, SanctionKind};
 pub use postgres::PostgresStore;
+pub use search::{Search, SearchQuery, SearchWord};
 pub use sqlite::SqliteStore;
 
 /// Most messages one history page may hold.
@@ -144,6 +152,9 @@ pub struct RoomSummary {
     pub unread: i64,
     /// The room's change revision (see [`Changes`]): where a catch-up of edits, deletes and reactions starts.
     pub rev: i64,
+    /// For a DM: whether the user blocked the other user (`user:block`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub blocked: Option<bool>,
 }
 
 /// A stored message. `Default` serves to build a new one (`..Default::default()`: no reply, never changed).
@@ -281,6 +292,9 @@ pub enum StoreError {
     Rejected { reason: String },
     #[error("room {0:?} does not exist")]
     NoSuchRoom(String),
+    /// The sender is banned or muted in the room: their message was not stored.
+    #[error("{}", .sanction.reason(.room))]
+    Sanctioned { room: String, sanction: Sanction },
     #[error("migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("unsupported DATABASE_URL {0:?}: use sqlite://file.db or postgres://…")]
@@ -305,6 +319,9 @@ impl From<StoreError> for ChatError {
                 unavailable: true, ..
             } => ChatError::unavailable(&e),
             StoreError::NoSuchRoom(room) => ChatError::room_not_found(&room),
+            StoreError::Sanctioned { room, sanction } => {
+                ChatError::forbidden(sanction.reason(&room))
+            }
             StoreError::Rejected { reason } => {
                 tracing::warn!(error = %reason, "the database refused a message");
                 ChatError::bad_request("the message store refused this message")
@@ -363,7 +380,7 @@ pub type StoreResult<T> = Result<T, StoreError>;
 /// Everything the chat needs from a database. `ns` is the Socket.IO namespace: each is an isolated chat space.
 /// Edits, deletes, reactions and read state are in [`Changes`].
 #[async_trait]
-pub trait Store: Changes + Send + Sync + 'static {
+pub trait Store: Changes + Moderation + Blocks + Search + Send + Sync + 'static {
     /// Answers when the database is reachable.
     async fn ping(&self) -> StoreResult<()>;
 
@@ -477,8 +494,9 @@ pub trait Store: Changes + Send + Sync + 'static {
     /// The write path of every message: numbers it, stores it, commits, and returns it.
     async fn append_message(&self, ns: &str, message: NewMessage) -> StoreResult<Appended>;
 
-    /// Numbers a message without storing it (namespaces that keep no history).
-    async fn next_seq(&self, ns: &str, room: &str) -> StoreResult<i64>;
+    /// Numbers a message of `sender` without storing it (namespaces that keep no history); a banned or muted
+    /// sender is refused ([`StoreError::Sanctioned`]).
+    async fn next_seq(&self, ns: &str, room: &str, sender: &str) -> StoreResult<i64>;
 
     /// A room's history page as nobody in particular sees it (reactions without `me`); see
     /// [`Changes::history_for`].
@@ -701,6 +719,8 @@ struct SummaryRow {
     last_read: i64,
     unread: i64,
     last_rev: i64,
+    /// The user blocked the DM's other member.
+    blocked: bool,
 }
 
 impl From<SummaryRow> for RoomSummary {
@@ -713,8 +733,10 @@ impl From<SummaryRow> for RoomSummary {
             }),
             _ => None,
         };
+        let room: Room = row.room.into();
         RoomSummary {
-            room: row.room.into(),
+            blocked: (room.kind == RoomKind::Dm).then_some(row.blocked),
+            room,
             last_seq: row.last_seq,
             member: row.member,
             invited: row.invited,

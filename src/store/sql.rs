@@ -21,6 +21,7 @@ use sqlx::{
 use super::batch::{Batcher, Pending};
 use super::changes::{message_columns_with_replies, select_messages_with_replies};
 use super::hooks::FailedRow;
+use super::moderation::{Sanction, SanctionKind};
 use super::{
     Appended, Author, ClaimedCursor, ClaimedHook, CursorFailure, CursorOutcome, FailedHook,
     HistoryPage, HistoryQuery, HookEvent, HookEvents, HookWake, Invitation, InvitationRow, Message,
@@ -73,6 +74,18 @@ pub struct SqlStore<DB: Database> {
     wake: Arc<HookWake>,
 }
 
+impl<DB: Database> SqlStore<DB> {
+    /// The pool every write goes through.
+    pub(super) fn writer(&self) -> &Pool<DB> {
+        &self.writer
+    }
+
+    /// The pool for reads.
+    pub(super) fn reader(&self) -> &Pool<DB> {
+        &self.pool
+    }
+}
+
 /// Membership states (`memberships.state`).
 const JOINED: &str = "joined";
 const INVITED: &str = "invited";
@@ -91,13 +104,14 @@ const ADD_MEMBER: &str = "INSERT INTO memberships (ns, room, user_id, user_name,
 /// Rows per multi-row `INSERT`, well below both databases' limits on bound parameters.
 const ROWS_PER_INSERT: usize = 1000;
 
-/// The columns of a [`SummaryRow`] but `member` and `invited`, for rooms `r`, the user's membership `m` and a
-/// DM's other member `p` (joined in by [`peer_join!`]), as a literal for `concat!`. The read state counts for a
+/// The columns of a [`SummaryRow`] but `member` and `invited`, for rooms `r`, the user's membership `m`, a DM's
+/// other member `p` and the user's block of them `b` (both joined in by [`peer_join!`]), as a literal for
+/// `concat!`. The read state counts for a
 /// member only; `unread` stops at [`super::UNREAD_COUNTED`], so it reads at most that many index entries a room.
 macro_rules! summary_columns {
     () => {
         "SELECT r.id, r.name, r.kind, r.visibility, r.created_at, r.last_seq, r.last_rev, \
-                p.user_id AS peer_id, p.user_name AS peer_name, \
+                p.user_id AS peer_id, p.user_name AS peer_name, (b.blocked_id IS NOT NULL) AS blocked, \
                 CASE WHEN m.state = 'joined' THEN m.last_read ELSE 0 END AS last_read, \
                 CASE WHEN m.state = 'joined' THEN \
                     (SELECT COUNT(*) FROM (SELECT 1 FROM messages x WHERE x.ns = r.ns AND x.room = r.id \
@@ -107,10 +121,11 @@ macro_rules! summary_columns {
     };
 }
 
-/// A DM's other member `p`, for the user `$2`.
+/// A DM's other member `p`, for the user `$2`, and whether the user blocked them (`b`, by primary key).
 macro_rules! peer_join {
     () => {
-        " LEFT JOIN memberships p ON r.kind = 'dm' AND p.ns = r.ns AND p.room = r.id AND p.user_id <> $2 "
+        " LEFT JOIN memberships p ON r.kind = 'dm' AND p.ns = r.ns AND p.room = r.id AND p.user_id <> $2 \
+          LEFT JOIN user_blocks b ON b.ns = r.ns AND b.blocker_id = $2 AND b.blocked_id = p.user_id "
     };
 }
 
@@ -131,7 +146,7 @@ impl NewMembership<'_> {
 }
 
 /// A write that names a room: a foreign-key violation means that the room does not exist.
-fn or_no_such_room(room: &str) -> impl FnOnce(sqlx::Error) -> StoreError + '_ {
+pub(super) fn or_no_such_room(room: &str) -> impl FnOnce(sqlx::Error) -> StoreError + '_ {
     move |e| match &e {
         sqlx::Error::Database(db) if db.is_foreign_key_violation() => {
             StoreError::NoSuchRoom(room.to_owned())
@@ -171,6 +186,15 @@ struct Numbering<'b> {
 type RoomKey<'b> = (&'b str, &'b str);
 /// A stored message by (ns, room, sender id, client id); the sender id is empty for a room-scoped client id.
 type ClientKey = (String, String, String, String);
+/// A sender in a room: (ns, room, user id).
+type SenderKey = (String, String, String);
+
+/// What statement 1 of a batch reads: the `last_seq` of every room of the batch that exists, and which of them
+/// have a ban or mute in force.
+struct Counters {
+    last: HashMap<(String, String), i64>,
+    sanctioned: Vec<(String, String)>,
+}
 
 /// Whose retries a message's client id tells apart, as the sender part of its [`ClientKey`]: the sender's id, or
 /// nobody's (empty: any sender in the room), which no real sender id can be.
@@ -183,12 +207,14 @@ fn key_owner(message: &super::NewMessage) -> &str {
 
 impl<'b> Numbering<'b> {
     /// Numbers the appends room by room, in batch order. `counters` holds the `last_seq` of every room of the
-    /// batch that exists; `originals` the stored messages under the batch's client ids.
+    /// batch that exists; `originals` the stored messages under the batch's client ids; `sanctions` the bans
+    /// and mutes in force of the batch's senders, whose messages are refused.
     fn new(
         batch: &'b [Pending],
         by_room: &BTreeMap<RoomKey<'b>, Vec<usize>>,
         counters: &HashMap<(String, String), i64>,
         mut originals: HashMap<ClientKey, MessageRow>,
+        sanctions: &HashMap<SenderKey, Sanction>,
     ) -> Self {
         let mut outcomes: Vec<Option<Outcome>> = batch.iter().map(|_| None).collect();
         let mut bumped = Vec::with_capacity(by_room.len());
@@ -206,6 +232,17 @@ impl<'b> Numbering<'b> {
             let mut seen: HashMap<(&str, &str), usize> = HashMap::new();
             for &i in indexes {
                 let message = &batch[i].message;
+                if !sanctions.is_empty() {
+                    let sender = (ns.to_owned(), room.to_owned(), message.from.id.clone());
+                    if let Some(&sanction) = sanctions.get(&sender) {
+                        let refused = StoreError::Sanctioned {
+                            room: room.to_owned(),
+                            sanction,
+                        };
+                        outcomes[i] = Some(Outcome::Done(Box::new(Err(refused))));
+                        continue;
+                    }
+                }
                 if let Some(client_id) = message.client_id.as_deref() {
                     let key = (key_owner(message), client_id);
                     if let Some(&first) = seen.get(&key) {
@@ -487,7 +524,9 @@ where
     /// is rolled back, to be written again with [`Retries::LookedUp`].
     ///
     /// Webhooks add nothing here: `message.created` is delivered from the messages themselves, past a cursor per
-    /// room (`migrations/*/0006_webhook_cursors.sql`).
+    /// room (`migrations/*/0006_webhook_cursors.sql`). The first statement also says which rooms have a ban or mute
+    /// in force; only when one of the batch's rooms has, another statement reads the sanctions of its senders,
+    /// whose messages are refused.
     async fn try_batch(
         pool: &Pool<DB>,
         batch: &[Pending],
@@ -496,12 +535,13 @@ where
     ) -> StoreResult<Option<Vec<StoreResult<Appended>>>> {
         let at = super::now();
         let mut tx = pool.begin().await?;
-        let counters = Self::lock_counters(&mut tx, by_room.keys()).await?;
+        let counters = Self::lock_counters(&mut tx, by_room.keys(), at).await?;
+        let sanctions = Self::read_sanctions(&mut tx, batch, &counters.sanctioned, at).await?;
         let originals = match retries {
             Retries::Optimistic => HashMap::new(),
             Retries::LookedUp => Self::read_originals(&mut tx, batch).await?,
         };
-        let numbering = Numbering::new(batch, by_room, &counters, originals);
+        let numbering = Numbering::new(batch, by_room, &counters.last, originals, &sanctions);
         Self::bump_counters(&mut tx, &numbering.bumped, at).await?;
         let fresh = numbering.fresh();
         let ids = Self::insert_messages(&mut tx, batch, &fresh, retries, at).await?;
@@ -553,14 +593,19 @@ where
             .collect()
     }
 
-    /// Statement 1 of a batch: the `last_seq` of each of its rooms that exists, locked.
+    /// Statement 1 of a batch: the `last_seq` of each of its rooms that exists, locked, and whether a ban or
+    /// mute is in force in it at `at` (an index probe per room, in the same round trip).
     async fn lock_counters<'b>(
         tx: &mut DB::Connection,
         rooms: impl Iterator<Item = &'b RoomKey<'b>>,
-    ) -> StoreResult<HashMap<(String, String), i64>> {
+        at: DateTime<Utc>,
+    ) -> StoreResult<Counters> {
         let mut lock = QueryBuilder::<DB>::new(
-            "SELECT ns, id, last_seq FROM rooms WHERE (ns, id) IN (VALUES ",
+            "SELECT ns, id, last_seq, EXISTS (SELECT 1 FROM room_sanctions s \
+                 WHERE s.ns = rooms.ns AND s.room = rooms.id AND (s.until IS NULL OR s.until > ",
         );
+        lock.push_bind(at)
+            .push(")) FROM rooms WHERE (ns, id) IN (VALUES ");
         let mut list = lock.separated(", ");
         for &(ns, room) in rooms {
             list.push("(")
@@ -569,11 +614,74 @@ where
             list.push_bind_unseparated(room).push_unseparated(")");
         }
         lock.push(") ORDER BY ns, id").push(DB::LOCK_ROWS);
-        let rows: Vec<(String, String, i64)> = lock.build_query_as().fetch_all(&mut *tx).await?;
-        Ok(rows
-            .into_iter()
-            .map(|(ns, room, last)| ((ns, room), last))
-            .collect())
+        let rows: Vec<(String, String, i64, bool)> =
+            lock.build_query_as().fetch_all(&mut *tx).await?;
+        let mut counters = Counters {
+            last: HashMap::with_capacity(rows.len()),
+            sanctioned: Vec::new(),
+        };
+        for (ns, room, last, sanctioned) in rows {
+            if sanctioned {
+                counters.sanctioned.push((ns.clone(), room.clone()));
+            }
+            counters.last.insert((ns, room), last);
+        }
+        Ok(counters)
+    }
+
+    /// The bans and mutes in force at `at` of the batch's senders in `rooms` (the batch's rooms where someone is
+    /// sanctioned; none: no statement at all). A ban wins over a mute.
+    async fn read_sanctions(
+        tx: &mut DB::Connection,
+        batch: &[Pending],
+        rooms: &[(String, String)],
+        at: DateTime<Utc>,
+    ) -> StoreResult<HashMap<SenderKey, Sanction>> {
+        let mut sanctions = HashMap::new();
+        if rooms.is_empty() {
+            return Ok(sanctions);
+        }
+        let mut senders: Vec<(&str, &str, &str)> = batch
+            .iter()
+            .filter(|p| {
+                rooms
+                    .iter()
+                    .any(|(ns, room)| *ns == p.ns && *room == p.message.room)
+            })
+            .map(|p| {
+                let m = &p.message;
+                (p.ns.as_str(), m.room.as_str(), m.from.id.as_str())
+            })
+            .collect();
+        senders.sort_unstable();
+        senders.dedup();
+        let mut select = QueryBuilder::<DB>::new(
+            "SELECT ns, room, user_id, kind, until FROM room_sanctions WHERE (until IS NULL OR until > ",
+        );
+        select
+            .push_bind(at)
+            .push(") AND (ns, room, user_id) IN (VALUES ");
+        let mut list = select.separated(", ");
+        for (ns, room, user) in senders {
+            list.push("(")
+                .push_bind_unseparated(ns)
+                .push_unseparated(", ");
+            list.push_bind_unseparated(room).push_unseparated(", ");
+            list.push_bind_unseparated(user).push_unseparated(")");
+        }
+        select.push(")");
+        type Row = (String, String, String, String, Option<DateTime<Utc>>);
+        let rows: Vec<Row> = select.build_query_as().fetch_all(&mut *tx).await?;
+        for (ns, room, user, kind, until) in rows {
+            let kind = SanctionKind::parse(&kind);
+            let entry = sanctions
+                .entry((ns, room, user))
+                .or_insert(Sanction { kind, until });
+            if kind == SanctionKind::Ban {
+                *entry = Sanction { kind, until };
+            }
+        }
+        Ok(sanctions)
     }
 
     /// Statement 2 of a batch written with [`Retries::LookedUp`]: the messages already stored under the batch's
@@ -944,7 +1052,7 @@ where
 #[async_trait]
 impl<DB> Store for SqlStore<DB>
 where
-    DB: Backend,
+    DB: Backend + super::search::SearchSql,
     for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
     DB::Arguments: IntoArguments<DB>,
     for<'a> &'a str: Encode<'a, DB> + Type<DB> + ColumnIndex<DB::Row>,
@@ -953,6 +1061,7 @@ where
     String: for<'r> Decode<'r, DB> + Type<DB>,
     i64: for<'a> Encode<'a, DB> + for<'r> Decode<'r, DB> + Type<DB>,
     DateTime<Utc>: for<'a> Encode<'a, DB> + for<'r> Decode<'r, DB> + Type<DB>,
+    Option<DateTime<Utc>>: for<'a> Encode<'a, DB>,
     bool: for<'a> Encode<'a, DB> + for<'r> Decode<'r, DB> + Type<DB>,
     usize: ColumnIndex<DB::Row>,
 {
@@ -1346,16 +1455,36 @@ where
         self.batcher.append(ns, new).await
     }
 
-    #[tracing::instrument(level = "debug", skip_all, fields(%ns, %room))]
-    async fn next_seq(&self, ns: &str, room: &str) -> StoreResult<i64> {
+    #[tracing::instrument(level = "debug", skip_all, fields(%ns, %room, %sender))]
+    async fn next_seq(&self, ns: &str, room: &str, sender: &str) -> StoreResult<i64> {
+        // A banned or muted sender gets no number: the same statement checks, and only a refusal asks why.
         let seq: Option<i64> = sqlx::query_scalar(
-            "UPDATE rooms SET last_seq = last_seq + 1 WHERE ns = $1 AND id = $2 RETURNING last_seq",
+            "UPDATE rooms SET last_seq = last_seq + 1 WHERE ns = $1 AND id = $2 AND NOT EXISTS (\
+                 SELECT 1 FROM room_sanctions s WHERE s.ns = $1 AND s.room = $2 AND s.user_id = $3 \
+                     AND (s.until IS NULL OR s.until > $4)) \
+             RETURNING last_seq",
         )
         .bind(ns)
         .bind(room)
+        .bind(sender)
+        .bind(super::now())
         .fetch_optional(&self.writer)
         .await?;
-        seq.ok_or_else(|| StoreError::NoSuchRoom(room.to_owned()))
+        if let Some(seq) = seq {
+            return Ok(seq);
+        }
+        let sanctions = super::Moderation::sanctions(self, ns, room, sender).await?;
+        let refusal = sanctions
+            .iter()
+            .find(|s| s.kind == SanctionKind::Ban)
+            .or(sanctions.first());
+        Err(match refusal {
+            Some(&sanction) => StoreError::Sanctioned {
+                room: room.to_owned(),
+                sanction,
+            },
+            None => StoreError::NoSuchRoom(room.to_owned()),
+        })
     }
 
     #[tracing::instrument(level = "debug", skip_all, fields(%ns, %room))]

@@ -1,0 +1,137 @@
+//! Full-text search of messages: the store's side of `chat::search`. Postgres matches with a GIN index over
+//! `to_tsvector`, SQLite with an FTS5 table (`migrations/*/0008_moderation.sql`); both see the same words (runs of
+//! letters and digits, lowercased, accents kept, no stemming), so a query finds the same messages on either.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Type};
+
+use super::sql::{Backend, SqlStore};
+use super::{Message, MessageRow, StoreResult};
+
+/// One word of a search: letters and digits only (so nothing in it is query syntax), lowercased; `prefix`
+/// matches every word that starts with it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SearchWord {
+    pub text: String,
+    pub prefix: bool,
+}
+
+/// A search: messages holding every word, in one room or in every room `user` may read, newest first.
+#[derive(Clone, Copy, Debug)]
+pub struct SearchQuery<'a> {
+    pub words: &'a [SearchWord],
+    /// One room (the caller has checked that the user may read it), or every room the user may read: the rooms
+    /// they joined (DMs included) and the namespace's public rooms, as `history:fetch` allows.
+    pub room: Option<&'a str>,
+    pub user_id: &'a str,
+    /// Only messages with a lower id (the next page).
+    pub before: Option<i64>,
+    pub limit: u32,
+}
+
+/// What each backend's search runs.
+pub trait SearchSql: Database {
+    /// The rows of `messages m` that match the query text `$3`, up to and including the `WHERE` keyword's first
+    /// condition.
+    const MATCHES: &'static str;
+    /// The query text bound as `$3`.
+    fn query_text(words: &[SearchWord]) -> String;
+}
+
+impl SearchSql for sqlx::Postgres {
+    // The expression of the `messages_search` index, word for word, so that the planner uses it.
+    const MATCHES: &'static str = "messages m WHERE to_tsvector('simple', regexp_replace(m.text, '[^[:alnum:]]+', ' ', 'g')) \
+         @@ to_tsquery('simple', $3)";
+    fn query_text(words: &[SearchWord]) -> String {
+        let terms: Vec<String> = words
+            .iter()
+            .map(|w| match w.prefix {
+                true => format!("{}:*", w.text),
+                false => w.text.clone(),
+            })
+            .collect();
+        terms.join(" & ")
+    }
+}
+
+impl SearchSql for sqlx::Sqlite {
+    // CROSS JOIN keeps the FTS table the outer loop: joined plainly, SQLite may walk the readable rooms' messages
+    // and run the full-text query once for each.
+    const MATCHES: &'static str = "messages_fts CROSS JOIN messages m ON m.id = messages_fts.rowid WHERE messages_fts MATCH $3";
+    fn query_text(words: &[SearchWord]) -> String {
+        // Quoted strings, implicitly ANDed; `*` after the quote makes a prefix query.
+        let terms: Vec<String> = words
+            .iter()
+            .map(|w| format!("\"{}\"{}", w.text, if w.prefix { "*" } else { "" }))
+            .collect();
+        terms.join(" ")
+    }
+}
+
+/// Search. Part of [`super::Store`].
+#[async_trait]
+pub trait Search {
+    /// The matching messages, newest first, at most `limit`, and whether more match.
+    async fn search(&self, ns: &str, query: &SearchQuery<'_>) -> StoreResult<(Vec<Message>, bool)>;
+}
+
+#[async_trait]
+impl<DB> Search for SqlStore<DB>
+where
+    DB: Backend + SearchSql,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    DB::Arguments: IntoArguments<DB>,
+    for<'a> &'a str: Encode<'a, DB> + Type<DB> + ColumnIndex<DB::Row>,
+    for<'a> Option<&'a str>: Encode<'a, DB>,
+    String: for<'r> Decode<'r, DB> + Type<DB>,
+    i64: for<'a> Encode<'a, DB> + for<'r> Decode<'r, DB> + Type<DB>,
+    DateTime<Utc>: for<'a> Encode<'a, DB> + for<'r> Decode<'r, DB> + Type<DB>,
+    bool: for<'a> Encode<'a, DB> + for<'r> Decode<'r, DB> + Type<DB>,
+    usize: ColumnIndex<DB::Row>,
+{
+    #[tracing::instrument(level = "debug", skip_all, fields(%ns, room = ?query.room, words = query.words.len()))]
+    async fn search(&self, ns: &str, query: &SearchQuery<'_>) -> StoreResult<(Vec<Message>, bool)> {
+        if query.words.is_empty() || query.limit == 0 {
+            return Ok((Vec::new(), false));
+        }
+        // `$2` is the room, or the user whose readable rooms are searched.
+        let rooms = match query.room {
+            Some(_) => "m.room = $2",
+            None => {
+                "m.room IN (SELECT room FROM memberships WHERE ns = $1 AND user_id = $2 AND state = 'joined' \
+                            UNION SELECT id FROM rooms WHERE ns = $1 AND visibility = 'public')"
+            }
+        };
+        // The matches are found first, through the full-text index, and only then ordered: asked for the newest
+        // matches directly, Postgres walks the primary key backwards and tests every message on the way, which
+        // reads the whole table for a rare word. So a search costs in proportion to the messages that hold all
+        // its words in the rooms searched, not to the size of the table.
+        let sql = format!(
+            "WITH hits AS MATERIALIZED (\
+                 SELECT m.id, m.room, m.seq, m.sender_id, m.sender_name, m.text, m.client_id, m.created_at \
+                 FROM {} AND m.ns = $1 AND m.id < $4 AND {rooms}) \
+             SELECT id, room, seq, sender_id, sender_name, text, client_id, created_at FROM hits \
+             ORDER BY id DESC LIMIT $5",
+            DB::MATCHES
+        );
+        let text = DB::query_text(query.words);
+        // Audited: the text added is the backend's constant and one of two constant room filters; every value
+        // is bound.
+        let rows: Vec<MessageRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .bind(ns)
+            .bind(query.room.unwrap_or(query.user_id))
+            .bind(text.as_str())
+            .bind(query.before.unwrap_or(i64::MAX))
+            .bind(i64::from(query.limit) + 1)
+            .fetch_all(self.reader())
+            .await?;
+        let has_more = rows.len() > query.limit as usize;
+        let messages = rows
+            .into_iter()
+            .take(query.limit as usize)
+            .map(Message::from)
+            .collect();
+        Ok((messages, has_more))
+    }
+}
