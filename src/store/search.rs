@@ -107,13 +107,14 @@ where
         // matches directly, Postgres walks the primary key backwards and tests every message on the way, which
         // reads the whole table for a rare word. So a search costs in proportion to the messages that hold all
         // its words in the rooms searched, not to the size of the table.
+        // The page is then read like history (current text, `editedAt`, the reply each answers); tombstones
+        // hold no text and match nothing.
         let sql = format!(
             "WITH hits AS MATERIALIZED (\
-                 SELECT m.id, m.room, m.seq, m.sender_id, m.sender_name, m.text, m.client_id, m.created_at \
-                 FROM {} AND m.ns = $1 AND m.id < $4 AND {rooms}) \
-             SELECT id, room, seq, sender_id, sender_name, text, client_id, created_at FROM hits \
-             ORDER BY id DESC LIMIT $5",
-            DB::MATCHES
+                 SELECT m.id FROM {} AND m.ns = $1 AND m.id < $4 AND {rooms} AND m.deleted_at IS NULL) \
+             SELECT {} WHERE m.id IN (SELECT id FROM hits) ORDER BY m.id DESC LIMIT $5",
+            DB::MATCHES,
+            super::changes::message_columns_with_replies!()
         );
         let text = DB::query_text(query.words);
         // Audited: the text added is the backend's constant and one of two constant room filters; every value
