@@ -69,7 +69,9 @@ for label in before after; do
   stop "$p"
 done
 
+# FLOOD=0 leaves the flood out (when only throughput is compared).
 for label in before after; do
+  [ "${FLOOD:-1}" = 1 ] || break
   bin=$before; [ "$label" = after ] && bin=$after
   rm -f /tmp/budgets-bench.db*
   p=$(start "$bin" "$label-flood" --database-url sqlite:///tmp/budgets-bench.db)
