@@ -15,6 +15,7 @@ import {
   fails,
   noneOf,
   laterAck,
+  waitFor,
   sdkClient,
   twoNodeGate,
   useTwoNodes,
@@ -49,6 +50,9 @@ for (const store of STORES) {
       silent(await fails(b, "dm:send", { to: alice.id, text: "hello?" }, "forbidden"), "dm:send");
       silent(await fails(b, "message:send", { room, text: "hello?" }, "forbidden"), "message:send to the DM room");
       await none.before(laterAck(a), "the blocker receives nothing");
+      const noTyping = noneOf(a, "typing", (t) => t.room === room);
+      await ok(b, "typing", { room }, "typing in a closed DM is accepted (nothing reveals the block): ");
+      await noTyping.before(laterAck(a), "the blocker is not shown the blocked user typing");
       const own = await fails(a, "dm:send", { to: bob.id, text: "go away" }, "forbidden");
       assert.match(own.error.message, /unblock/, "the blocker is told why");
       await fails(a, "message:send", { room, text: "go away" }, "forbidden");
@@ -57,6 +61,9 @@ for (const store of STORES) {
       assert.deepEqual(history.messages.map((m) => m.text), ["hi alice"]);
 
       await ok(a, "user:unblock", { user: bob.id });
+      const typing = waitFor(a, "typing", (t) => t.room === room);
+      await ok(b, "typing", { room });
+      assert.equal((await typing).user.id, bob.id, "unblocked: typing reaches the DM again");
       await ok(b, "dm:send", { to: alice.id, text: "friends again?" });
       await ok(a, "message:send", { room, text: "yes" });
       await fails(a, "user:unblock", { user: bob.id }, "not_found", "not blocked any more: ");

@@ -150,7 +150,7 @@ pub async fn list<A: Adapter>(mut call: Call<A>) -> ChatResult<Reply> {
     })
 }
 
-/// `typing { room }`: relayed, volatile, to the others in the room.
+/// `typing { room }`: relayed, volatile, to the others in the room (not in a DM closed by a block).
 pub async fn typing<A: Adapter>(mut call: Call<A>) -> ChatResult<Reply> {
     #[derive(Serialize)]
     struct Typing<'a> {
@@ -162,6 +162,17 @@ pub async fn typing<A: Adapter>(mut call: Call<A>) -> ChatResult<Reply> {
     let room = payload::room_id(&p.room)?;
     if !in_room(&call.socket, room) {
         return Err(super::rooms::not_in_room(room));
+    }
+    // A closed DM relays no typing either way; the sender is not told, so the block stays unrevealed.
+    if room.starts_with(payload::DM_PREFIX)
+        && call
+            .chat
+            .store
+            .dm_blocker(&call.conn.ns.path, room, &call.conn.user.id)
+            .await?
+            .is_some()
+    {
+        return Ok(Reply::Done {});
     }
     let event = Typing {
         room,
