@@ -5,10 +5,6 @@
 //
 // Two browser contexts are two people: Ada, signed in with a JWT, and bob, a guest (?name=bob). The steps run in
 // order and share the pages; a failing step screenshots every open page as failure-*.png.
-//
-// Some steps need server events of issue 12 that are still on their branches (messaging: edits, deletions,
-// reactions, replies, read state; moderation: kick, mute, block, search). The server under test is probed once for
-// each; a step whose event it does not know ("unknown event") is reported as a todo with the reason, not run.
 
 import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
@@ -34,23 +30,6 @@ const VIEWPORT = { width: 1280, height: 800 };
 // The server's flags, on its first start and its restart: a script sends a page and more of history (lift the
 // per-socket send rate for it), and a message over 2,000 characters is refused (the composer takes 4,000).
 const FLAGS = { "send-rate": 500, "send-burst": 500, "max-message-length": 2000 };
-
-// Once the messaging and moderation branches are merged, set this to false: every step then runs whatever the
-// server answers, and a missing event fails its step.
-const GATE_UNMERGED_FEATURES = false;
-/** The events each gated step needs, and what the probe sends (an event the server knows answers something else). */
-const FEATURES = {
-  replies: "message:send { replyTo }",
-  edit: "message:edit",
-  reactions: "reaction:add",
-  read: "room:read",
-  mute: "room:mute",
-  kick: "room:kick",
-  block: "user:block",
-  search: "messages:search",
-};
-/** Filled by the probe in `before`: which of FEATURES the server under test has. */
-const has = {};
 
 const rand = () => randomBytes(3).toString("hex");
 const ROOM = `lounge-${rand()}`;
@@ -103,16 +82,9 @@ async function newPage(ctx, who) {
   return page;
 }
 
-/**
- * A test step: on failure, screenshots of the open pages and the server log go with the error. With `needs`, a
- * feature of FEATURES: a todo (not run) while the server lacks it and GATE_UNMERGED_FEATURES is set.
- */
-function step(name, fn, { needs } = {}) {
-  it(needs ? `${name} [${FEATURES[needs]}]` : name, { timeout: 60_000 }, async (t) => {
-    if (needs && GATE_UNMERGED_FEATURES && !has[needs]) {
-      t.todo(`the server does not know ${FEATURES[needs]} yet (issue 12, not merged)`);
-      return;
-    }
+/** A test step: on failure, screenshots of the open pages and the server log go with the error. */
+function step(name, fn) {
+  it(name, { timeout: 60_000 }, async () => {
     try {
       await fn();
     } catch (err) {
@@ -168,31 +140,6 @@ async function ack(socket, event, payload) {
   return res;
 }
 
-/**
- * Which of FEATURES the server has: each event is sent once by a guest in a room of its own; an event the server
- * does not know answers bad_request "unknown event …", anything else means it is there.
- */
-async function probeFeatures() {
-  const socket = await scriptSocket({ name: "probe" });
-  const room = `probe-${rand()}`;
-  await ack(socket, "room:join", { room });
-  const first = (await ack(socket, "message:send", { room, text: "probe", clientId: `probe-${rand()}` })).message;
-  const reply = (await ack(socket, "message:send", { room, text: "re: probe", replyTo: first.seq })).message;
-  const knows = async (event, payload) => {
-    const res = await socket.timeout(5000).emitWithAck(event, payload);
-    return !(res?.ok === false && res.error?.code === "bad_request" && /unknown event/.test(res.error.message));
-  };
-  has.replies = reply.replyTo !== undefined;
-  has.edit = await knows("message:edit", { room, seq: first.seq, text: "probe, edited" });
-  has.reactions = await knows("reaction:add", { room, seq: first.seq, emoji: "👍" });
-  has.read = await knows("room:read", { room, seq: first.seq });
-  has.mute = await knows("room:mute", { room, user: "u-nobody" });
-  has.kick = await knows("room:kick", { room, user: "u-nobody" });
-  has.block = await knows("user:block", { user: "u-nobody" });
-  has.search = await knows("messages:search", { query: "probe" });
-  socket.close();
-}
-
 /** The message row holding `text` (stored or not). */
 function row(page, text) {
   return page.locator("#messages .msg", { has: page.locator(".msg-text", { hasText: text }) }).first();
@@ -219,7 +166,6 @@ describe("demo chat in a browser", { concurrency: false }, () => {
     db = await tempDatabase();
     // a script sends a page and more of history below: lift the per-socket send rate for it
     server = await startPalaver({ databaseUrl: db.url, flags: FLAGS });
-    await probeFeatures();
     browser = await launchBrowser();
     ctxA = await browser.newContext({ viewport: VIEWPORT, locale: "en-GB", timezoneId: "UTC" });
     ctxB = await browser.newContext({ viewport: VIEWPORT, locale: "en-GB", timezoneId: "UTC" });
@@ -399,6 +345,30 @@ describe("demo chat in a browser", { concurrency: false }, () => {
     assert.doesNotMatch(await pageA.title(), /^\(/);
   });
 
+  step("each sees their own role in the header; only a moderator's menu has kick, ban and mute", async () => {
+    await seeText(pageA, "#my-role", "owner");
+    await seeText(pageB, "#my-role", "member");
+    await screenshot(pageA, "feature-01b-role-ada");
+    // bob's menu for Ada: block only (a member moderates nothing)
+    await pageB.locator('#online-list [data-user-name="Ada"]').hover();
+    await pageB.click('#online-list [data-menu-for="Ada"]');
+    await pageB.locator('#online-list .member-menu [data-action="block"]').waitFor();
+    for (const action of ["kick", "ban", "mute", "unmute"]) {
+      assert.equal(await pageB.locator(`#online-list .member-menu [data-action="${action}"]`).count(), 0, action);
+    }
+    await pageB.click('#online-list [data-menu-for="Ada"]');
+    await pageB.locator("#online-list .member-menu").waitFor({ state: "detached" });
+    // Ada's menu for bob has them
+    await pageA.locator('#online-list [data-user-name="bob"]').hover();
+    await pageA.click('#online-list [data-menu-for="bob"]');
+    for (const action of ["kick", "ban", "mute", "unmute", "block"]) {
+      await pageA.locator(`#online-list .member-menu [data-action="${action}"]`).waitFor();
+    }
+    await screenshot(pageA, "feature-01c-moderator-menu-ada");
+    await pageA.click('#online-list [data-menu-for="bob"]');
+    await pageA.locator("#online-list .member-menu").waitFor({ state: "detached" });
+  });
+
   step("a message the server refuses shows as failed, with Retry and Discard", async () => {
     const tooLong = `${"a very long message ".repeat(125)}end`; // 2,503 characters; the server takes 2,000
     await pageB.fill("#composer-input", tooLong);
@@ -441,7 +411,7 @@ describe("demo chat in a browser", { concurrency: false }, () => {
       assert.equal(await quote.locator(".msg-reply-text").textContent(), M_REVIEW);
     }
     await screenshot(pageA, "feature-04-reply-ada");
-  }, { needs: "replies" });
+  });
 
   step("Edit opens the message's text in place; Escape leaves it as it was", async () => {
     await messageAction(pageA, M_TYPO, "edit");
@@ -476,7 +446,19 @@ describe("demo chat in a browser", { concurrency: false }, () => {
       assert.equal(await page.locator("#messages .msg-text", { hasText: M_FIXED }).count(), 0);
     }
     await screenshot(pageA, "feature-06-deleted-ada");
-  }, { needs: "edit" });
+  });
+
+  step("the room's owner deletes someone else's message; the author sees it go", async () => {
+    const seq = await row(pageA, PING).getAttribute("data-seq");
+    // bob has no Delete on Ada's messages (checked above); Ada, the owner, has one on bob's
+    await messageAction(pageA, PING, "delete");
+    await pageA.click('#messages .msg-confirm [data-action="confirm-delete"]');
+    for (const page of [pageA, pageB]) {
+      await seeText(page, `#messages .msg[data-seq="${seq}"] .msg-deleted`, "This message was deleted.");
+      assert.equal(await page.locator("#messages .msg-text", { hasText: PING }).count(), 0);
+    }
+    await screenshot(pageB, "feature-06b-deleted-by-moderator-bob");
+  });
 
   step("a reaction shows to both, and clicking it adds or takes back one's own", async () => {
     await messageAction(pageB, M_LUNCH, "react");
@@ -494,7 +476,7 @@ describe("demo chat in a browser", { concurrency: false }, () => {
     await chip(pageA).click();
     for (const page of [pageA, pageB]) await seeText(page, `#messages .reaction[data-emoji="👍"] .reaction-count`, "1");
     assert.equal(await chip(pageA).getAttribute("aria-pressed"), "false");
-  }, { needs: "reactions" });
+  });
 
   step("search finds a message with the words marked, and a result opens its room", async () => {
     await pageA.click(`#room-list [data-room="${ROOM}"]`);
@@ -509,7 +491,7 @@ describe("demo chat in a browser", { concurrency: false }, () => {
     await seeText(pageA, "#room-title", FEATURE_ROOM);
     await pageA.locator("#messages .msg.flash", { hasText: M_REVIEW }).waitFor();
     assert.equal(await pageA.locator("#search-results").count(), 0);
-  }, { needs: "search" });
+  });
 
   step("a DM says “Seen” under Ada's message once bob has read it", async () => {
     await pageA.click("#dm-list .nav-item >> text=bob");
@@ -523,7 +505,7 @@ describe("demo chat in a browser", { concurrency: false }, () => {
     await seeText(pageA, "#messages .msg-seen", "Seen");
     assert.equal(await row(pageA, SEEN_TEXT).locator(".msg-seen").count(), 1, "under the message read");
     await screenshot(pageA, "feature-09-seen-ada");
-  }, { needs: "read" });
+  });
 
   step("blocking in a DM stops bob's messages until Ada unblocks", async () => {
     await pageA.click("#dm-list .nav-item >> text=bob");
@@ -545,7 +527,7 @@ describe("demo chat in a browser", { concurrency: false }, () => {
     await pageB.locator("#messages .msg.failed button", { hasText: "Retry" }).click();
     await pageB.locator("#messages .msg[data-seq] .msg-text", { hasText: BLOCKED_TEXT }).waitFor();
     await seeText(pageA, "#messages .msg-text", BLOCKED_TEXT);
-  }, { needs: "block" });
+  });
 
   step("a moderator mutes bob (his message fails) and unmutes him (Retry goes through)", async () => {
     for (const page of [pageA, pageB]) {
@@ -563,7 +545,7 @@ describe("demo chat in a browser", { concurrency: false }, () => {
     await seeText(pageB, "#messages .notice-unmute", "bob can write again");
     await pageB.locator("#messages .msg.failed button", { hasText: "Retry" }).click();
     await seeText(pageA, "#messages .msg-text", MUTED_TEXT);
-  }, { needs: "mute" });
+  });
 
   step("a moderator kicks bob: Ada sees it, bob is told and the room leaves his list", async () => {
     for (const page of [pageA, pageB]) {
@@ -575,9 +557,29 @@ describe("demo chat in a browser", { concurrency: false }, () => {
     await pageA.locator('#online-list [data-user-name="bob"]').waitFor({ state: "detached" });
     await seeText(pageB, "#toasts .toast", "Ada removed you from");
     await pageB.locator(`#room-list [data-room="${FEATURE_ROOM}"]`).waitFor({ state: "detached" });
-    assert.notEqual((await pageB.textContent("#room-title")).trim(), FEATURE_ROOM);
+    // the room's pane says who removed him, and holds nothing of it any more
+    await seeText(pageB, "#left-reason", `Ada removed you from #${FEATURE_ROOM}.`);
+    assert.equal(await pageB.locator("#messages .msg").count(), 0);
+    assert.ok(await pageB.locator("#composer-input").isDisabled());
     await screenshot(pageB, "feature-12-kicked-bob");
-  }, { needs: "kick" });
+
+    // a kick is not a ban: Join again brings him back, with the room's messages
+    await pageB.click("#rejoin-btn");
+    await seeText(pageB, "#messages .msg-text", M_REVIEW);
+    await pageB.locator(`#room-list [data-room="${FEATURE_ROOM}"]`).waitFor();
+    await pageA.locator('#online-list [data-user-name="bob"]').waitFor();
+  });
+
+  step("a moderator bans bob for a day: bob is told until when, and cannot join again", async () => {
+    await memberAction(pageA, "bob", "ban");
+    await seeText(pageA, "#messages .notice-ban", "bob was banned from the room by Ada");
+    await seeText(pageB, "#toasts .toast", "Ada banned you from");
+    await seeText(pageB, "#left-reason", `Ada banned you from #${FEATURE_ROOM} until`);
+    await pageB.locator(`#room-list [data-room="${FEATURE_ROOM}"]`).waitFor({ state: "detached" });
+    await screenshot(pageB, "feature-13-banned-bob");
+    await pageB.click("#rejoin-btn");
+    await seeText(pageB, "#messages .error-state", "banned");
+  });
 
   step("leaving with the button, and closing the page, each show a leave notice to the other", async () => {
     await pageA.click(`#room-list [data-room="${ROOM}"]`);

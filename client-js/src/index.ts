@@ -53,6 +53,7 @@ export { ChatStore } from "./store.js";
 export type {
   ChatStoreOptions,
   ConnectionView,
+  Departure,
   LoadStatus,
   PendingMessage,
   RoomView,
@@ -495,7 +496,10 @@ export class PalaverClient {
     return message;
   }
 
-  /** Deletes message `seq` of `room` (the user's own): it stays in history as a tombstone. */
+  /**
+   * Deletes message `seq` of `room` (the user's own, or anyone's where the user moderates the room): it stays in
+   * history as a tombstone.
+   */
   async deleteMessage(room: RoomId, seq: number): Promise<void> {
     await this.request<object>("message:delete", { room, seq });
   }
@@ -582,8 +586,9 @@ export class PalaverClient {
     if (!this.roomStates.has(id)) {
       const latest = res.history.reduce((max, m) => Math.max(max, m.seq), 0);
       this.roomStates.start(id, options.since ?? latest);
-      this.changeFeed.startRoom(id, res.rev);
     }
+    // A room followed from a live message alone has no cursor yet: changes are caught up from this join on.
+    this.changeFeed.startRoom(id, res.rev);
     this.deliver(id, [...res.history, ...this.roomStates.endJoin(room)]);
     if (res.truncated) void this.runCatchUp([id], (epoch) => this.pageAfter(id, epoch));
     return res;
@@ -772,6 +777,7 @@ export class PalaverClient {
   private removedBy(notice: RoomNotice): void {
     if ((notice?.kind === "kick" || notice?.kind === "ban") && this.userIds.has(notice.user?.id)) {
       this.roomStates.forget(notice.room);
+      this.changeFeed.forget(notice.room);
     }
   }
 

@@ -51,6 +51,8 @@ export interface RoomSummary extends Room {
   rev: number;
   /** For a DM: the user blocked the other user (`user:block`); never set for the blocked side. */
   blocked?: boolean;
+  /** For a group room: the user's role in it (a DM has none). */
+  role?: RoomRole;
 }
 
 export interface Message {
@@ -240,6 +242,8 @@ export interface RoomJoinReply {
   rev: number;
   /** With `since` and `rev`: the messages at or below `since` edited, deleted or reacted to since `rev`. */
   changes?: Message[];
+  /** For a group room: the user's role in it. */
+  role?: RoomRole;
 }
 
 export interface RoomLeavePayload {
@@ -424,6 +428,8 @@ export interface Session {
   rooms: RoomSummary[];
   /** Open invitations, newest first. */
   invitations: Invitation[];
+  /** The user is a namespace admin (a claim of their token): they moderate every group room. */
+  admin?: true;
 }
 
 /** `kick` and `ban` are departures too: a moderator removed the user from the room. */

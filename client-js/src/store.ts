@@ -10,35 +10,44 @@
 // room list and the connection. Every view is an immutable snapshot, replaced on change, so React's
 // `useSyncExternalStore` (the bindings in `@palaver/client/react`) or any other renderer can compare by reference.
 //
-// After a reconnection the client's catch-up brings the missed messages; the store then re-reads the messages it
-// holds (edits, deletions, reactions missed meanwhile), who is online, the room list and the unread counters.
+// After a reconnection the client's catch-up brings the missed messages and the change feed (`onChange`): each held
+// message edited, deleted or reacted to meanwhile comes in its current state and replaces the one held, without
+// reading history again; the store re-reads who is online and the room list, and takes the unread counters from
+// the new session. The user's role in each room (and whether they are a namespace admin) follows `session`,
+// `rooms:list`, the join and `room:moderation`; leaving a room, or being kicked or banned from it, takes it out of
+// the store's state, and the room's view says why (`left`).
 
 import { PalaverError } from "./errors.js";
 import { newClientId } from "./ids.js";
 import type { ConnectionStatus, PalaverClient, RoomSendOptions } from "./index.js";
+import type { MessageChange } from "./changes.js";
 import type {
   Message,
-  MessageDeletedEvent,
-  MessageUpdatedEvent,
+  ModerationEvent,
   ReactionEvent,
   ReadEvent,
   RoomId,
+  RoomKind,
   RoomNotice,
+  RoomRole,
   RoomSummary,
   Session,
   TypingEvent,
   User,
   UserId,
 } from "./protocol.js";
-import { Timeline, type LoadStatus, type PendingMessage, type TimelineMessage } from "./timeline.js";
+import { Timeline, type Departure, type LoadStatus, type PendingMessage, type TimelineMessage } from "./timeline.js";
 import { ReadStates } from "./unread.js";
 
-export type { LoadStatus, PendingMessage, SentMessage, TimelineMessage } from "./timeline.js";
+export type { Departure, LoadStatus, PendingMessage, SentMessage, TimelineMessage } from "./timeline.js";
 
 /** Everything about one room a UI shows. */
 export interface RoomView {
   room: RoomId;
-  /** `loading` until the room is joined, `error` if that failed (`error` says why; retried on reconnection). */
+  /**
+   * `loading` until the room is joined, `error` if that failed (`error` says why; retried on reconnection), `left`
+   * once the user left it or a moderator removed them (`left` says how; `rejoin` joins again).
+   */
   status: LoadStatus;
   error: PalaverError | undefined;
   /** Stored messages in seq order, then this client's pending and failed sends in the order they were made. */
@@ -54,6 +63,15 @@ export interface RoomView {
   unread: number;
   /** The last seq the user has read. */
   lastRead: number;
+  /** The user's role in a group room (from the join, `session`, `rooms:list`, `room:moderation`); none in a DM. */
+  role: RoomRole | undefined;
+  /**
+   * The user moderates the room: a group room's owner or moderator, or a namespace admin. They may delete any
+   * message, kick, ban and mute (the server decides; this is for showing the controls).
+   */
+  moderator: boolean;
+  /** Why the room is `left`: the user left it (`leave`), or a moderator kicked or banned them (`by`, `until`). */
+  left: Departure | undefined;
 }
 
 export interface RoomsView {
@@ -67,6 +85,8 @@ export interface ConnectionView {
   status: ConnectionStatus;
   /** The current user (from the latest `session`). */
   user: User | undefined;
+  /** The user is a namespace admin (from the latest `session`): they moderate every group room. */
+  admin: boolean;
   /**
    * While not connected: the last failed connection attempt (`connect_failed`…); once `closed`: what ended it.
    */
@@ -84,9 +104,6 @@ export interface ChatStoreOptions {
 
 /** How many messages one `loadOlder` asks for. */
 const OLDER_PAGE = 50;
-/** Messages per page, and pages at most, when re-reading the held messages after a reconnection. */
-const REFRESH_PAGE = 100;
-const REFRESH_PAGES = 10;
 
 const stores = new WeakMap<PalaverClient, ChatStore>();
 const noop = () => {};
@@ -116,6 +133,10 @@ export class ChatStore {
   private readonly views = new Map<Timeline, RoomView>();
   /** Every user id this client has had (a guest gets a new one per connection). */
   private readonly myIds = new Set<UserId>();
+  /** The user's role per group room, and each room's kind, as last heard. */
+  private readonly roles = new Map<RoomId, RoomRole>();
+  private readonly kinds = new Map<RoomId, RoomKind>();
+  private admin = false;
   private readonly lastTypingSent = new Map<RoomId, number>();
   private roomList: RoomSummary[] | undefined;
   private roomsStatus: LoadStatus = "loading";
@@ -150,12 +171,12 @@ export class ChatStore {
         this.connectError = err;
         this.connectionChanged();
       }),
-      client.on("message:updated", (e: MessageUpdatedEvent) => this.applyUpdate(e?.message)),
-      client.on("message:deleted", (e: MessageDeletedEvent) => this.applyDelete(e?.room, e?.seq)),
-      client.on("reaction", (e: ReactionEvent) => this.onReaction(e)),
-      client.on("read", (e: ReadEvent) => this.onRead(e)),
+      // Edits, deletes, reactions and reads, live and from the catch-up, through the client's change feed: it
+      // drops a live change older than one already applied (by `rev`).
+      client.onChange((c) => this.onChange(c)),
       client.on("typing", (e: TypingEvent) => this.onTyping(e)),
       client.on("room:notice", (n: RoomNotice) => this.onNotice(n)),
+      client.on("room:moderation", (e: ModerationEvent) => this.onModeration(e)),
     ];
     // A session that arrived before the store was made: its rooms' counters.
     void client.session.then(
@@ -218,6 +239,8 @@ export class ChatStore {
         typing: [...t.typers.values()].map((x) => x.user),
         unread: read?.unread ?? 0,
         lastRead: read?.lastRead ?? 0,
+        ...this.standing(room),
+        left: t.left,
       };
       this.views.set(t, view);
     }
@@ -239,12 +262,19 @@ export class ChatStore {
   /**
    * Sends `text` to `room`: a pending message shows at once, replaced by the stored message on the ack (or marked
    * failed). With a `clientId` already used, nothing is sent twice: a send in flight is shared, and a failed one is
-   * sent again. Waits for the room to be joined (it is held meanwhile). The returned promise may be left
+   * sent again. Waits for the room to be joined (it is held meanwhile); a room the user is out of (`left`) refuses
+   * it at once (`forbidden`, nothing shown). The returned promise may be left
    * unawaited: its rejection is not reported as unhandled (the failure shows in the view).
    */
   send(room: RoomId, text: string, options: RoomSendOptions = {}): Promise<Message> {
     const clientId = options.clientId ?? newClientId();
     const t = this.timeline(room);
+    if (t.status === "left") {
+      // Out of the room (left, kicked, banned): nothing to show as pending; `rejoin` first.
+      const refused = Promise.reject(leftError(room));
+      refused.catch(noop);
+      return refused;
+    }
     const inflight = t.inflight.get(clientId);
     if (inflight) return inflight;
     const stored = [...t.sent.values()].find((m) => m.clientId === clientId && this.myIds.has(m.from.id));
@@ -334,10 +364,44 @@ export class ChatStore {
     return message;
   }
 
-  /** Deletes a message and applies it. */
+  /** Deletes a message (the user's own, or anyone's where the user moderates the room) and applies it. */
   async remove(room: RoomId, seq: number): Promise<void> {
     await this.client.deleteMessage(room, seq);
     this.applyDelete(room, seq);
+  }
+
+  /**
+   * Leaves `room` for good (`room:leave`: the membership goes, on every device): the room leaves the store's state
+   * (its messages, unread counter and role; a private room or DM leaves the list too), and a view still watching it
+   * shows `status: "left"` until `rejoin` or until nobody watches it.
+   */
+  async leave(room: RoomId): Promise<void> {
+    await this.client.leave(room);
+    this.departed(room, { kind: "leave", at: new Date().toISOString() });
+  }
+
+  /**
+   * Removes `user` from `room` (a moderator's `room:kick`): they leave its online members here at once (the server
+   * tells everyone else, not the socket that acted).
+   */
+  async kick(room: RoomId, user: UserId): Promise<void> {
+    await this.client.kick(room, user);
+    this.removeMember(room, user);
+  }
+
+  /** Bans `user` from `room` until `until` (else until unbanned), removing them from its online members. */
+  async ban(room: RoomId, user: UserId, until?: Date | string): Promise<void> {
+    await this.client.ban(room, user, until);
+    this.removeMember(room, user);
+  }
+
+  /** Joins a `left` room again (a kick can be undone this way; a ban until it ends is refused: see the view's error). */
+  rejoin(room: RoomId): void {
+    const t = this.timelines.get(room);
+    if (!t || t.status !== "left") return;
+    t.left = undefined;
+    this.setRoomStatus(t, "loading");
+    void this.load(t);
   }
 
   /**
@@ -388,8 +452,10 @@ export class ChatStore {
     if (!this.roomsCache) {
       const rooms = (this.roomList ?? []).map((r) => {
         const read = this.reads.get(r.id);
-        if (!read) return r;
-        return { ...r, lastSeq: Math.max(r.lastSeq, read.lastSeq), lastRead: read.lastRead, unread: read.unread };
+        const role = this.roles.get(r.id) ?? r.role;
+        const withRole = role === r.role ? r : { ...r, role };
+        if (!read) return withRole;
+        return { ...withRole, lastSeq: Math.max(r.lastSeq, read.lastSeq), lastRead: read.lastRead, unread: read.unread };
       });
       this.roomsCache = { status: this.roomsStatus, error: this.roomsError, rooms };
     }
@@ -407,6 +473,7 @@ export class ChatStore {
         await this.whenConnected();
         const rooms = await this.client.rooms();
         for (const r of rooms) if (this.reads.rebase(r)) this.readChanged(r.id);
+        for (const r of rooms) this.learnRole(r.id, r.kind, r.role);
         this.roomList = rooms;
         this.roomsStatus = "ready";
         this.roomsError = undefined;
@@ -440,6 +507,7 @@ export class ChatStore {
       this.connectionView = {
         status,
         user: this.client.user,
+        admin: this.admin,
         error: status === "closed" ? this.client.error : status === "connected" ? undefined : this.connectError,
       };
     }
@@ -486,6 +554,8 @@ export class ChatStore {
         typing: [],
         unread: read?.unread ?? 0,
         lastRead: read?.lastRead ?? 0,
+        ...this.standing(room),
+        left: undefined,
       };
       this.idleViews.set(room, view);
     }
@@ -508,7 +578,8 @@ export class ChatStore {
     try {
       await this.whenConnected();
       const res = await this.client.join(t.room);
-      if (this.timelines.get(t.room) !== t) return;
+      if (this.timelines.get(t.room) !== t || t.status === "left") return;
+      this.learnRole(t.room, res.room?.kind, res.role);
       for (const m of res.history) t.insert(m, this.mine(m));
       t.hasMore = res.hasMore;
       t.setMembers(res.members ?? []);
@@ -536,6 +607,7 @@ export class ChatStore {
 
   private whenRoomReady(t: Timeline): Promise<void> {
     if (t.status === "ready") return Promise.resolve();
+    if (t.status === "left") return Promise.reject(leftError(t.room));
     if (t.status === "error" && !t.loading) void this.load(t);
     return new Promise<void>((resolve, reject) => t.readyWaiters.add({ resolve, reject }));
   }
@@ -617,12 +689,17 @@ export class ChatStore {
     const reconnection = this.sessions > 0;
     this.sessions++;
     if (session?.user) this.myIds.add(session.user.id);
+    const adminChanged = this.admin !== (session?.admin === true);
+    this.admin = session?.admin === true;
+    if (adminChanged) this.idleViews.clear();
     for (const r of session?.rooms ?? []) if (this.reads.rebase(r)) this.readChanged(r.id);
+    for (const r of session?.rooms ?? []) this.learnRole(r.id, r.kind, r.role);
     this.connectionChanged();
     if (this.roomList !== undefined) this.roomsChanged();
     for (const t of this.timelines.values()) {
-      if (t.status !== "ready") void this.load(t);
-      else if (reconnection) void this.refresh(t);
+      if (adminChanged) this.roomChanged(t); // `moderator` follows `admin`
+      if (t.status === "loading" || t.status === "error") void this.load(t);
+      else if (t.status === "ready" && reconnection) void this.refresh(t);
     }
     if (reconnection && (this.roomList !== undefined || this.roomsListeners.size > 0)) void this.refreshRooms();
   }
@@ -647,43 +724,41 @@ export class ChatStore {
   }
 
   /**
-   * After a reconnection: re-reads the held messages (edits, deletions and reactions missed meanwhile; a held
-   * message missing from history was deleted) and who is online. New messages come from the client's catch-up.
+   * After a reconnection: who is online now. Messages changed meanwhile come from the client's catch-up (`state`
+   * changes, applied by `onChange`), new ones from its message stream: nothing of history is read again.
    */
   private async refresh(t: Timeline): Promise<void> {
     const room = t.room;
     try {
       const users = await this.client.presence(room);
-      if (this.timelines.get(room) !== t) return;
+      if (this.timelines.get(room) !== t || t.status !== "ready") return;
       t.setMembers(users);
       this.roomChanged(t);
     } catch {
       // The next reconnection tries again; the list stays as it was.
     }
-    const oldest = t.oldestSeq();
-    const newest = t.newestSeq();
-    if (oldest === undefined || newest === undefined) return;
-    const fetched = new Map<number, Message>();
-    let after = oldest - 1;
-    let coveredTo = after;
-    try {
-      for (let page = 0; page < REFRESH_PAGES && after < newest; page++) {
-        const res = await this.client.history(room, { after, limit: REFRESH_PAGE });
-        for (const m of res.messages) if (m.seq <= newest) fetched.set(m.seq, m);
-        const last = res.messages[res.messages.length - 1]?.seq;
-        if (!res.hasMore || last === undefined) {
-          coveredTo = newest;
-          break;
-        }
-        after = last;
-        coveredTo = Math.min(last, newest);
+  }
+
+  private onChange(c: MessageChange): void {
+    switch (c.type) {
+      case "updated":
+        return this.applyUpdate(c.message);
+      case "deleted":
+        return this.applyDelete(c.room, c.seq, c.rev);
+      case "reaction":
+        return this.onReaction(c);
+      case "state": {
+        const t = c.message && this.timelines.get(c.message.room);
+        if (t?.replace(c.message)) this.roomChanged(t);
+        return;
       }
-    } catch {
-      return; // the next reconnection tries again
+      case "read":
+        return this.onRead(c);
+      case "readState":
+        // The session gave the counters already; a read made since (another device) moves them on.
+        if (c.lastRead > (this.reads.get(c.room)?.lastRead ?? 0)) this.applyRead(c.room, c.lastRead);
+        return;
     }
-    // Nothing at all: a namespace that keeps no history, not every held message deleted.
-    if (fetched.size === 0 || this.timelines.get(room) !== t) return;
-    if (t.reread(fetched, oldest, coveredTo)) this.roomChanged(t);
   }
 
   private applyUpdate(m: Message | undefined): void {
@@ -692,16 +767,16 @@ export class ChatStore {
     if (t?.update(m)) this.roomChanged(t);
   }
 
-  private applyDelete(room: RoomId | undefined, seq: number | undefined): void {
+  private applyDelete(room: RoomId | undefined, seq: number | undefined, rev?: number): void {
     if (typeof room !== "string" || typeof seq !== "number") return;
     const t = this.timelines.get(room);
-    if (t?.delete(seq)) this.roomChanged(t);
+    if (t?.delete(seq, rev)) this.roomChanged(t);
   }
 
   private onReaction(e: ReactionEvent): void {
     if (!e || typeof e.emoji !== "string" || typeof e.room !== "string") return;
     const t = this.timelines.get(e.room);
-    if (t?.react(e.seq, e.emoji, this.myIds.has(userIdOf(e.user)), e.added === true)) this.roomChanged(t);
+    if (t?.react(e.seq, e.emoji, this.myIds.has(userIdOf(e.user)), e.added === true, e.rev)) this.roomChanged(t);
   }
 
   private onRead(e: ReadEvent): void {
@@ -717,9 +792,83 @@ export class ChatStore {
   }
 
   private onNotice(n: RoomNotice): void {
-    const t = n && this.timelines.get(n.room);
-    if (!t || t.status !== "ready" || !n.user) return;
+    if (!n || typeof n.room !== "string" || !n.user) return;
+    if ((n.kind === "kick" || n.kind === "ban") && this.myIds.has(n.user.id)) {
+      const left: Departure = { kind: n.kind, at: n.at };
+      if (n.by) left.by = n.by;
+      if (n.kind === "ban") left.until = n.until ?? null;
+      this.departed(n.room, left);
+      return;
+    }
+    const t = this.timelines.get(n.room);
+    if (!t || t.status !== "ready") return;
     if (t.notice(n)) this.roomChanged(t);
+  }
+
+  /** The user's own role changed (`room:moderation` of action `role` about them). */
+  private onModeration(e: ModerationEvent): void {
+    if (!e || typeof e.room !== "string" || !this.myIds.has(e.user?.id)) return;
+    if (e.action === "role" && (e.role === "moderator" || e.role === "member")) this.learnRole(e.room, "group", e.role);
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // internals: roles and departures
+
+  private removeMember(room: RoomId, user: UserId): void {
+    const t = this.timelines.get(room);
+    if (t?.members.delete(user)) this.roomChanged(t);
+  }
+
+  /** What the view says about the user's say in `room`. */
+  private standing(room: RoomId): { role: RoomRole | undefined; moderator: boolean } {
+    const role = this.roles.get(room);
+    const group = this.kinds.get(room) === "group";
+    return { role, moderator: group && (this.admin || role === "owner" || role === "moderator") };
+  }
+
+  /** A room's kind and the user's role in it, as a reply or event says; views change if they differ. */
+  private learnRole(room: RoomId, kind: RoomKind | undefined, role: RoomRole | undefined): void {
+    let changed = false;
+    if ((kind === "group" || kind === "dm") && this.kinds.get(room) !== kind) {
+      this.kinds.set(room, kind);
+      changed = true;
+    }
+    if (role !== undefined && this.roles.get(room) !== role) {
+      this.roles.set(room, role);
+      changed = true;
+    }
+    if (!changed) return;
+    const t = this.timelines.get(room);
+    if (t) this.roomChanged(t);
+    this.idleViews.delete(room);
+    if (this.roomList?.some((r) => r.id === room)) this.roomsChanged();
+  }
+
+  /**
+   * The user is out of `room` (left, kicked, banned): its messages, counters and role go; a held room shows
+   * `left`, sends waiting for it fail; the list no longer has it as the user's (a public room stays listed).
+   */
+  private departed(room: RoomId, left: Departure): void {
+    this.roles.delete(room);
+    this.reads.forget(room);
+    this.idleViews.delete(room);
+    const t = this.timelines.get(room);
+    if (t && t.status !== "left") {
+      const err = leftError(room);
+      for (const w of [...t.readyWaiters]) w.reject(err);
+      t.readyWaiters.clear();
+      t.leave(left);
+      this.roomChanged(t);
+    }
+    if (this.roomList !== undefined) {
+      this.roomList = this.roomList.flatMap((r) => {
+        if (r.id !== room) return [r];
+        if (r.kind !== "group" || r.visibility !== "public") return [];
+        const { role: _role, ...rest } = r;
+        return [{ ...rest, member: false, invited: false, lastRead: 0, unread: 0 }];
+      });
+      this.roomsChanged();
+    }
   }
 
   // -------------------------------------------------------------------------------------------
@@ -739,6 +888,13 @@ export class ChatStore {
     this.idleViews.delete(room);
     if (this.roomList !== undefined && (listChanged || this.roomList.some((r) => r.id === room))) this.roomsChanged();
   }
+}
+
+/** Why a send to a room the user is out of fails. */
+function leftError(room: RoomId): PalaverError {
+  return new PalaverError("forbidden", `you are no longer in room ${JSON.stringify(room)}: join it again first`, {
+    room,
+  });
 }
 
 /** A user's id, whether the event names the user by id or as a `User`. */

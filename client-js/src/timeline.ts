@@ -28,7 +28,18 @@ export interface PendingMessage {
 
 export type TimelineMessage = SentMessage | PendingMessage;
 
-export type LoadStatus = "loading" | "ready" | "error";
+export type LoadStatus = "loading" | "ready" | "error" | "left";
+
+/** How the user came to be out of a room: they left it, or a moderator kicked or banned them. */
+export interface Departure {
+  kind: "leave" | "kick" | "ban";
+  /** The moderator, for a kick or a ban. */
+  by?: { id: UserId; name: string };
+  /** For a ban: until when (RFC 3339), null until lifted. */
+  until?: string | null;
+  /** RFC 3339. */
+  at: string;
+}
 
 interface Typer {
   user: User;
@@ -50,6 +61,8 @@ export class Timeline {
   readonly listeners = new Set<() => void>();
   status: LoadStatus = "loading";
   error: PalaverError | undefined;
+  /** Why the room is `left`. */
+  left: Departure | undefined;
   hasMore = false;
   olderLoad: Promise<void> | undefined;
   /** A join is in flight. */
@@ -103,18 +116,40 @@ export class Timeline {
     return changed;
   }
 
-  /** The message as it is now (an edit): replaces the held one, unless that one has a later edit. */
+  /**
+   * An edit (without reactions: the held ones stay): replaces the held text unless the held message is newer (a
+   * later revision, or without revisions a later edit).
+   */
   update(m: Message): boolean {
     const held = this.sent.get(m.seq);
-    if (!held || (held.editedAt && m.editedAt && held.editedAt > m.editedAt)) return false;
-    this.sent.set(m.seq, { ...m, deleted: m.deleted || held.deleted, status: "sent", key: held.key });
+    if (!held || newer(held, m)) return false;
+    const next: SentMessage = { ...m, deleted: m.deleted || held.deleted, status: "sent", key: held.key };
+    if (held.reactions !== undefined) next.reactions = held.reactions;
+    if (held.deleted) next.text = "";
+    this.sent.set(m.seq, next);
     return true;
   }
 
-  delete(seq: number): boolean {
+  /** A delete (of revision `rev`): the held message becomes a tombstone. */
+  delete(seq: number, rev?: number): boolean {
     const held = this.sent.get(seq);
     if (!held || held.deleted) return false;
-    this.sent.set(seq, deleted(held));
+    const tomb = deleted(held);
+    if (typeof rev === "number") tomb.rev = Math.max(rev, held.rev ?? rev);
+    this.sent.set(seq, tomb);
+    return true;
+  }
+
+  /**
+   * The message's whole current state (a catch-up's change: text, tombstone, reactions as the user sees them):
+   * replaces the held one unless that one has a later revision.
+   */
+  replace(m: Message): boolean {
+    const held = this.sent.get(m?.seq);
+    if (!held || (held.rev !== undefined && m.rev !== undefined && held.rev > m.rev)) return false;
+    if (held.deleted && !m.deleted) return false; // a tombstone stays one
+    if (sameContent(held, m) && held.rev === m.rev) return false;
+    this.sent.set(m.seq, { ...m, status: "sent", key: held.key });
     return true;
   }
 
@@ -122,9 +157,9 @@ export class Timeline {
    * One user's reaction added or removed. The user's own (`mine`) is applied once whichever comes first, this
    * client's ack or the event that another tab's reaction sends, by the `me` flag.
    */
-  react(seq: number, emoji: string, mine: boolean, added: boolean): boolean {
+  react(seq: number, emoji: string, mine: boolean, added: boolean, rev?: number): boolean {
     const held = this.sent.get(seq);
-    if (!held) return false;
+    if (!held || held.deleted) return false;
     const reactions: Reaction[] = [...(held.reactions ?? [])];
     const i = reactions.findIndex((r) => r.emoji === emoji);
     const r = i >= 0 ? reactions[i] : undefined;
@@ -137,41 +172,36 @@ export class Timeline {
       if (r.count <= 1) reactions.splice(i, 1);
       else reactions[i] = { ...r, count: r.count - 1, me: mine ? false : r.me };
     }
-    this.sent.set(seq, { ...held, reactions });
+    const next: SentMessage = { ...held, reactions };
+    if (typeof rev === "number") next.rev = Math.max(rev, held.rev ?? rev);
+    this.sent.set(seq, next);
     return true;
   }
 
-  /**
-   * The held messages from `from` to `to` as history has them now (after a reconnection): `fetched` is every
-   * message history returned in that range, so a held one missing from it was deleted.
-   */
-  reread(fetched: ReadonlyMap<number, Message>, from: number, to: number): boolean {
-    let changed = false;
-    for (const [seq, held] of this.sent) {
-      if (seq < from || seq > to) continue;
-      const now = fetched.get(seq);
-      if (!now) {
-        if (!held.deleted) {
-          this.sent.set(seq, deleted(held));
-          changed = true;
-        }
-      } else if (!sameContent(held, now) && !(held.editedAt && now.editedAt && held.editedAt > now.editedAt)) {
-        this.sent.set(seq, { ...now, deleted: now.deleted || held.deleted, status: "sent", key: held.key });
-        changed = true;
-      }
-    }
-    return changed;
+  /** The user is out of the room: nothing of it is held any more but why. */
+  leave(left: Departure): void {
+    this.status = "left";
+    this.left = left;
+    this.error = undefined;
+    this.sent.clear();
+    this.pending.clear();
+    this.members.clear();
+    this.noticeVersions.clear();
+    this.clearTyping();
+    this.hasMore = false;
   }
 
-  /** A join or leave notice; per user, the one with the highest version is the truth. */
+  /**
+   * A join or a departure (leave, kick, ban); per user, the notice with the highest version is the truth.
+   */
   notice(n: RoomNotice): boolean {
+    if (n.kind !== "join" && n.kind !== "leave" && n.kind !== "kick" && n.kind !== "ban") return false;
     if (typeof n.version === "number") {
       if (n.version <= (this.noticeVersions.get(n.user.id) ?? -Infinity)) return false;
       this.noticeVersions.set(n.user.id, n.version);
     }
     if (n.kind === "join") this.members.set(n.user.id, n.user);
-    else if (n.kind === "leave") this.members.delete(n.user.id);
-    else return false;
+    else this.members.delete(n.user.id);
     return true;
   }
 
@@ -226,6 +256,12 @@ export class Timeline {
 /** A deleted message keeps its place (seq, sender, time) without its text or reactions. */
 function deleted(m: SentMessage): SentMessage {
   return { ...m, deleted: true, text: "", reactions: [] };
+}
+
+/** Whether `held` is a later state of the message than `m`: by revision, else (no revisions) by edit time. */
+function newer(held: Message, m: Message): boolean {
+  if (held.rev !== undefined && m.rev !== undefined) return held.rev > m.rev;
+  return !!(held.editedAt && m.editedAt && held.editedAt > m.editedAt);
 }
 
 function sameContent(a: Message, b: Message): boolean {

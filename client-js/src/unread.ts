@@ -42,6 +42,11 @@ export class ReadStates {
     return true;
   }
 
+  /** The user is out of the room (left, removed): no counter any more. Returns whether there was one. */
+  forget(room: RoomId): boolean {
+    return this.map.delete(room);
+  }
+
   /** A message received (each once, in order): one more unread if it is another user's and new. */
   received(m: Message, mine: boolean): boolean {
     const read = this.map.get(m.room) ?? { lastSeq: m.seq - 1, lastRead: 0, unread: 0 };

@@ -24,28 +24,15 @@ import {
   assertMessage,
   until,
   RFC3339_UTC,
-  twoNodeGate,
-  useTwoNodes,
+  onStoresAndTwoNodes,
 } from "./harness.mjs";
 
-/** Two signed-in users in a fresh room on `srvA`/`srvB`: { room, a, b, alice, bob }. */
-async function pair(srvA, srvB = srvA) {
-  const alice = identity("alice");
-  const bob = identity("bob");
-  const room = roomId("edit");
-  const a = await connect(srvA, alice.auth);
-  const b = await connect(srvB, bob.auth);
-  await ok(a.socket, "room:join", { room });
-  await ok(b.socket, "room:join", { room });
-  return { room, a: a.socket, b: b.socket, alice, bob };
-}
-
-/** The edit and delete scenarios, against `nodes` (one server, or two nodes of one cluster). */
-function editScenarios(nodes) {
-  const [first, second] = [() => nodes[0], () => nodes[1] ?? nodes[0]];
+/** The edit and delete scenarios (see `onStoresAndTwoNodes`). */
+function editScenarios(on) {
+  const { first, second } = on;
 
   it("the author edits: the ack and message:updated carry the new text, editedAt and rev; history shows it", async () => {
-    const { room, a, b, alice } = await pair(first(), second());
+    const { room, a, b, alice } = await on.pair("edit");
     const sent = (await ok(a, "message:send", { room, text: "helo", clientId: "e-1" })).message;
     const updated = waitFor(b, "message:updated", (e) => e.message?.seq === sent.seq);
     const none = noneOf(a, "message:updated");
@@ -69,7 +56,7 @@ function editScenarios(nodes) {
   });
 
   it("editing to the same text changes nothing and tells nobody", async () => {
-    const { room, a, b } = await pair(first(), second());
+    const { room, a, b } = await on.pair("edit");
     const sent = (await ok(a, "message:send", { room, text: "same" })).message;
     const none = noneOf(b, "message:updated");
     const ack = await ok(a, "message:edit", { room, seq: sent.seq, text: "same" });
@@ -79,7 +66,7 @@ function editScenarios(nodes) {
   });
 
   it("edit errors: someone else's message is forbidden, a missing seq not_found, bad fields bad_request; nothing changes", async () => {
-    const { room, a, b } = await pair(first(), second());
+    const { room, a, b } = await on.pair("edit");
     const sent = (await ok(a, "message:send", { room, text: "original" })).message;
     const none = noneOf(a, "message:updated");
     await fails(b, "message:edit", { room, seq: sent.seq, text: "hijacked" }, "forbidden", "bob edits alice's: ");
@@ -109,7 +96,7 @@ function editScenarios(nodes) {
   });
 
   it("the author deletes: message:deleted { room, seq, rev }; history keeps a tombstone and seq stays gap-free", async () => {
-    const { room, a, b, alice } = await pair(first(), second());
+    const { room, a, b, alice } = await on.pair("edit");
     const sent = [];
     for (const text of ["one", "two", "three"]) sent.push((await ok(a, "message:send", { room, text, clientId: `d-${text}` })).message);
     const deleted = waitFor(b, "message:deleted", (e) => e.seq === 2);
@@ -142,7 +129,7 @@ function editScenarios(nodes) {
   });
 
   it("delete errors: someone else's message is forbidden, a missing seq not_found, bad fields bad_request; nothing changes", async () => {
-    const { room, a, b } = await pair(first(), second());
+    const { room, a, b } = await on.pair("edit");
     const sent = (await ok(a, "message:send", { room, text: "keep me" })).message;
     const none = noneOf(a, "message:deleted");
     await fails(b, "message:delete", { room, seq: sent.seq }, "forbidden");
@@ -158,8 +145,72 @@ function editScenarios(nodes) {
     assert.equal(stored.deleted, undefined);
   });
 
+  it("moderators delete anyone's message: the owner, a moderator, an admin; a member or a demoted moderator cannot", async () => {
+    const [owner, mod, member] = [identity("owner"), identity("mod"), identity("member")];
+    const root = identity("root", { roles: ["admin"] });
+    const room = roomId("moddel");
+    const o = (await connect(first(), owner.auth)).socket;
+    await ok(o, "room:create", { name: room });
+    const d = (await connect(second(), mod.auth)).socket;
+    const m = (await connect(second(), member.auth)).socket;
+    const r = (await connect(first(), root.auth)).socket;
+    for (const s of [d, m, r]) await ok(s, "room:join", { room });
+    await ok(o, "room:role", { room, user: mod.id, role: "moderator" });
+    // Sent by: the member, the member, the owner, the moderator, the member.
+    const texts = ["member one", "member two", "owner's", "mod's", "member three"];
+    const sent = [];
+    for (const [i, s] of [m, m, o, d, m].entries()) sent.push((await ok(s, "message:send", { room, text: texts[i] })).message);
+
+    // A member deletes neither the owner's nor a moderator's message, nor another member's.
+    await fails(m, "message:delete", { room, seq: sent[2].seq }, "forbidden", "member deletes the owner's: ");
+    await fails(m, "message:delete", { room, seq: sent[3].seq }, "forbidden", "member deletes the moderator's: ");
+    // Editing stays the author's, moderator or not.
+    await fails(d, "message:edit", { room, seq: sent[0].seq, text: "censored" }, "forbidden", "a moderator edits: ");
+
+    // The moderator (on the other node from the owner) deletes a member's message: the room is told, as for the author.
+    const told = [o, m].map((s) => waitFor(s, "message:deleted", (e) => e.room === room && e.seq === sent[0].seq));
+    assert.deepEqual(await ok(d, "message:delete", { room, seq: sent[0].seq }), { ok: true });
+    const events = await Promise.all(told);
+    assert.ok(Number.isInteger(events[0].rev) && events[0].rev === events[1].rev, JSON.stringify(events));
+    // The owner deletes a member's message and the moderator's; an admin deletes the owner's.
+    await ok(o, "message:delete", { room, seq: sent[1].seq });
+    await ok(o, "message:delete", { room, seq: sent[3].seq });
+    await ok(r, "message:delete", { room, seq: sent[2].seq });
+
+    // Demoted, the moderator is a member again: someone else's message is forbidden once more.
+    await ok(o, "room:role", { room, user: mod.id, role: "member" });
+    await fails(d, "message:delete", { room, seq: sent[4].seq }, "forbidden", "demoted: ");
+
+    const history = await fullHistory(m, room);
+    assertGapFree(history, "history with tombstones");
+    assert.deepEqual(
+      history.map((x) => [x.seq, x.deleted === true, x.text]),
+      [
+        [sent[0].seq, true, ""],
+        [sent[1].seq, true, ""],
+        [sent[2].seq, true, ""],
+        [sent[3].seq, true, ""],
+        [sent[4].seq, false, "member three"],
+      ],
+    );
+  });
+
+  it("in a DM nobody moderates: each user deletes only their own messages", async () => {
+    const alice = identity("alice");
+    const bob = identity("bob");
+    const a = (await connect(first(), alice.auth)).socket;
+    const b = (await connect(second(), bob.auth)).socket;
+    const arrived = waitFor(b, "message", (x) => x.text === "hi bob");
+    const fromA = (await ok(a, "dm:send", { to: bob.id, text: "hi bob" })).message;
+    await arrived; // bob's socket is in the DM room now
+    const fromB = (await ok(b, "message:send", { room: fromA.room, text: "hi alice" })).message;
+    await fails(b, "message:delete", { room: fromA.room, seq: fromA.seq }, "forbidden", "bob deletes alice's: ");
+    await fails(a, "message:delete", { room: fromA.room, seq: fromB.seq }, "forbidden", "alice deletes bob's: ");
+    await ok(b, "message:delete", { room: fromA.room, seq: fromB.seq });
+  });
+
   it("without an ack callback a refused edit comes as chat:error", async () => {
-    const { room, a, b } = await pair(first(), second());
+    const { room, a, b } = await on.pair("edit");
     const sent = (await ok(a, "message:send", { room, text: "mine" })).message;
     const got = waitFor(b, "chat:error", (e) => e.event === "message:edit");
     b.emit("message:edit", { room, seq: sent.seq, text: "theirs" });
@@ -167,12 +218,24 @@ function editScenarios(nodes) {
   });
 }
 
-for (const store of STORES) {
-  describe(`edits and deletes [${store}]`, () => {
-    const srv = useServer(store, { flags: FAST });
-    editScenarios([srv]);
-  });
-}
+await onStoresAndTwoNodes("edits and deletes", editScenarios, {
+  label: "palaver/edits",
+  twoNodes: (on) => {
+    it("an edit made on node A shows in history read on node B, and a delete on B on A", async () => {
+      const { room, a, b } = await on.pair("edit");
+      const m1 = (await ok(a, "message:send", { room, text: "first" })).message;
+      const m2 = (await ok(b, "message:send", { room, text: "second" })).message;
+      await ok(a, "message:edit", { room, seq: m1.seq, text: "first, edited" });
+      await ok(b, "message:delete", { room, seq: m2.seq });
+      const onB = (await ok(b, "history:fetch", { room })).messages;
+      const onA = (await ok(a, "history:fetch", { room })).messages;
+      assert.deepEqual(onA, onB, "both nodes read the same history");
+      assert.equal(onA.find((m) => m.seq === m1.seq).text, "first, edited");
+      assert.equal(onA.find((m) => m.seq === m2.seq).deleted, true);
+      await laterAck(a);
+    });
+  },
+});
 
 describe(`edits: --edit-window-secs 1 [${STORES[0]}]`, () => {
   const srv = useServer(STORES[0], { flags: { ...FAST, "edit-window-secs": 1 } });
@@ -202,26 +265,5 @@ describe(`edits: --edit-window-secs 1 [${STORES[0]}]`, () => {
     assert.ok(edits >= 2, "edits inside the window went through");
     // Deleting is not bound to the window.
     await ok(a.socket, "message:delete", { room, seq: sent.seq });
-  });
-});
-
-const gate = await twoNodeGate();
-
-describe("edits and deletes on two nodes (Postgres + Redis)", { skip: gate.skip }, () => {
-  const nodes = useTwoNodes(gate, { flags: FAST, label: "palaver/edits" });
-  editScenarios(nodes);
-
-  it("an edit made on node A shows in history read on node B, and a delete on B on A", async () => {
-    const { room, a, b } = await pair(nodes[0], nodes[1]);
-    const m1 = (await ok(a, "message:send", { room, text: "first" })).message;
-    const m2 = (await ok(b, "message:send", { room, text: "second" })).message;
-    await ok(a, "message:edit", { room, seq: m1.seq, text: "first, edited" });
-    await ok(b, "message:delete", { room, seq: m2.seq });
-    const onB = (await ok(b, "history:fetch", { room })).messages;
-    const onA = (await ok(a, "history:fetch", { room })).messages;
-    assert.deepEqual(onA, onB, "both nodes read the same history");
-    assert.equal(onA.find((m) => m.seq === m1.seq).text, "first, edited");
-    assert.equal(onA.find((m) => m.seq === m2.seq).deleted, true);
-    await laterAck(a);
   });
 });

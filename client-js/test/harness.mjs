@@ -20,7 +20,7 @@ import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import assert from "node:assert/strict";
-import { before, after, it as nodeIt } from "node:test";
+import { before, after, describe, it as nodeIt } from "node:test";
 
 import { io } from "socket.io-client";
 import jwt from "jsonwebtoken";
@@ -893,4 +893,52 @@ export function useTwoNodes(gate, { label = "palaver/node", flags = {} } = {}) {
     if (db) await db.drop();
   });
   return nodes;
+}
+
+// ---------------------------------------------------------------------------------------------
+// scenarios on each store and on two nodes
+
+/**
+ * Alice and bob, signed in, in a fresh room `<prefix>-…`: alice's socket on `srvA`, bob's on `srvB` (by default the
+ * same server). Resolves with `{ room, a, b, alice, bob }` (`a`, `b`: their sockets).
+ */
+export async function pairInRoom(srvA, srvB = srvA, prefix = "room") {
+  const alice = identity("alice");
+  const bob = identity("bob");
+  const room = roomId(prefix);
+  const a = await connect(srvA, alice.auth);
+  const b = await connect(srvB, bob.auth);
+  await ok(a.socket, "room:join", { room });
+  await ok(b.socket, "room:join", { room });
+  return { room, a: a.socket, b: b.socket, alice, bob };
+}
+
+/**
+ * Registers the same scenarios on each store (one server) and on two nodes of one cluster (Postgres + Redis; skipped
+ * as {@link twoNodeGate} says), in `describe`s titled `<area> [<store>]` and `<area> on two nodes (Postgres + Redis)`.
+ * `scenarios(on)` gets `on.first()` and `on.second()`, the servers of a test's first and second user (one server, or
+ * node A and node B: so every scenario also runs across nodes), `on.pair(prefix)` ({@link pairInRoom} on them) and
+ * `on.nodes`. `perStore(store)` registers more `describe`s after each store's; `twoNodes(on)` more tests in the
+ * two-node `describe`. Resolves once registered (it awaits the gate).
+ */
+export async function onStoresAndTwoNodes(area, scenarios, { flags = FAST, label, perStore, twoNodes } = {}) {
+  const fixture = (nodes) => {
+    const first = () => nodes[0];
+    const second = () => nodes[1] ?? nodes[0];
+    return { nodes, first, second, pair: (prefix) => pairInRoom(first(), second(), prefix) };
+  };
+  for (const store of STORES) {
+    describe(`${area} [${store}]`, () => {
+      const srv = useServer(store, { flags });
+      scenarios(fixture([srv]));
+    });
+    perStore?.(store);
+  }
+  const gate = await twoNodeGate();
+  describe(`${area} on two nodes (Postgres + Redis)`, { skip: gate.skip }, () => {
+    const nodes = useTwoNodes(gate, { flags, label: label ?? `palaver/${area.split(" ")[0]}` });
+    const on = fixture(nodes);
+    scenarios(on);
+    twoNodes?.(on);
+  });
 }

@@ -329,6 +329,31 @@ for (const store of STORES) {
       await assert.rejects(boss.kick(room, `u-nobody-${rand()}`), (err) => err.code === "not_found");
     });
 
+    it("each user sees their own role: room:join, rooms:list and session; session.admin for an admin; none in a DM", async () => {
+      const [owner, member] = [identity("owner"), identity("member")];
+      const room = roomId("role");
+      const o = (await connect(srv, owner.auth)).socket;
+      await ok(o, "room:create", { name: room });
+      assert.equal((await ok(o, "room:join", { room })).role, "owner");
+      const m = await connect(srv, member.auth);
+      assert.equal("admin" in m.session, false, "no admin key for everyone else");
+      assert.equal((await ok(m.socket, "room:join", { room })).role, "member");
+      const listed = async (socket) => (await ok(socket, "rooms:list", {})).rooms.find((r) => r.id === room);
+      assert.equal((await listed(m.socket)).role, "member");
+      assert.equal((await listed(o)).role, "owner");
+      await ok(o, "room:role", { room, user: member.id, role: "moderator" });
+      assert.equal((await listed(m.socket)).role, "moderator");
+      const again = await connect(srv, member.auth);
+      assert.equal(again.session.rooms.find((r) => r.id === room).role, "moderator", "session");
+      const dm = (await ok(o, "dm:send", { to: member.id, text: "hi" })).message.room;
+      const dmListed = (await ok(m.socket, "rooms:list", {})).rooms.find((r) => r.id === dm);
+      assert.equal("role" in dmListed, false, "a DM has no roles");
+      assert.equal("role" in (await ok(m.socket, "room:join", { room: dm })), false);
+      const root = await connect(srv, admin().auth);
+      assert.equal(root.session.admin, true);
+      assert.equal((await ok(root.socket, "room:join", { room })).role, "member", "an admin's role in the room is its own");
+    });
+
     // -- admins ----------------------------------------------------------------------------------
 
     it("a namespace admin (roles claim) moderates any room: gives roles, kicks even the owner", async () => {

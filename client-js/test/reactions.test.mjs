@@ -4,34 +4,23 @@
 import assert from "node:assert/strict";
 import { describe } from "node:test";
 import {
-  STORES,
-  FAST,
-  useServer,
   it,
   connect,
   identity,
-  roomId,
   ok,
   fails,
   waitFor,
   noneOf,
   markerVia,
   assertUser,
-  twoNodeGate,
-  useTwoNodes,
+  onStoresAndTwoNodes,
 } from "./harness.mjs";
 
-/** Two signed-in users in a fresh room, and a message of alice's: { room, a, b, alice, bob, seq }. */
-async function pairWithMessage(srvA, srvB = srvA) {
-  const alice = identity("alice");
-  const bob = identity("bob");
-  const room = roomId("react");
-  const a = await connect(srvA, alice.auth);
-  const b = await connect(srvB, bob.auth);
-  await ok(a.socket, "room:join", { room });
-  await ok(b.socket, "room:join", { room });
-  const { message } = await ok(a.socket, "message:send", { room, text: "react to me" });
-  return { room, a: a.socket, b: b.socket, alice, bob, seq: message.seq };
+/** Alice and bob in a fresh room (`on.pair`), and a message of alice's: { room, a, b, alice, bob, seq }. */
+async function pairWithMessage(on) {
+  const pair = await on.pair("react");
+  const { message } = await ok(pair.a, "message:send", { room: pair.room, text: "react to me" });
+  return { ...pair, seq: message.seq };
 }
 
 /** The message `seq` of `room` as `socket`'s user reads it in history. */
@@ -40,11 +29,12 @@ async function read(socket, room, seq) {
   return messages.find((m) => m.seq === seq);
 }
 
-function reactionScenarios(nodes) {
-  const [first, second] = [() => nodes[0], () => nodes[1] ?? nodes[0]];
+/** The reaction scenarios (see `onStoresAndTwoNodes`). */
+function reactionScenarios(on) {
+  const { first } = on;
 
   it("adding and removing: the room gets `reaction`, history counts per emoji with `me` for the reader", async () => {
-    const { room, a, b, alice, bob, seq } = await pairWithMessage(first(), second());
+    const { room, a, b, alice, bob, seq } = await pairWithMessage(on);
     const toAlice = waitFor(a, "reaction", (e) => e.user?.id === bob.id);
     const none = noneOf(b, "reaction");
     assert.deepEqual(await ok(b, "reaction:add", { room, seq, emoji: "👍" }), { ok: true });
@@ -88,7 +78,7 @@ function reactionScenarios(nodes) {
   });
 
   it("adding twice or removing what is not there changes nothing and tells nobody", async () => {
-    const { room, a, b, seq } = await pairWithMessage(first(), second());
+    const { room, a, b, seq } = await pairWithMessage(on);
     await ok(b, "reaction:add", { room, seq, emoji: "❤️" });
     const before = await read(a, room, seq);
     const none = noneOf(a, "reaction");
@@ -101,7 +91,7 @@ function reactionScenarios(nodes) {
   });
 
   it("errors: not one emoji is bad_request, a missing or deleted message not_found, outside the room forbidden", async () => {
-    const { room, a, b, seq } = await pairWithMessage(first(), second());
+    const { room, a, b, seq } = await pairWithMessage(on);
     const none = noneOf(a, "reaction");
     for (const emoji of ["", "ok", "👍👍", " 👍", "👍 ", "a👍", ":+1:", "1", "🇫", "\u0000", "👍".repeat(3), 5, null]) {
       await fails(b, "reaction:add", { room, seq, emoji }, "bad_request", `emoji ${JSON.stringify(emoji)}: `);
@@ -127,7 +117,7 @@ function reactionScenarios(nodes) {
   });
 
   it("flags, skin tones, ZWJ sequences and keycaps are one emoji each", async () => {
-    const { room, b, seq } = await pairWithMessage(first(), second());
+    const { room, b, seq } = await pairWithMessage(on);
     const emoji = ["🇫🇷", "👍🏽", "👩‍💻", "❤️‍🔥", "1️⃣", "🏳️‍⚧️"];
     for (const e of emoji) await ok(b, "reaction:add", { room, seq, emoji: e });
     assert.deepEqual(
@@ -138,7 +128,7 @@ function reactionScenarios(nodes) {
   });
 
   it("a message carries at most 20 different emoji: a 21st is too_large, another of the 20 still counts", async () => {
-    const { room, a, b, seq } = await pairWithMessage(first(), second());
+    const { room, a, b, seq } = await pairWithMessage(on);
     const twenty = [..."😀😁😂🤣😃😄😅😆😉😊😋😎😍😘🥰😗😙😚🙂🤗"];
     assert.equal(twenty.length, 20);
     for (const e of twenty) await ok(b, "reaction:add", { room, seq, emoji: e });
@@ -151,16 +141,4 @@ function reactionScenarios(nodes) {
   });
 }
 
-for (const store of STORES) {
-  describe(`reactions [${store}]`, () => {
-    const srv = useServer(store, { flags: FAST });
-    reactionScenarios([srv]);
-  });
-}
-
-const gate = await twoNodeGate();
-
-describe("reactions on two nodes (Postgres + Redis)", { skip: gate.skip }, () => {
-  const nodes = useTwoNodes(gate, { flags: FAST, label: "palaver/reactions" });
-  reactionScenarios(nodes);
-});
+await onStoresAndTwoNodes("reactions", reactionScenarios);

@@ -5,7 +5,6 @@
 import assert from "node:assert/strict";
 import { describe } from "node:test";
 import {
-  STORES,
   FAST,
   useServer,
   it,
@@ -22,8 +21,8 @@ import {
   until,
   assertUser,
   sendMany,
-  twoNodeGate,
-  useTwoNodes,
+  pairInRoom,
+  onStoresAndTwoNodes,
 } from "./harness.mjs";
 
 /** The summary of `room` in `socket`'s rooms:list. */
@@ -32,31 +31,26 @@ async function summary(socket, room) {
   return rooms.find((r) => r.id === room);
 }
 
-function readScenarios(nodes) {
-  const [first, second] = [() => nodes[0], () => nodes[1] ?? nodes[0]];
+/** The read scenarios (see `onStoresAndTwoNodes`). */
+function readScenarios(on) {
+  const { first, second } = on;
 
   it("lastRead and unread in rooms:list and session: others' messages after lastRead, deleted ones left out", async () => {
-    const alice = identity("alice");
-    const bob = identity("bob");
-    const room = roomId("unread");
-    const a = await connect(first(), alice.auth);
-    const b = await connect(second(), bob.auth);
-    await ok(a.socket, "room:join", { room });
-    await ok(b.socket, "room:join", { room });
-    await sendMany(b.socket, room, 3, (i) => `bob ${i}`); // 1..3
-    await sendMany(a.socket, room, 2, (i) => `alice ${i}`); // 4..5
-    let s = await summary(a.socket, room);
+    const { room, a, b, alice } = await on.pair("unread");
+    await sendMany(b, room, 3, (i) => `bob ${i}`); // 1..3
+    await sendMany(a, room, 2, (i) => `alice ${i}`); // 4..5
+    let s = await summary(a, room);
     assert.equal(s.lastRead, 0);
     assert.equal(s.unread, 3, "bob's three; alice's own do not count");
     assert.ok(Number.isInteger(s.rev));
-    assert.equal((await summary(b.socket, room)).unread, 2);
-    await ok(b.socket, "message:delete", { room, seq: 2 });
-    assert.equal((await summary(a.socket, room)).unread, 2, "a deleted message is not unread");
-    assert.deepEqual(await ok(a.socket, "room:read", { room, seq: 3 }), { ok: true });
-    s = await summary(a.socket, room);
+    assert.equal((await summary(b, room)).unread, 2);
+    await ok(b, "message:delete", { room, seq: 2 });
+    assert.equal((await summary(a, room)).unread, 2, "a deleted message is not unread");
+    assert.deepEqual(await ok(a, "room:read", { room, seq: 3 }), { ok: true });
+    s = await summary(a, room);
     assert.equal(s.lastRead, 3);
     assert.equal(s.unread, 0);
-    await ok(b.socket, "message:send", { room, text: "one more" });
+    await ok(b, "message:send", { room, text: "one more" });
     // A new connection's session says the same.
     const again = await connect(second(), alice.auth);
     const listed = again.session.rooms.find((r) => r.id === room);
@@ -109,17 +103,11 @@ function readScenarios(nodes) {
   });
 
   it("in a group room receipts are off by default: the other members get no `read`", async () => {
-    const alice = identity("alice");
-    const bob = identity("bob");
-    const room = roomId("quiet");
-    const a = await connect(first(), alice.auth);
-    const b = await connect(second(), bob.auth);
-    await ok(a.socket, "room:join", { room });
-    await ok(b.socket, "room:join", { room });
-    await ok(b.socket, "message:send", { room, text: "hi" });
-    const none = noneOf(b.socket, "read");
-    await ok(a.socket, "room:read", { room, seq: 1 });
-    await none.before(markerVia(a.socket, room, [b.socket]), "bob, another member");
+    const { room, a, b, alice } = await on.pair("quiet");
+    await ok(b, "message:send", { room, text: "hi" });
+    const none = noneOf(b, "read");
+    await ok(a, "room:read", { room, seq: 1 });
+    await none.before(markerVia(a, room, [b]), "bob, another member");
   });
 
   it("errors: a seq not yet used is not_found, a malformed one bad_request, outside the room or as a guest forbidden", async () => {
@@ -141,12 +129,8 @@ function readScenarios(nodes) {
   });
 }
 
-for (const store of STORES) {
-  describe(`reads [${store}]`, () => {
-    const srv = useServer(store, { flags: FAST });
-    readScenarios([srv]);
-  });
-
+/** Read receipts in group rooms, where the namespace turns them on. */
+function receiptScenarios(store) {
   describe(`read receipts in group rooms: --read-receipts true [${store}]`, () => {
     const srv = useServer(store, { flags: { ...FAST, "read-receipts": true } });
 
@@ -183,16 +167,10 @@ for (const store of STORES) {
     });
 
     it("a sync in such a room brings the other members' positions", async () => {
-      const alice = identity("alice");
-      const bob = identity("bob");
-      const room = roomId("positions");
-      const a = await connect(srv, alice.auth);
-      const b = await connect(srv, bob.auth);
-      await ok(a.socket, "room:join", { room });
-      await ok(b.socket, "room:join", { room });
-      await sendMany(a.socket, room, 3);
-      await ok(b.socket, "room:read", { room, seq: 2 });
-      const { rooms } = await ok(a.socket, "sync", { rooms: { [room]: 3 } });
+      const { room, a, b, bob } = await pairInRoom(srv, srv, "positions");
+      await sendMany(a, room, 3);
+      await ok(b, "room:read", { room, seq: 2 });
+      const { rooms } = await ok(a, "sync", { rooms: { [room]: 3 } });
       assert.deepEqual(
         rooms[room].reads.map((r) => [r.user.id, r.seq]),
         [[bob.id, 2]],
@@ -201,22 +179,20 @@ for (const store of STORES) {
   });
 }
 
-const gate = await twoNodeGate();
-
-describe("reads on two nodes (Postgres + Redis)", { skip: gate.skip }, () => {
-  const nodes = useTwoNodes(gate, { flags: FAST, label: "palaver/reads" });
-  readScenarios(nodes);
-
-  it("a read on node A reaches the user's socket on node B, and its rooms:list there", async () => {
-    const alice = identity("alice");
-    const room = roomId("x");
-    const onA = await connect(nodes[0], alice.auth);
-    await ok(onA.socket, "room:join", { room });
-    await ok(onA.socket, "message:send", { room, text: "m" });
-    const onB = await connect(nodes[1], alice.auth);
-    const got = waitFor(onB.socket, "read", (e) => e.room === room && e.seq === 1);
-    await ok(onA.socket, "room:read", { room, seq: 1 });
-    await got;
-    assert.equal((await summary(onB.socket, room)).lastRead, 1);
-  });
+await onStoresAndTwoNodes("reads", readScenarios, {
+  perStore: receiptScenarios,
+  twoNodes: (on) => {
+    it("a read on node A reaches the user's socket on node B, and its rooms:list there", async () => {
+      const alice = identity("alice");
+      const room = roomId("x");
+      const onA = await connect(on.nodes[0], alice.auth);
+      await ok(onA.socket, "room:join", { room });
+      await ok(onA.socket, "message:send", { room, text: "m" });
+      const onB = await connect(on.nodes[1], alice.auth);
+      const got = waitFor(onB.socket, "read", (e) => e.room === room && e.seq === 1);
+      await ok(onA.socket, "room:read", { room, seq: 1 });
+      await got;
+      assert.equal((await summary(onB.socket, room)).lastRead, 1);
+    });
+  },
 });

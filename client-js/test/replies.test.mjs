@@ -4,38 +4,21 @@
 import assert from "node:assert/strict";
 import { describe } from "node:test";
 import {
-  STORES,
-  FAST,
-  useServer,
   it,
-  connect,
-  identity,
   roomId,
   ok,
   fails,
   waitFor,
   noneOf,
   markerVia,
-  twoNodeGate,
-  useTwoNodes,
+  onStoresAndTwoNodes,
 } from "./harness.mjs";
 
-async function pair(srvA, srvB = srvA) {
-  const alice = identity("alice");
-  const bob = identity("bob");
-  const room = roomId("reply");
-  const a = await connect(srvA, alice.auth);
-  const b = await connect(srvB, bob.auth);
-  await ok(a.socket, "room:join", { room });
-  await ok(b.socket, "room:join", { room });
-  return { room, a: a.socket, b: b.socket, alice, bob };
-}
-
-function replyScenarios(nodes) {
-  const [first, second] = [() => nodes[0], () => nodes[1] ?? nodes[0]];
+/** The reply scenarios (see `onStoresAndTwoNodes`). */
+function replyScenarios(on) {
 
   it("a reply carries replyTo { seq, from, excerpt } in the ack, the broadcast and history", async () => {
-    const { room, a, b, alice, bob } = await pair(first(), second());
+    const { room, a, b, alice, bob } = await on.pair("reply");
     const long = `${"é".repeat(99)}xyz and more`;
     const parent = (await ok(a, "message:send", { room, text: long })).message;
     assert.equal(parent.replyTo, undefined, "a message without replyTo has none");
@@ -53,7 +36,7 @@ function replyScenarios(nodes) {
   });
 
   it("history shows the replied-to message as it is now: edited, then deleted", async () => {
-    const { room, a, b } = await pair(first(), second());
+    const { room, a, b } = await on.pair("reply");
     const parent = (await ok(a, "message:send", { room, text: "typo" })).message;
     const reply = (await ok(b, "message:send", { room, text: "re", replyTo: parent.seq })).message;
     await ok(a, "message:edit", { room, seq: parent.seq, text: "fixed" });
@@ -68,7 +51,7 @@ function replyScenarios(nodes) {
   });
 
   it("a retry of a reply (same clientId) returns the original with its replyTo, sent once", async () => {
-    const { room, a, b } = await pair(first(), second());
+    const { room, a, b } = await on.pair("reply");
     const parent = (await ok(a, "message:send", { room, text: "question?" })).message;
     const first1 = (await ok(b, "message:send", { room, text: "yes", replyTo: parent.seq, clientId: "r-1" })).message;
     const again = (await ok(b, "message:send", { room, text: "yes", replyTo: parent.seq, clientId: "r-1" })).message;
@@ -76,7 +59,7 @@ function replyScenarios(nodes) {
   });
 
   it("errors: a replyTo that does not exist is not_found, a malformed one bad_request; nothing is stored or sent", async () => {
-    const { room, a, b } = await pair(first(), second());
+    const { room, a, b } = await on.pair("reply");
     const parent = (await ok(a, "message:send", { room, text: "only one" })).message;
     const none = noneOf(a, "message");
     await fails(b, "message:send", { room, text: "to nothing", replyTo: parent.seq + 1 }, "not_found");
@@ -94,16 +77,4 @@ function replyScenarios(nodes) {
   });
 }
 
-for (const store of STORES) {
-  describe(`replies [${store}]`, () => {
-    const srv = useServer(store, { flags: FAST });
-    replyScenarios([srv]);
-  });
-}
-
-const gate = await twoNodeGate();
-
-describe("replies on two nodes (Postgres + Redis)", { skip: gate.skip }, () => {
-  const nodes = useTwoNodes(gate, { flags: FAST, label: "palaver/replies" });
-  replyScenarios(nodes);
-});
+await onStoresAndTwoNodes("replies", replyScenarios);

@@ -1,12 +1,12 @@
-//! `message:edit` and `message:delete`: the author changes their message within the edit window, the author (or,
-//! with room roles, a moderator) deletes it. A deleted message stays in history as a tombstone, so seq stays
+//! `message:edit` and `message:delete`: the author changes their message within the edit window, the author or a
+//! moderator of the room (its owner, its moderators, a namespace admin) deletes it. A deleted message stays in history as a tombstone, so seq stays
 //! gap-free. Who may do what is decided by [`may_edit`] and [`may_delete`], plain functions.
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use socketioxide::{adapter::Adapter, extract::SocketRef};
 
-use super::{Call, Chat, Reply, payload, presence::in_room, room_key, rooms};
+use super::{Call, Chat, Reply, moderation, payload, presence::in_room, room_key, rooms};
 use crate::{
     error::{ChatError, ChatResult},
     store::Message,
@@ -41,8 +41,8 @@ pub fn may_edit(
     Ok(())
 }
 
-/// May `actor` delete `message`? Its author may, and so may a moderator of the room (`moderator`: the actor's
-/// room role says so; room roles are not in palaver yet, so callers pass `false`).
+/// May `actor` delete `message`? Its author may, and so may a moderator of the room (`moderator`: the actor may
+/// moderate it, see [`super::moderation::may_moderate`]).
 pub fn may_delete(actor: &str, message: &Message, moderator: bool) -> ChatResult<()> {
     if message.from.id == actor || moderator {
         return Ok(());
@@ -122,7 +122,8 @@ pub async fn edit<A: Adapter>(mut call: Call<A>) -> ChatResult<Reply> {
 }
 
 /// `message:delete { room, seq }` → `{}`, and `message:deleted { room, seq, rev }` to the rest of the room.
-/// Deleting a deleted message changes nothing and answers `{}`.
+/// Deleting a deleted message changes nothing and answers `{}`. The author's own delete reads no role: only
+/// someone else's message asks whether the caller moderates the room.
 pub async fn delete<A: Adapter>(mut call: Call<A>) -> ChatResult<Reply> {
     let p: payload::RoomSeq = payload::parse(
         "message:delete",
@@ -133,7 +134,9 @@ pub async fn delete<A: Adapter>(mut call: Call<A>) -> ChatResult<Reply> {
     let seq = payload::seq(p.seq, "seq")?;
     let chat = &call.chat;
     let found = find(chat, &call.socket, call.ns(), room, seq).await?;
-    may_delete(&call.conn.user.id, &found, false)?;
+    let moderator = found.from.id != call.conn.user.id
+        && moderation::may_moderate(chat, &call.conn, room).await?;
+    may_delete(&call.conn.user.id, &found, moderator)?;
     if found.deleted {
         return Ok(Reply::Done {});
     }

@@ -327,6 +327,9 @@ pub enum Reply {
         /// Only with `since` and `rev`: the messages at or below `since` changed after `rev`.
         #[serde(skip_serializing_if = "Option::is_none")]
         changes: Option<Vec<Message>>,
+        /// For a group room: the user's role in it.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        role: Option<crate::store::RoomRole>,
     },
     Synced {
         rooms: std::collections::BTreeMap<String, recovery::CatchUp>,

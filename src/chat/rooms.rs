@@ -146,8 +146,8 @@ pub async fn create<A: Adapter>(mut call: Call<A>) -> ChatResult<Reply> {
     Ok(Reply::Room { room })
 }
 
-/// `room:join { room, limit?, since?, rev? }` → `{ room, history, hasMore, members, rev, changes? }`. Joining a
-/// private room accepts the user's invitation to it.
+/// `room:join { room, limit?, since?, rev? }` → `{ room, history, hasMore, members, rev, changes?, role? }`.
+/// Joining a private room accepts the user's invitation to it.
 pub async fn join<A: Adapter>(mut call: Call<A>) -> ChatResult<Reply> {
     let p: payload::RoomJoin = payload::parse(
         "room:join",
@@ -178,6 +178,12 @@ pub async fn join<A: Adapter>(mut call: Call<A>) -> ChatResult<Reply> {
         }
         _ => (None, before),
     };
+    let role = match joined.room.kind {
+        RoomKind::Group => {
+            Some(super::moderation::role_of(&chat.store, call.ns(), id, &conn.user.id).await?)
+        }
+        RoomKind::Dm => None,
+    };
     Ok(Reply::Joined {
         room: joined.room,
         history: joined.history,
@@ -186,6 +192,7 @@ pub async fn join<A: Adapter>(mut call: Call<A>) -> ChatResult<Reply> {
         truncated: joined.truncated,
         rev,
         changes,
+        role,
     })
 }
 

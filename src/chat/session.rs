@@ -206,10 +206,14 @@ fn emit_session<A: Adapter>(socket: &SocketRef<A>, conn: &Conn, session: Session
         user: &'a User,
         #[serde(flatten)]
         session: Session,
+        /// A namespace admin (a claim of the token): moderates every group room. Absent for everyone else.
+        #[serde(skip_serializing_if = "std::ops::Not::not")]
+        admin: bool,
     }
     let event = SessionEvent {
         user: &conn.user,
         session,
+        admin: conn.admin(),
     };
     if let Err(e) = socket.emit("session", &event) {
         tracing::debug!(socket = %socket.id, error = %e, "could not send session");

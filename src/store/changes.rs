@@ -283,39 +283,37 @@ where
         text: &str,
         at: DateTime<Utc>,
     ) -> StoreResult<Option<Message>> {
-        let mut tx = self.writer.begin().await?;
-        let Some(rev) = bump_rev(&mut tx, ns, room).await? else {
-            return Ok(None);
-        };
-        let edited = sqlx::query(
-            "UPDATE messages SET text = $4, edited_at = $5, rev = $6 \
-             WHERE ns = $1 AND room = $2 AND seq = $3 AND sender_id = $7 AND deleted_at IS NULL",
-        )
-        .bind(ns)
-        .bind(room)
-        .bind(seq)
-        .bind(text)
-        .bind(at)
-        .bind(rev)
-        .bind(author_id)
-        .execute(&mut *tx)
-        .await?;
-        if DB::rows_affected(&edited) == 0 {
-            // The revision goes back with the rollback: nothing changed.
-            tx.rollback().await?;
-            return Ok(None);
-        }
-        let row: Option<MessageRow> = sqlx::query_as(concat!(
-            select_messages_with_replies!(),
-            "WHERE m.ns = $1 AND m.room = $2 AND m.seq = $3"
-        ))
-        .bind(ns)
-        .bind(room)
-        .bind(seq)
-        .fetch_optional(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(row.map(Message::from))
+        let edited = self
+            .revise(ns, room, async |tx, rev| {
+                let edited = sqlx::query(
+                    "UPDATE messages SET text = $4, edited_at = $5, rev = $6 \
+                     WHERE ns = $1 AND room = $2 AND seq = $3 AND sender_id = $7 AND deleted_at IS NULL",
+                )
+                .bind(ns)
+                .bind(room)
+                .bind(seq)
+                .bind(text)
+                .bind(at)
+                .bind(rev)
+                .bind(author_id)
+                .execute(&mut *tx)
+                .await?;
+                if DB::rows_affected(&edited) == 0 {
+                    return Ok(Revised::Undo(None));
+                }
+                let row: Option<MessageRow> = sqlx::query_as(concat!(
+                    select_messages_with_replies!(),
+                    "WHERE m.ns = $1 AND m.room = $2 AND m.seq = $3"
+                ))
+                .bind(ns)
+                .bind(room)
+                .bind(seq)
+                .fetch_optional(&mut *tx)
+                .await?;
+                Ok(Revised::Keep(row.map(Message::from)))
+            })
+            .await?;
+        Ok(edited.flatten())
     }
 
     #[tracing::instrument(level = "debug", skip_all, fields(%ns, %room, seq))]
@@ -326,34 +324,34 @@ where
         seq: i64,
         at: DateTime<Utc>,
     ) -> StoreResult<Option<i64>> {
-        let mut tx = self.writer.begin().await?;
-        let Some(rev) = bump_rev(&mut tx, ns, room).await? else {
-            return Ok(None);
-        };
-        // The text goes for good: a tombstone keeps only what the room's order and the sender's retries need.
-        let deleted = sqlx::query(
-            "UPDATE messages SET text = '', reply_to = NULL, deleted_at = $4, rev = $5 \
-             WHERE ns = $1 AND room = $2 AND seq = $3 AND deleted_at IS NULL",
-        )
-        .bind(ns)
-        .bind(room)
-        .bind(seq)
-        .bind(at)
-        .bind(rev)
-        .execute(&mut *tx)
-        .await?;
-        if DB::rows_affected(&deleted) == 0 {
-            tx.rollback().await?;
-            return Ok(None);
-        }
-        sqlx::query("DELETE FROM reactions WHERE ns = $1 AND room = $2 AND seq = $3")
-            .bind(ns)
-            .bind(room)
-            .bind(seq)
-            .execute(&mut *tx)
+        let deleted = self
+            .revise(ns, room, async |tx, rev| {
+                // The text goes for good: a tombstone keeps only what the room's order and the sender's retries
+                // need.
+                let deleted = sqlx::query(
+                    "UPDATE messages SET text = '', reply_to = NULL, deleted_at = $4, rev = $5 \
+                     WHERE ns = $1 AND room = $2 AND seq = $3 AND deleted_at IS NULL",
+                )
+                .bind(ns)
+                .bind(room)
+                .bind(seq)
+                .bind(at)
+                .bind(rev)
+                .execute(&mut *tx)
+                .await?;
+                if DB::rows_affected(&deleted) == 0 {
+                    return Ok(Revised::Undo(None));
+                }
+                sqlx::query("DELETE FROM reactions WHERE ns = $1 AND room = $2 AND seq = $3")
+                    .bind(ns)
+                    .bind(room)
+                    .bind(seq)
+                    .execute(&mut *tx)
+                    .await?;
+                Ok(Revised::Keep(Some(rev)))
+            })
             .await?;
-        tx.commit().await?;
-        Ok(Some(rev))
+        Ok(deleted.flatten())
     }
 
     #[tracing::instrument(level = "debug", skip_all, fields(%ns, %room, seq, added))]
@@ -366,81 +364,80 @@ where
         emoji: &str,
         added: bool,
     ) -> StoreResult<Reacted> {
-        let mut tx = self.writer.begin().await?;
-        let Some(rev) = bump_rev(&mut tx, ns, room).await? else {
-            return Ok(Reacted::NoMessage);
-        };
-        let live: Option<bool> = sqlx::query_scalar(
-            "SELECT (deleted_at IS NULL) FROM messages WHERE ns = $1 AND room = $2 AND seq = $3",
-        )
-        .bind(ns)
-        .bind(room)
-        .bind(seq)
-        .fetch_optional(&mut *tx)
-        .await?;
-        if live != Some(true) {
-            tx.rollback().await?;
-            return Ok(Reacted::NoMessage);
-        }
-        let changed = if added {
-            // A new emoji only while the message carries fewer than the most allowed; one it carries already
-            // can always be added (the room lock keeps the count from racing).
-            sqlx::query(
-                "INSERT INTO reactions (ns, room, seq, emoji, user_id, created_at) \
-                 SELECT $1, $2, $3, $4, $5, $6 \
-                 WHERE EXISTS (SELECT 1 FROM reactions WHERE ns = $1 AND room = $2 AND seq = $3 AND emoji = $4) \
-                    OR (SELECT COUNT(DISTINCT emoji) FROM reactions WHERE ns = $1 AND room = $2 AND seq = $3) < $7 \
-                 ON CONFLICT DO NOTHING",
-            )
-            .bind(ns)
-            .bind(room)
-            .bind(seq)
-            .bind(emoji)
-            .bind(user_id)
-            .bind(super::now())
-            .bind(MAX_EMOJI_PER_MESSAGE)
-            .execute(&mut *tx)
-            .await?
-        } else {
-            sqlx::query(
-                "DELETE FROM reactions WHERE ns = $1 AND room = $2 AND seq = $3 AND emoji = $4 AND user_id = $5",
-            )
-            .bind(ns)
-            .bind(room)
-            .bind(seq)
-            .bind(emoji)
-            .bind(user_id)
-            .execute(&mut *tx)
-            .await?
-        };
-        if DB::rows_affected(&changed) == 0 {
-            let had: Option<i64> = sqlx::query_scalar(
-                "SELECT seq FROM reactions WHERE ns = $1 AND room = $2 AND seq = $3 AND emoji = $4 AND user_id = $5",
-            )
-            .bind(ns)
-            .bind(room)
-            .bind(seq)
-            .bind(emoji)
-            .bind(user_id)
-            .fetch_optional(&mut *tx)
+        let reacted = self
+            .revise(ns, room, async |tx, rev| {
+                let live: Option<bool> = sqlx::query_scalar(
+                    "SELECT (deleted_at IS NULL) FROM messages WHERE ns = $1 AND room = $2 AND seq = $3",
+                )
+                .bind(ns)
+                .bind(room)
+                .bind(seq)
+                .fetch_optional(&mut *tx)
+                .await?;
+                if live != Some(true) {
+                    return Ok(Revised::Undo(Reacted::NoMessage));
+                }
+                let changed = if added {
+                    // A new emoji only while the message carries fewer than the most allowed; one it carries
+                    // already can always be added (the room lock keeps the count from racing).
+                    sqlx::query(
+                        "INSERT INTO reactions (ns, room, seq, emoji, user_id, created_at) \
+                         SELECT $1, $2, $3, $4, $5, $6 \
+                         WHERE EXISTS (SELECT 1 FROM reactions WHERE ns = $1 AND room = $2 AND seq = $3 AND emoji = $4) \
+                            OR (SELECT COUNT(DISTINCT emoji) FROM reactions WHERE ns = $1 AND room = $2 AND seq = $3) < $7 \
+                         ON CONFLICT DO NOTHING",
+                    )
+                    .bind(ns)
+                    .bind(room)
+                    .bind(seq)
+                    .bind(emoji)
+                    .bind(user_id)
+                    .bind(super::now())
+                    .bind(MAX_EMOJI_PER_MESSAGE)
+                    .execute(&mut *tx)
+                    .await?
+                } else {
+                    sqlx::query(
+                        "DELETE FROM reactions WHERE ns = $1 AND room = $2 AND seq = $3 AND emoji = $4 AND user_id = $5",
+                    )
+                    .bind(ns)
+                    .bind(room)
+                    .bind(seq)
+                    .bind(emoji)
+                    .bind(user_id)
+                    .execute(&mut *tx)
+                    .await?
+                };
+                if DB::rows_affected(&changed) == 0 {
+                    let had: Option<i64> = sqlx::query_scalar(
+                        "SELECT seq FROM reactions WHERE ns = $1 AND room = $2 AND seq = $3 AND emoji = $4 AND user_id = $5",
+                    )
+                    .bind(ns)
+                    .bind(room)
+                    .bind(seq)
+                    .bind(emoji)
+                    .bind(user_id)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                    // Adding that was not written: either the user had reacted so already, or the emoji was one
+                    // too many.
+                    return Ok(Revised::Undo(if added && had.is_none() {
+                        Reacted::TooMany
+                    } else {
+                        Reacted::Unchanged
+                    }));
+                }
+                sqlx::query("UPDATE messages SET rev = $4 WHERE ns = $1 AND room = $2 AND seq = $3")
+                    .bind(ns)
+                    .bind(room)
+                    .bind(seq)
+                    .bind(rev)
+                    .execute(&mut *tx)
+                    .await?;
+                Ok(Revised::Keep(Reacted::Changed { rev }))
+            })
             .await?;
-            tx.rollback().await?;
-            // Adding that was not written: either the user had reacted so already, or the emoji was one too many.
-            return Ok(if added && had.is_none() {
-                Reacted::TooMany
-            } else {
-                Reacted::Unchanged
-            });
-        }
-        sqlx::query("UPDATE messages SET rev = $4 WHERE ns = $1 AND room = $2 AND seq = $3")
-            .bind(ns)
-            .bind(room)
-            .bind(seq)
-            .bind(rev)
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        Ok(Reacted::Changed { rev })
+        Ok(reacted.unwrap_or(Reacted::NoMessage))
     }
 
     #[tracing::instrument(level = "debug", skip_all, fields(%ns, %room, user = %user_id, seq))]
@@ -598,6 +595,14 @@ where
         .await?)
 }
 
+/// What a change made under a room's revision ([`SqlStore::revise`]) does with its transaction.
+enum Revised<T> {
+    /// It changed something: commit, the revision with it.
+    Keep(T),
+    /// Nothing changed: roll back, so the revision is not spent.
+    Undo(T),
+}
+
 impl<DB> SqlStore<DB>
 where
     DB: Backend,
@@ -610,6 +615,31 @@ where
     bool: for<'a> Encode<'a, DB> + for<'r> Decode<'r, DB> + Type<DB>,
     usize: ColumnIndex<DB::Row>,
 {
+    /// Runs `change` in one transaction of the writer with the room's next revision, which locks the room row first
+    /// (see the module's comment): commits what it keeps, rolls back what it undoes. `None` when there is no such
+    /// room (nothing ran).
+    async fn revise<T>(
+        &self,
+        ns: &str,
+        room: &str,
+        change: impl AsyncFnOnce(&mut DB::Connection, i64) -> StoreResult<Revised<T>>,
+    ) -> StoreResult<Option<T>> {
+        let mut tx = self.writer.begin().await?;
+        let Some(rev) = bump_rev(&mut tx, ns, room).await? else {
+            return Ok(None);
+        };
+        Ok(Some(match change(&mut tx, rev).await? {
+            Revised::Keep(done) => {
+                tx.commit().await?;
+                done
+            }
+            Revised::Undo(done) => {
+                tx.rollback().await?;
+                done
+            }
+        }))
+    }
+
     /// Fills in the reactions of `messages` (of one room), as `viewer` sees them: one query for the page, and
     /// none when no message of it was ever changed (a message without a revision has no reaction). Emoji come in
     /// the order they were first used on the message.

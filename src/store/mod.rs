@@ -155,6 +155,9 @@ pub struct RoomSummary {
     /// For a DM: whether the user blocked the other user (`user:block`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub blocked: Option<bool>,
+    /// For a group room: the user's role in it (a DM has no roles).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub role: Option<RoomRole>,
 }
 
 /// A stored message. `Default` serves to build a new one (`..Default::default()`: no reply, never changed).
@@ -721,6 +724,10 @@ struct SummaryRow {
     last_rev: i64,
     /// The user blocked the DM's other member.
     blocked: bool,
+    /// The user created the room.
+    owner: bool,
+    /// The user is one of the room's moderators.
+    moderator: bool,
 }
 
 impl From<SummaryRow> for RoomSummary {
@@ -734,8 +741,14 @@ impl From<SummaryRow> for RoomSummary {
             _ => None,
         };
         let room: Room = row.room.into();
+        let role = match (row.owner, row.moderator) {
+            (true, _) => RoomRole::Owner,
+            (false, true) => RoomRole::Moderator,
+            (false, false) => RoomRole::Member,
+        };
         RoomSummary {
             blocked: (room.kind == RoomKind::Dm).then_some(row.blocked),
+            role: (room.kind == RoomKind::Group).then_some(role),
             room,
             last_seq: row.last_seq,
             member: row.member,

@@ -105,13 +105,14 @@ const ADD_MEMBER: &str = "INSERT INTO memberships (ns, room, user_id, user_name,
 const ROWS_PER_INSERT: usize = 1000;
 
 /// The columns of a [`SummaryRow`] but `member` and `invited`, for rooms `r`, the user's membership `m`, a DM's
-/// other member `p` and the user's block of them `b` (both joined in by [`peer_join!`]), as a literal for
-/// `concat!`. The read state counts for a
+/// other member `p`, the user's block of them `b` and the user's moderator role `rr` (all three joined in by
+/// [`peer_join!`]), as a literal for `concat!`. The read state counts for a
 /// member only; `unread` stops at [`super::UNREAD_COUNTED`], so it reads at most that many index entries a room.
 macro_rules! summary_columns {
     () => {
         "SELECT r.id, r.name, r.kind, r.visibility, r.created_at, r.last_seq, r.last_rev, \
                 p.user_id AS peer_id, p.user_name AS peer_name, (b.blocked_id IS NOT NULL) AS blocked, \
+                (r.created_by IS NOT NULL AND r.created_by = $2) AS owner, (rr.user_id IS NOT NULL) AS moderator, \
                 CASE WHEN m.state = 'joined' THEN m.last_read ELSE 0 END AS last_read, \
                 CASE WHEN m.state = 'joined' THEN \
                     (SELECT COUNT(*) FROM (SELECT 1 FROM messages x WHERE x.ns = r.ns AND x.room = r.id \
@@ -121,11 +122,13 @@ macro_rules! summary_columns {
     };
 }
 
-/// A DM's other member `p`, for the user `$2`, and whether the user blocked them (`b`, by primary key).
+/// A DM's other member `p`, for the user `$2`, whether the user blocked them (`b`), and the user's moderator role
+/// in a group room (`rr`), each by primary key.
 macro_rules! peer_join {
     () => {
         " LEFT JOIN memberships p ON r.kind = 'dm' AND p.ns = r.ns AND p.room = r.id AND p.user_id <> $2 \
-          LEFT JOIN user_blocks b ON b.ns = r.ns AND b.blocker_id = $2 AND b.blocked_id = p.user_id "
+          LEFT JOIN user_blocks b ON b.ns = r.ns AND b.blocker_id = $2 AND b.blocked_id = p.user_id \
+          LEFT JOIN room_roles rr ON r.kind = 'group' AND rr.ns = r.ns AND rr.room = r.id AND rr.user_id = $2 "
     };
 }
 

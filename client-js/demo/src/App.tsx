@@ -5,7 +5,7 @@
 // is open, and which rooms it joined (a guest's rooms are not memberships, so the server does not list them).
 
 import { useCallback, useEffect, useMemo, useRef, useState } from "react";
-import { ChatStore, isPalaverError, type PalaverClient, type RoomId, type RoomSummary, type User } from "@palaver/client";
+import { ChatStore, isPalaverError, type RoomId, type RoomSummary, type User } from "@palaver/client";
 import { useConnection, useRooms } from "@palaver/client/react";
 
 import { DraftPane } from "./components/DraftPane";
@@ -17,7 +17,6 @@ import { usePageConnection } from "./connection";
 import { errorText, ROOM_ID, roomIdFrom } from "./format";
 import { useRoomEvents } from "./roomEvents";
 import { useToast } from "./toasts";
-import { isBlocked } from "./upcoming";
 
 /** What the middle column shows: a room (or DM), a DM not sent yet, or nothing. */
 export type Open = { kind: "room"; room: RoomId } | { kind: "draft"; peer: User } | null;
@@ -33,18 +32,6 @@ function firstRoom(rooms: readonly RoomSummary[]): RoomId {
   if (asked && ROOM_ID.test(asked)) return asked;
   const mine = rooms.filter((r) => r.member);
   return mine.find((r) => r.kind === "group")?.id ?? mine[0]?.id ?? "general";
-}
-
-/**
- * Resolves once the store has let go of `room`. It keeps a room a moment after its last viewer (so a remount does
- * not join twice), and a room opened again before that would not be joined again: after leaving or being removed,
- * the page waits for this before showing the room again.
- */
-async function released(client: PalaverClient, room: RoomId): Promise<void> {
-  const store = ChatStore.of(client);
-  for (let i = 0; i < 100 && store.heldRooms().includes(room); i++) {
-    await new Promise((resolve) => setTimeout(resolve, 50));
-  }
 }
 
 function withItem<T>(set: ReadonlySet<T>, item: T): ReadonlySet<T> {
@@ -70,8 +57,6 @@ export function App() {
   });
   /** Rooms joined on this page (the user's memberships are in `rooms` too). */
   const [joined, setJoined] = useState<ReadonlySet<RoomId>>(() => new Set());
-  /** Rooms being left: shown again once the store has let go of them. */
-  const [leaving, setLeaving] = useState<ReadonlySet<RoomId>>(() => new Set());
 
   /** A message to scroll to once its room shows it (a search result). */
   const [focus, setFocus] = useState<{ room: RoomId; seq: number }>();
@@ -108,12 +93,12 @@ export function App() {
   const myRooms = useMemo(
     () =>
       [...new Set([...rooms.filter((r) => r.kind === "group" && r.member).map((r) => r.id), ...joined])]
-        .filter((id) => !leaving.has(id) && !id.startsWith("dm:"))
+        .filter((id) => !id.startsWith("dm:"))
         .sort((a, b) => a.localeCompare(b)),
-    [rooms, joined, leaving],
+    [rooms, joined],
   );
   const blockedUsers = useMemo(
-    () => new Set(rooms.filter((r) => r.kind === "dm" && r.peer && isBlocked(r)).map((r) => r.peer!.id)),
+    () => new Set(rooms.filter((r) => r.kind === "dm" && r.peer && r.blocked === true).map((r) => r.peer!.id)),
     [rooms],
   );
 
@@ -139,28 +124,14 @@ export function App() {
     [refresh],
   );
 
-  /** Away from `room` (left, or removed by a moderator): the next room opens, and the store lets go of it. */
-  const forget = useCallback(
-    async (room: RoomId) => {
-      setLeaving((s) => withItem(s, room));
-      setJoined((s) => withoutItem(s, room));
-      setOpen((o) => {
-        if (o?.kind !== "room" || o.room !== room) return o;
-        const next = myRooms.find((id) => id !== room);
-        return next ? { kind: "room", room: next } : null;
-      });
-      if (client) await released(client, room);
-      await refresh();
-      setLeaving((s) => withoutItem(s, room));
-    },
-    [client, myRooms, refresh],
-  );
-
+  /**
+   * Leaving (the store takes the room out of its state, and shows it as left if opened again): the next room opens.
+   */
   const leaveRoom = useCallback(
     async (room: RoomId) => {
       if (!client) return;
       try {
-        await client.leave(room);
+        await ChatStore.of(client).leave(room);
       } catch (err) {
         if (!isPalaverError(err, "not_found")) {
           toast(`Could not leave #${room}: ${errorText(err)}`);
@@ -168,18 +139,26 @@ export function App() {
         }
       }
       toast(`You left #${room}.`, "info");
-      await forget(room);
+      setJoined((s) => withoutItem(s, room));
+      setOpen((o) => {
+        if (o?.kind !== "room" || o.room !== room) return o;
+        const next = myRooms.find((id) => id !== room);
+        return next ? { kind: "room", room: next } : null;
+      });
+      await refresh();
     },
-    [client, forget, toast],
+    [client, myRooms, refresh, toast],
   );
 
+  // Removed by a moderator: said at once wherever the user is; the room's pane says why and offers to join again.
   useEffect(
     () =>
       events?.onRemoved(({ room, kind, by }) => {
         toast(`${by ? by.name : "A moderator"} ${kind === "ban" ? "banned you from" : "removed you from"} #${room}.`);
-        void forget(room);
+        setJoined((s) => withoutItem(s, room));
+        void refresh();
       }),
-    [events, forget, toast],
+    [events, refresh, toast],
   );
 
   const joinRoom = useCallback(
@@ -189,10 +168,12 @@ export function App() {
         toast("A room name is 1–64 letters, digits, or _ . : - (and cannot start with dm:).");
         return false;
       }
+      // A room the user left (or was removed from) a moment ago is still held, as left: asking to join joins it.
+      if (client) ChatStore.of(client).rejoin(id);
       openRoom(id);
       return true;
     },
-    [openRoom, toast],
+    [client, openRoom, toast],
   );
 
   const createRoom = useCallback(
@@ -249,8 +230,6 @@ export function App() {
         <EmptyPane refused={conn.refused} />
       ) : open.kind === "draft" ? (
         <DraftPane key={open.peer.id} peer={open.peer} me={conn.user} onStarted={onDmStarted} />
-      ) : leaving.has(open.room) ? (
-        <EmptyPane leaving={open.room} />
       ) : (
         <RoomPane
           key={open.room}

@@ -3,12 +3,10 @@
 // a reload starts with none, as a chat app's "bob joined" lines do.
 
 import { useSyncExternalStore } from "react";
-import type { PalaverClient, ReadEvent, RoomId, RoomNotice, UserId } from "@palaver/client";
+import type { ModerationEvent, PalaverClient, ReadEvent, RoomId, RoomNotice, UserId } from "@palaver/client";
 import { useConnection } from "@palaver/client/react";
 
-import { onModeration, type ModerationEvent } from "./upcoming";
-
-export type NoteKind = "join" | "leave" | "kick" | "ban" | "mute" | "unmute";
+export type NoteKind = "join" | "leave" | "kick" | "ban" | "mute" | "unmute" | "role";
 
 /** A line between the messages. */
 export interface Note {
@@ -16,8 +14,10 @@ export interface Note {
   room: RoomId;
   kind: NoteKind;
   user: { id: UserId; name: string };
-  /** The moderator, for kick, ban, mute and unmute. */
+  /** The moderator, for kick, ban, mute, unmute and role. */
   by?: { id: UserId; name: string };
+  /** For `role`: the user's new role. */
+  role?: "moderator" | "member";
   until?: string | null;
   at: string;
   /** The newest message of the room when it happened: the line shows after that one. */
@@ -44,7 +44,7 @@ export class RoomEvents {
   constructor(private readonly client: PalaverClient) {
     client.on("room:notice", (n: RoomNotice) => this.onNotice(n));
     client.on("read", (e: ReadEvent) => this.onRead(e));
-    onModeration(client, (e) => this.onModeration(e));
+    client.on("room:moderation", (e: ModerationEvent) => this.onModeration(e));
   }
 
   notesOf(room: RoomId): readonly Note[] {
@@ -76,7 +76,7 @@ export class RoomEvents {
    * The user acted as a moderator (the ack came): the server tells the room and the user acted on, not the socket
    * that acted, so the line is added here.
    */
-  acted(room: RoomId, kind: "kick" | "mute" | "unmute", user: { id: UserId; name: string }, until?: Date): void {
+  acted(room: RoomId, kind: "kick" | "ban" | "mute" | "unmute", user: { id: UserId; name: string }, until?: Date): void {
     const me = this.client.user;
     const by = me && { id: me.id, name: me.name };
     this.add({ room, kind, user, by, until: until?.toISOString(), at: new Date().toISOString() });
@@ -93,20 +93,21 @@ export class RoomEvents {
   }
 
   private onNotice(n: RoomNotice): void {
-    // `kick` and `ban` arrive with the moderation branch; the SDK's type says "join" | "leave" until then.
-    const kind = n.kind as string;
+    const kind = n.kind;
     if (kind !== "join" && kind !== "leave" && kind !== "kick" && kind !== "ban") return;
-    const extra = n as RoomNotice & { by?: { id: UserId; name: string }; until?: string | null };
-    this.add({ room: n.room, kind, user: n.user, by: extra.by, until: extra.until, at: n.at });
+    this.add({ room: n.room, kind, user: n.user, by: n.by, until: n.until, at: n.at });
     if ((kind === "kick" || kind === "ban") && n.user.id === this.client.user?.id) {
-      for (const listener of [...this.removalListeners]) listener({ room: n.room, kind, by: extra.by });
+      for (const listener of [...this.removalListeners]) listener({ room: n.room, kind, by: n.by });
     }
   }
 
   private onModeration(e: ModerationEvent): void {
-    // Kicks and bans also come as `room:notice`; mutes only come here.
-    if (e.action !== "mute" && e.action !== "unmute") return;
-    this.add({ room: e.room, kind: e.action, user: e.user, by: e.by, until: e.until, at: e.at });
+    // Kicks and bans also come as `room:notice`; mutes and roles only come here.
+    if (e.action === "mute" || e.action === "unmute") {
+      this.add({ room: e.room, kind: e.action, user: e.user, by: e.by, until: e.until, at: e.at });
+    } else if (e.action === "role" && e.role) {
+      this.add({ room: e.room, kind: "role", user: e.user, by: e.by, role: e.role, at: e.at });
+    }
   }
 
   private onRead(e: ReadEvent): void {

@@ -40,6 +40,10 @@ export interface UseRoomResult extends RoomView {
   notifyTyping(): void;
   /** Removes a failed message from `messages`. */
   discard(clientId: string): void;
+  /** Leaves the room for good (on every device of the user): the view shows `status: "left"`. */
+  leave(): Promise<void>;
+  /** Joins a `left` room again. */
+  rejoin(): void;
 }
 
 export interface UseRoomsResult extends RoomsView {
@@ -56,7 +60,7 @@ const noop = () => {};
 const unsubscribed = () => noop;
 const idleRooms = new Map<RoomId, RoomView>();
 const IDLE_ROOMS: RoomsView = { status: "loading", error: undefined, rooms: [] };
-const IDLE_CONNECTION: ConnectionView = { status: "connecting", user: undefined, error: undefined };
+const IDLE_CONNECTION: ConnectionView = { status: "connecting", user: undefined, admin: false, error: undefined };
 
 /** The view of a room before the provider has a client (server rendering, the first render): one object per room. */
 function idleRoom(room: RoomId): RoomView {
@@ -73,6 +77,9 @@ function idleRoom(room: RoomId): RoomView {
       typing: [],
       unread: 0,
       lastRead: 0,
+      role: undefined,
+      moderator: false,
+      left: undefined,
     };
     idleRooms.set(room, view);
   }
@@ -125,6 +132,10 @@ export function useRoom(room: RoomId): UseRoomResult {
       },
       discard: (clientId: string) => {
         slot.getStore()?.discard(room, clientId);
+      },
+      leave: () => call(slot, (s) => s.leave(room)),
+      rejoin: () => {
+        slot.getStore()?.rejoin(room);
       },
     }),
     [slot, room],

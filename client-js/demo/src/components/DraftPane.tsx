@@ -57,6 +57,7 @@ export function DraftPane({ peer, me, onStarted }: Props) {
                 m={m}
                 compact={false}
                 mine
+                moderator={false}
                 quote={undefined}
                 seen={false}
                 onReply={() => {}}

@@ -1,9 +1,9 @@
-import type { PalaverError, RoomId } from "@palaver/client";
+import type { PalaverError } from "@palaver/client";
 
 import { token } from "../config";
 
 /** The middle and right columns when no room is open: a welcome, or why the server refused the connection. */
-export function EmptyPane({ refused, leaving }: { refused?: PalaverError; leaving?: RoomId }) {
+export function EmptyPane({ refused }: { refused?: PalaverError }) {
   return (
     <>
       <main className="chat" aria-label="Conversation">
@@ -17,14 +17,10 @@ export function EmptyPane({ refused, leaving }: { refused?: PalaverError; leavin
         </header>
         {refused && <RefusedBanner refused={refused} />}
         <div id="messages" className="messages" role="log" aria-label="Messages">
-          {leaving ? (
-            <div className="loading">Leaving #{leaving}…</div>
-          ) : (
-            <div id="empty-state" className="empty-state">
-              <h2>Welcome to palaver</h2>
-              <p>Join or create a room on the left, or click someone who is online to send a direct message.</p>
-            </div>
-          )}
+          <div id="empty-state" className="empty-state">
+            <h2>Welcome to palaver</h2>
+            <p>Join or create a room on the left, or click someone who is online to send a direct message.</p>
+          </div>
         </div>
         <div className="composer-wrap">
           <form className="composer" onSubmit={(e) => e.preventDefault()}>

@@ -1,17 +1,17 @@
 import { useState } from "react";
-import type { RoomId, User, UserId } from "@palaver/client";
+import { ChatStore, type RoomId, type User, type UserId } from "@palaver/client";
 import { useConnection } from "@palaver/client/react";
 
 import { colourFor, errorText } from "../format";
 import { useRoomEvents } from "../roomEvents";
 import { useToast } from "../toasts";
-import { block, kick, mute, unblock, unmute } from "../upcoming";
 import { Avatar } from "./Avatar";
 
 const MUTE_FOR_MS = 60 * 60_000;
+const BAN_FOR_MS = 24 * 60 * 60_000;
 
 interface Props {
-  /** The group room whose moderation the menu acts on; none in a DM. */
+  /** The group room whose moderation the menu acts on, where the user moderates it; none in a DM. */
   room?: RoomId;
   users: readonly User[];
   me: User | undefined;
@@ -21,8 +21,8 @@ interface Props {
 }
 
 /**
- * Who is online in the room: click someone for a direct message. In a group room, each other user has a menu:
- * kick and mute (the server lets moderators only: everyone else gets `forbidden`, shown as a toast), block.
+ * Who is online in the room: click someone for a direct message. Each other user has a menu: block, and for a
+ * moderator of the room (`room` given) kick, ban and mute (the server has the last word: a refusal is a toast).
  */
 export function MembersPanel({ room, users, me, blockedUsers, onStartDm, onBlockChanged }: Props) {
   const [menuFor, setMenuFor] = useState<UserId>();
@@ -114,9 +114,9 @@ function MemberMenu(props: {
   }
 
   /** The line in the timeline says it's done (the server does not tell the socket that acted). */
-  function moderate(kind: "kick" | "mute" | "unmute", call: (room: RoomId) => Promise<void>, until?: Date) {
+  function moderate(kind: "kick" | "ban" | "mute" | "unmute", call: (room: RoomId) => Promise<void>, until?: Date) {
     if (!room) return;
-    const what = { kick: "remove", mute: "mute", unmute: "unmute" }[kind];
+    const what = { kick: "remove", ban: "ban", mute: "mute", unmute: "unmute" }[kind];
     void act(`${what} ${user.name}`, async () => {
       await call(room);
       events?.acted(room, kind, user, until);
@@ -128,8 +128,19 @@ function MemberMenu(props: {
     <div className="member-menu" role="menu" aria-label={user.name}>
       {room && (
         <>
-          <button type="button" role="menuitem" data-action="kick" onClick={() => moderate("kick", (r) => kick(client, r, user.id))}>
+          <button type="button" role="menuitem" data-action="kick" onClick={() => moderate("kick", (r) => ChatStore.of(client).kick(r, user.id))}>
             Kick from #{room}
+          </button>
+          <button
+            type="button"
+            role="menuitem"
+            data-action="ban"
+            onClick={() => {
+              const until = new Date(Date.now() + BAN_FOR_MS);
+              moderate("ban", (r) => ChatStore.of(client).ban(r, user.id, until), until);
+            }}
+          >
+            Ban for a day
           </button>
           <button
             type="button"
@@ -137,12 +148,12 @@ function MemberMenu(props: {
             data-action="mute"
             onClick={() => {
               const until = new Date(Date.now() + MUTE_FOR_MS);
-              moderate("mute", (r) => mute(client, r, user.id, until), until);
+              moderate("mute", (r) => client.mute(r, user.id, until), until);
             }}
           >
             Mute for an hour
           </button>
-          <button type="button" role="menuitem" data-action="unmute" onClick={() => moderate("unmute", (r) => unmute(client, r, user.id))}>
+          <button type="button" role="menuitem" data-action="unmute" onClick={() => moderate("unmute", (r) => client.unmute(r, user.id))}>
             Unmute
           </button>
         </>
@@ -153,7 +164,7 @@ function MemberMenu(props: {
         data-action={blocked ? "unblock" : "block"}
         onClick={() =>
           act(blocked ? `unblock ${user.name}` : `block ${user.name}`, async () => {
-            await (blocked ? unblock(client, user.id) : block(client, user.id));
+            await (blocked ? client.unblock(user.id) : client.block(user.id));
             toast(blocked ? `You unblocked ${user.name}.` : `You blocked ${user.name}: no direct messages either way.`, "info");
             onBlockChanged();
           })

@@ -5,14 +5,19 @@ export const QUICK_EMOJI = ["👍", "❤️", "😂", "🎉", "😮", "😢"];
 
 interface Props {
   mine: boolean;
+  /** The user moderates the room: they may delete anyone's message. */
+  moderator: boolean;
   onReply(): void;
   onReact(emoji: string): void;
   onEdit(): void;
   onDelete(): void;
 }
 
-/** The toolbar a message shows on hover: react, reply, and for the user's own messages edit and delete. */
-export function MessageActions({ mine, onReply, onReact, onEdit, onDelete }: Props) {
+/**
+ * The toolbar a message shows on hover: react, reply; for the user's own messages edit and delete, and delete for
+ * a moderator of the room.
+ */
+export function MessageActions({ mine, moderator, onReply, onReact, onEdit, onDelete }: Props) {
   const [picking, setPicking] = useState(false);
   return (
     <div className="msg-actions" role="toolbar" aria-label="Message actions">
@@ -45,7 +50,7 @@ export function MessageActions({ mine, onReply, onReact, onEdit, onDelete }: Pro
           Edit
         </button>
       )}
-      {mine && (
+      {(mine || moderator) && (
         <button type="button" data-action="delete" onClick={onDelete}>
           Delete
         </button>

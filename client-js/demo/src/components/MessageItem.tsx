@@ -28,6 +28,8 @@ interface Props extends MessageHandlers {
   /** Under the previous message of the same author: no avatar or name. */
   compact: boolean;
   mine: boolean;
+  /** The user moderates the room (deletes anyone's message). */
+  moderator: boolean;
   quote: Quote | undefined;
   /** The other user of the DM has read up to this message. */
   seen: boolean;
@@ -37,7 +39,7 @@ interface Props extends MessageHandlers {
  * One message: stored (with its edits, deletion, reactions and the message it replies to), or one of the user's
  * sends, greyed until the server has it, or failed with Retry and Discard. Text is React text: never HTML.
  */
-export function MessageItem({ m, compact, mine, quote, seen, ...handlers }: Props) {
+export function MessageItem({ m, compact, mine, moderator, quote, seen, ...handlers }: Props) {
   const [editing, setEditing] = useState(false);
   const [confirming, setConfirming] = useState(false);
   const sent = m.status === "sent" ? m : undefined;
@@ -147,6 +149,7 @@ export function MessageItem({ m, compact, mine, quote, seen, ...handlers }: Prop
       {sent && !deleted && !editing && (
         <MessageActions
           mine={mine}
+          moderator={moderator}
           onReply={() => handlers.onReply(sent)}
           onReact={(emoji) => handlers.onReact(sent.seq, emoji)}
           onEdit={() => setEditing(true)}

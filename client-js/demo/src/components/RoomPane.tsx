@@ -5,7 +5,6 @@ import { useConnection, useRoom } from "@palaver/client/react";
 import { errorText } from "../format";
 import { useNotes, useReadByOthers } from "../roomEvents";
 import { useToast } from "../toasts";
-import { block, unblock } from "../upcoming";
 import { Avatar } from "./Avatar";
 import { Composer } from "./Composer";
 import { RefusedBanner } from "./EmptyPane";
@@ -82,7 +81,7 @@ export function RoomPane(props: Props) {
   async function toggleBlock() {
     if (!client || !peer) return;
     try {
-      await (blocked ? unblock(client, peer.id) : block(client, peer.id));
+      await (blocked ? client.unblock(peer.id) : client.block(peer.id));
       toast(blocked ? `You unblocked ${peer.name}.` : `You blocked ${peer.name}: no direct messages either way.`, "info");
       onBlockChanged();
     } catch (err) {
@@ -90,15 +89,10 @@ export function RoomPane(props: Props) {
     }
   }
 
-  // TODO(issue 12): the store takes `leave` notices as departures but not yet `kick` and `ban`; until it does, a
-  // user removed by a moderator (and not back since) is left out here.
-  const removed = new Set<UserId>();
-  for (const n of notes) {
-    if (n.kind === "kick" || n.kind === "ban") removed.add(n.user.id);
-    else if (n.kind === "join") removed.delete(n.user.id);
-  }
-  const users = view.members.filter((u) => !removed.has(u.id));
+  const users = [...view.members];
   if (me && status === "ready" && !users.some((u) => u.id === me.id)) users.push(me);
+  // The user's own say here: the room's role (a DM has none), and admin over every group room.
+  const standing = view.role === undefined ? undefined : view.moderator && view.role === "member" ? "admin" : view.role;
 
   const intro = dm ? (
     <div className="room-intro" id="room-start">
@@ -121,6 +115,7 @@ export function RoomPane(props: Props) {
     : summary
       ? `${summary.visibility} room${status === "ready" ? ` · ${users.length} online` : ""}`
       : "";
+  const live = status === "ready";
 
   return (
     <>
@@ -130,13 +125,18 @@ export function RoomPane(props: Props) {
           title={dm ? name : room}
           sub={sub}
         >
+          {!dm && live && standing && (
+            <span id="my-role" className={`role-badge role-${standing}`} title="Your role in this room">
+              {standing}
+            </span>
+          )}
           <SearchPanel room={room} onOpen={onOpenRoom} />
           {dm && peer && (
             <button id="block-btn" className="btn btn-small btn-danger" type="button" onClick={toggleBlock}>
               {blocked ? "Unblock" : "Block"}
             </button>
           )}
-          {!dm && status === "ready" && (
+          {!dm && live && (
             <button id="leave-btn" className="btn btn-small btn-danger" type="button" onClick={() => onLeave(room)}>
               Leave room
             </button>
@@ -166,7 +166,7 @@ export function RoomPane(props: Props) {
         />
         <Composer
           placeholder={blocked ? `You blocked ${name}` : `Message ${dm ? `@${name}` : name}`}
-          disabled={status === "error" || !!refused || blocked}
+          disabled={status === "error" || status === "left" || !!refused || blocked}
           replyTo={replyTo}
           onCancelReply={() => setReplyTo(undefined)}
           onSend={send}
@@ -175,7 +175,7 @@ export function RoomPane(props: Props) {
         />
       </main>
       <MembersPanel
-        room={dm ? undefined : room}
+        room={dm || !view.moderator ? undefined : room}
         users={users}
         me={me}
         blockedUsers={blockedUsers}

@@ -1,9 +1,8 @@
 import { useState, type FormEvent, type ReactNode } from "react";
-import type { RoomId } from "@palaver/client";
+import type { RoomId, SearchResult } from "@palaver/client";
 import { useConnection, useRooms } from "@palaver/client/react";
 
 import { clock, colourFor, errorText, fullTime } from "../format";
-import { search, type SearchResult } from "../upcoming";
 
 type State =
   | { status: "idle" }
@@ -39,7 +38,7 @@ export function SearchPanel({ room, onOpen }: { room: RoomId; onOpen(room: RoomI
     if (!client || !q) return;
     setState({ status: "searching", query: q });
     try {
-      const reply = await search(client, q, { room: here ? room : undefined, limit: 20 });
+      const reply = await client.search(q, here ? { room, limit: 20 } : { limit: 20 });
       setState({ status: "done", query: q, results: reply.results, hasMore: reply.hasMore });
     } catch (err) {
       setState({ status: "error", query: q, error: errorText(err) });

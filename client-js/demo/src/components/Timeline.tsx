@@ -135,6 +135,7 @@ export function Timeline({ view, name, notes, me, intro, seenUpTo = 0, focusSeq,
           m={m}
           compact={compact}
           mine={!!me && m.from.id === me.id}
+          moderator={view.moderator}
           quote={quoteOf(m)}
           seen={m.status === "sent" && m.seq === seenSeq}
           {...handlers}
@@ -152,6 +153,8 @@ export function Timeline({ view, name, notes, me, intro, seenUpTo = 0, focusSeq,
             <h2>Could not open {name}</h2>
             <p>{view.error?.message}</p>
           </div>
+        ) : view.status === "left" ? (
+          <LeftState view={view} name={name} />
         ) : view.status === "loading" ? (
           <div className="loading">Loading messages…</div>
         ) : view.hasMore ? (
@@ -163,7 +166,7 @@ export function Timeline({ view, name, notes, me, intro, seenUpTo = 0, focusSeq,
         ) : (
           intro
         )}
-        {view.status !== "error" && rows}
+        {view.status !== "error" && view.status !== "left" && rows}
       </div>
       <button
         id="jump-latest"
@@ -178,6 +181,27 @@ export function Timeline({ view, name, notes, me, intro, seenUpTo = 0, focusSeq,
   );
 }
 
+/** Why the user is out of the room (they left, a moderator kicked or banned them), and a way back in. */
+function LeftState({ view, name }: { view: UseRoomResult; name: string }) {
+  const left = view.left;
+  const by = left?.by ? left.by.name : "A moderator";
+  const why =
+    left?.kind === "kick"
+      ? `${by} removed you from ${name}.`
+      : left?.kind === "ban"
+        ? `${by} banned you from ${name} ${left.until ? `until ${fullTime(left.until)}` : "until a moderator lifts it"}.`
+        : `You left ${name}.`;
+  return (
+    <div id="left-state" className="empty-state" data-kind={left?.kind}>
+      <h2>You are not in {name}</h2>
+      <p id="left-reason">{why}</p>
+      <button type="button" id="rejoin-btn" className="btn" onClick={() => view.rejoin()}>
+        Join again
+      </button>
+    </div>
+  );
+}
+
 const NOTE_TEXT: Record<Note["kind"], string> = {
   join: "joined the room",
   leave: "left the room",
@@ -185,11 +209,12 @@ const NOTE_TEXT: Record<Note["kind"], string> = {
   ban: "was banned from the room",
   mute: "was muted",
   unmute: "can write again",
+  role: "is now a",
 };
 
 /** "bob joined the room", "bob was removed from the room by Ada". */
 function NoteLine({ note }: { note: Note }) {
-  const arriving = note.kind === "join" || note.kind === "unmute";
+  const arriving = note.kind === "join" || note.kind === "unmute" || note.kind === "role";
   return (
     <div className={`notice notice-${note.kind}`} data-user-id={note.user.id}>
       <span className="notice-icon" aria-hidden="true">
@@ -200,6 +225,7 @@ function NoteLine({ note }: { note: Note }) {
           {note.user.name}
         </span>{" "}
         {NOTE_TEXT[note.kind]}
+        {note.role && ` ${note.role}`}
         {note.by && ` by ${note.by.name}`}
         {note.until && ` until ${fullTime(note.until)}`}
       </span>
