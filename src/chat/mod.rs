@@ -107,9 +107,10 @@ impl Limits {
     }
 }
 
-/// Drops the budgets of users who have been quiet long enough for them to be full again, until the chat's tasks
-/// close (shutdown).
+/// Drops the budgets of users who have been quiet long enough for them to be full again, and merges the search
+/// index's pending entries ([`search::spawn_index_merge`]), until the chat's tasks close (shutdown).
 pub fn spawn_housekeeping<A: Adapter>(chat: &SharedChat<A>) {
+    search::spawn_index_merge(chat);
     let chat = Arc::downgrade(chat);
     tokio::spawn(async move {
         let mut ticker = tokio::time::interval(budget::PRUNE_EVERY);

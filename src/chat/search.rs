@@ -43,6 +43,34 @@ pub struct Hit {
     pub highlights: Vec<[usize; 2]>,
 }
 
+/// Merges the search index's recent entries every [`MERGE_EVERY`](crate::store::search::MERGE_EVERY), off the
+/// batch writer's path, until the chat's tasks close (shutdown). A failure is logged and the next tick tries again;
+/// searches see every stored message meanwhile.
+pub fn spawn_index_merge<A: Adapter>(chat: &super::SharedChat<A>) {
+    let chat = std::sync::Arc::downgrade(chat);
+    tokio::spawn(async move {
+        let mut ticker = tokio::time::interval(crate::store::search::MERGE_EVERY);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut failing = false;
+        loop {
+            ticker.tick().await;
+            let Some(chat) = chat.upgrade() else { return };
+            if chat.tasks.is_closed() {
+                return;
+            }
+            match chat.store.merge_search_index().await {
+                Ok(()) => failing = false,
+                // Once per outage, not every second.
+                Err(e) if !failing => {
+                    failing = true;
+                    tracing::warn!(error = %e, "could not merge the search index's pending entries");
+                }
+                Err(_) => {}
+            }
+        }
+    });
+}
+
 /// `messages:search` → `{ results, hasMore }`. With `room`, the room must be readable as for `history:fetch`;
 /// without, the search covers the rooms the user joined (DMs included) and the namespace's public rooms.
 pub async fn search<A: Adapter>(mut call: Call<A>) -> ChatResult<Reply> {

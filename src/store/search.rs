@@ -35,14 +35,28 @@ pub trait SearchSql: Database {
     /// The rows of `messages m` that match the query text `$3`, up to and including the `WHERE` keyword's first
     /// condition.
     const MATCHES: &'static str;
+    /// `m.room` is one the user `$2` may read in namespace `$1`: a room they joined, or a public room.
+    const READABLE_ROOMS: &'static str;
     /// The query text bound as `$3`.
     fn query_text(words: &[SearchWord]) -> String;
+    /// Moves the index's recent entries into its main structure, off the batch writer's path; `None` where the
+    /// index needs no such step.
+    const MERGE_PENDING: Option<&'static str>;
 }
 
 impl SearchSql for sqlx::Postgres {
     // The expression of the `messages_search` index, word for word, so that the planner uses it.
     const MATCHES: &'static str = "messages m WHERE to_tsvector('simple', regexp_replace(m.text, '[^[:alnum:]]+', ' ', 'g')) \
          @@ to_tsquery('simple', $3)";
+    // The readable rooms as an array, computed once, and tested on each match of the full-text index rather than
+    // used as an index condition (`IS TRUE` keeps the planner from it). As `IN (SELECT …)`, the planner expected two
+    // rooms and ran the full-text index scan once per readable room (120 rooms, 1M messages: 37 ms for a word in 5
+    // messages, 2.4 s for a word in a third of them); as `= ANY (…)` it intersected the matches with the
+    // (ns, room, seq) index over every message of the readable rooms (23 ms for the rare word, growing with the
+    // rooms' size). Tested on the matches, a search costs what its word matches: 0.9 ms for the rare word, 132 ms
+    // for the common one (BENCHMARKS.md §10).
+    const READABLE_ROOMS: &'static str = "(m.room = ANY (ARRAY(SELECT room FROM memberships WHERE ns = $1 AND user_id = $2 AND state = 'joined' \
+                                   UNION SELECT id FROM rooms WHERE ns = $1 AND visibility = 'public'))) IS TRUE";
     fn query_text(words: &[SearchWord]) -> String {
         let terms: Vec<String> = words
             .iter()
@@ -53,12 +67,18 @@ impl SearchSql for sqlx::Postgres {
             .collect();
         terms.join(" & ")
     }
+    // GIN keeps the entries of new rows in a pending list, which an INSERT only appends to, and merges the list
+    // into the index in bulk: here, by a background task every second (migrations/postgres/0009 explains why).
+    const MERGE_PENDING: Option<&'static str> =
+        Some("SELECT gin_clean_pending_list('messages_search')");
 }
 
 impl SearchSql for sqlx::Sqlite {
     // CROSS JOIN keeps the FTS table the outer loop: joined plainly, SQLite may walk the readable rooms' messages
     // and run the full-text query once for each.
     const MATCHES: &'static str = "messages_fts CROSS JOIN messages m ON m.id = messages_fts.rowid WHERE messages_fts MATCH $3";
+    const READABLE_ROOMS: &'static str = "m.room IN (SELECT room FROM memberships WHERE ns = $1 AND user_id = $2 AND state = 'joined' \
+                    UNION SELECT id FROM rooms WHERE ns = $1 AND visibility = 'public')";
     fn query_text(words: &[SearchWord]) -> String {
         // Quoted strings, implicitly ANDed; `*` after the quote makes a prefix query.
         let terms: Vec<String> = words
@@ -67,6 +87,8 @@ impl SearchSql for sqlx::Sqlite {
             .collect();
         terms.join(" ")
     }
+    // FTS5 is written by the triggers, in the writing statement.
+    const MERGE_PENDING: Option<&'static str> = None;
 }
 
 /// Search. Part of [`super::Store`].
@@ -74,7 +96,14 @@ impl SearchSql for sqlx::Sqlite {
 pub trait Search {
     /// The matching messages, newest first, at most `limit`, and whether more match.
     async fn search(&self, ns: &str, query: &SearchQuery<'_>) -> StoreResult<(Vec<Message>, bool)>;
+
+    /// Merges what the search index received since the last call into its main structure (Postgres; nothing on
+    /// SQLite). Searches see every stored message either way; run every [`MERGE_EVERY`] by the server.
+    async fn merge_search_index(&self) -> StoreResult<()>;
 }
+
+/// How often the server merges the search index's recent entries ([`Search::merge_search_index`]).
+pub const MERGE_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
 #[async_trait]
 impl<DB> Search for SqlStore<DB>
@@ -98,21 +127,19 @@ where
         // `$2` is the room, or the user whose readable rooms are searched.
         let rooms = match query.room {
             Some(_) => "m.room = $2",
-            None => {
-                "m.room IN (SELECT room FROM memberships WHERE ns = $1 AND user_id = $2 AND state = 'joined' \
-                            UNION SELECT id FROM rooms WHERE ns = $1 AND visibility = 'public')"
-            }
+            None => DB::READABLE_ROOMS,
         };
-        // The matches are found first, through the full-text index, and only then ordered: asked for the newest
-        // matches directly, Postgres walks the primary key backwards and tests every message on the way, which
-        // reads the whole table for a rare word. So a search costs in proportion to the messages that hold all
-        // its words in the rooms searched, not to the size of the table.
-        // The page is then read like history (current text, `editedAt`, the reply each answers); tombstones
-        // hold no text and match nothing.
+        // Two steps, so that a search costs in proportion to the matches in the rooms searched, not to the size of
+        // the table. First the ids: through the full-text index, filtered by the rooms, the newest `limit + 1`
+        // (asked for the newest matches with the rows and their replies in one step, Postgres walked the primary
+        // key backwards testing every message on the way, which read the whole table for a rare word: BENCHMARKS.md,
+        // issue 12). Then the page, by primary key, read like history (current text, `editedAt`, the reply each
+        // answers). Tombstones hold no text and match nothing.
         let sql = format!(
             "WITH hits AS MATERIALIZED (\
-                 SELECT m.id FROM {} AND m.ns = $1 AND m.id < $4 AND {rooms} AND m.deleted_at IS NULL) \
-             SELECT {} WHERE m.id IN (SELECT id FROM hits) ORDER BY m.id DESC LIMIT $5",
+                 SELECT m.id FROM {} AND m.ns = $1 AND m.id < $4 AND {rooms} AND m.deleted_at IS NULL \
+                 ORDER BY m.id DESC LIMIT $5) \
+             SELECT {} WHERE m.id IN (SELECT id FROM hits) ORDER BY m.id DESC",
             DB::MATCHES,
             super::changes::message_columns_with_replies!()
         );
@@ -134,5 +161,13 @@ where
             .map(Message::from)
             .collect();
         Ok((messages, has_more))
+    }
+
+    #[tracing::instrument(level = "debug", skip_all)]
+    async fn merge_search_index(&self) -> StoreResult<()> {
+        if let Some(sql) = DB::MERGE_PENDING {
+            sqlx::query(sql).execute(self.writer()).await?;
+        }
+        Ok(())
     }
 }

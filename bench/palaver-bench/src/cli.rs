@@ -99,6 +99,13 @@ pub struct Args {
     #[arg(long, default_value_t = 10.0)]
     pub ack_timeout: f64,
 
+    /// Read traffic: every client marks what it received as read, `room:read { room, seq }` with the newest seq
+    /// of its room it received, at most once per this many seconds (as a client showing the room would, throttled
+    /// like the server's read receipts), while sending runs. Off by default. On palaver a read needs a membership,
+    /// which guests in public rooms do not have: use --auth jwt.
+    #[arg(long)]
+    pub read_every: Option<f64>,
+
     /// Worker threads of the tool (default: one per core).
     #[arg(long)]
     pub threads: Option<usize>,

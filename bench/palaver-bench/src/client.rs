@@ -45,6 +45,8 @@ pub struct Ctx {
     pub run: String,
     pub connect_timeout: Duration,
     pub ack_timeout: Duration,
+    /// --read-every: the shortest time between two `room:read` of one client; `None`: no reads.
+    pub read_every: Option<Duration>,
     pub ws_config: WebSocketConfig,
     pub parse_config: ParseConfig,
     pub stats: Stats,
@@ -84,6 +86,12 @@ struct SendPayload<'a> {
     room: &'a str,
     text: &'a str,
     client_id: &'a str,
+}
+
+#[derive(Serialize)]
+struct ReadPayload<'a> {
+    room: &'a str,
+    seq: i64,
 }
 
 #[derive(Serialize)]
@@ -286,6 +294,14 @@ pub async fn run(
         sending: None,
         window: None,
         closing: false,
+        reads: ctx.read_every.map(|every| Reads {
+            every,
+            newest: 0,
+            marked: 0,
+            next: Instant::now(),
+            reading: false,
+            next_ack: READ_ACKS,
+        }),
     };
     client.main(phase).await;
     client.settle();
@@ -302,6 +318,26 @@ struct Window {
     measure_from: Instant,
     measure_from_ns: u64,
     until_ns: u64,
+}
+
+/// The read traffic of one client (--read-every): like a client showing its room, it marks the newest message
+/// received as read, at most once per `every`, and only a seq it has not marked yet.
+struct Reads {
+    every: Duration,
+    /// The newest seq received in the room, and the one last sent in `room:read`.
+    newest: i64,
+    marked: i64,
+    /// The earliest time of the next `room:read`.
+    next: Instant,
+    /// While sending runs (reads stop with the sending, so that the drain ends when the messages are in).
+    reading: bool,
+    next_ack: i64,
+}
+
+impl Reads {
+    fn due(&self) -> Option<Instant> {
+        (self.reading && self.newest > self.marked).then_some(self.next)
+    }
 }
 
 struct Client {
@@ -321,9 +357,12 @@ struct Client {
     window: Option<Window>,
     /// The orchestrator said Close: connection losses from now on are not failures.
     closing: bool,
+    reads: Option<Reads>,
 }
 
 const JOIN_ACK: i64 = 0;
+/// Ack ids of `room:read` start here, far above any message number (message n is ack n + 1).
+const READ_ACKS: i64 = 1 << 40;
 
 enum Flow {
     Continue,
@@ -445,11 +484,24 @@ impl Client {
                 // Spread the clients evenly over one interval so that the total rate is smooth.
                 let share = f64::from(self.member.id) / f64::from(self.ctx.clients.max(1));
                 self.sending = Some((start + interval.mul_f64(share), interval));
+                if let Some(r) = &mut self.reads {
+                    r.reading = true;
+                    // Spread the first reads over one period too.
+                    r.next = start + r.every.mul_f64(share);
+                }
             }
-            Phase::Stop => self.sending = None,
+            Phase::Stop => {
+                self.sending = None;
+                if let Some(r) = &mut self.reads {
+                    r.reading = false;
+                }
+            }
             Phase::Close => {
                 self.sending = None;
                 self.closing = true;
+                if let Some(r) = &mut self.reads {
+                    r.reading = false;
+                }
             }
         }
     }
@@ -463,10 +515,11 @@ impl Client {
             Some((next, _)) if self.member.joined => Some(next),
             _ => None,
         };
-        match (ack, send) {
-            (Some(a), Some(s)) => Some(a.min(s)),
-            (a, s) => a.or(s),
-        }
+        let read = match &self.reads {
+            Some(r) if self.member.joined => r.due(),
+            _ => None,
+        };
+        [ack, send, read].into_iter().flatten().min()
     }
 
     async fn send(&mut self, text: String) -> Flow {
@@ -501,9 +554,38 @@ impl Client {
                 following = now + interval;
             }
             self.sending = Some((following, interval));
-            return self.send_message().await;
+            if let Flow::Lost(reason) = self.send_message().await {
+                return Flow::Lost(reason);
+            }
+        }
+        if self.member.joined
+            && let Some(r) = &mut self.reads
+            && r.due().is_some_and(|d| d <= now)
+        {
+            r.marked = r.newest;
+            r.next = now + r.every;
+            let ack = r.next_ack;
+            r.next_ack += 1;
+            let seq = r.marked;
+            return self.send_read(seq, ack).await;
         }
         Flow::Continue
+    }
+
+    async fn send_read(&mut self, seq: i64, ack: i64) -> Flow {
+        let payload = ReadPayload {
+            room: &self.room_name,
+            seq,
+        };
+        let packet = match codec::event(&self.ctx.namespace, "room:read", &payload, Some(ack)) {
+            Ok(p) => p,
+            Err(e) => return Flow::Lost(format!("encode: {e}")),
+        };
+        let flow = self.send(packet).await;
+        if let Flow::Continue = flow {
+            Stats::inc(&self.ctx.stats.reads_sent);
+        }
+        flow
     }
 
     async fn send_message(&mut self) -> Flow {
@@ -560,11 +642,18 @@ impl Client {
             Frame::Close => Flow::Lost("engine.io close".to_owned()),
             Frame::Sio(p) if p.ns.as_str() == self.ctx.namespace => match p.inner {
                 Data::Event(mut value, _) => {
-                    if let Ok("message") = codec::event_name(&value) {
-                        match codec::event_arg::<ChatMessage<'_>>(&mut value) {
-                            Ok(m) => self.on_message(&m.text),
+                    match codec::event_name(&value) {
+                        Ok("message") => match codec::event_arg::<ChatMessage<'_>>(&mut value) {
+                            Ok(m) => {
+                                self.on_message(&m.text);
+                                if let (Some(r), Some(seq)) = (&mut self.reads, m.seq) {
+                                    r.newest = r.newest.max(seq);
+                                }
+                            }
                             Err(e) => self.ctx.stats.protocol_errors.add(&e.to_string()),
-                        }
+                        },
+                        Ok("read") => Stats::inc(&self.ctx.stats.receipts),
+                        _ => {}
                     }
                     Flow::Continue
                 }
@@ -584,6 +673,13 @@ impl Client {
 
     fn on_ack(&mut self, id: i64, error: Option<String>) {
         let stats = &self.ctx.stats;
+        if id >= READ_ACKS {
+            match error {
+                None => Stats::inc(&stats.reads_ok),
+                Some(code) => stats.read_errors.add(&code),
+            }
+            return;
+        }
         let now = Instant::now();
         let Some(pos) = self.pending.iter().position(|p| p.ack == id) else {
             // Its timeout was already counted (or the server acked something never asked).

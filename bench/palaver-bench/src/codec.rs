@@ -228,6 +228,9 @@ impl ChatAck<'_> {
 pub struct ChatMessage<'a> {
     #[serde(borrow)]
     pub text: Cow<'a, str>,
+    /// The message's number in its room (palaver's contract; a server without it sends none).
+    #[serde(default)]
+    pub seq: Option<i64>,
 }
 
 /// `PacketData` of a decoded Socket.IO packet, re-exported for matching.

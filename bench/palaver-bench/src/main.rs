@@ -154,6 +154,7 @@ fn real_main(args: Args) -> Result<ExitCode, String> {
             run: run.clone(),
             connect_timeout: secs("connect-timeout", args.connect_timeout)?,
             ack_timeout: secs("ack-timeout", args.ack_timeout)?,
+            read_every: args.read_every.map(|v| secs("read-every", v)).transpose()?,
             // Small buffers: memory per client matters at 100k clients. Writes go out at once.
             ws_config: WebSocketConfig::default()
                 .read_buffer_size(4096)
@@ -449,6 +450,18 @@ async fn bench(
             foreign_messages: Stats::get(&stats.foreign),
         }
     });
+    let reads = args.read_every.map(|every| {
+        let sending = (warmup + duration).as_secs_f64().max(1e-9);
+        crate::report::Reads {
+            every_s: every,
+            sent: Stats::get(&stats.reads_sent),
+            sent_per_s: Stats::get(&stats.reads_sent) as f64 / sending,
+            acked_ok: Stats::get(&stats.reads_ok),
+            errors: stats.read_errors.snapshot(),
+            receipts: Stats::get(&stats.receipts),
+            receipts_per_s: Stats::get(&stats.receipts) as f64 / sending,
+        }
+    });
     use crate::report::{Config, Connect, Messages, ServerMemory};
     let server_memory = match (args.server_pid, rss_before, rss_joined) {
         (Some(pid), Some(before), Some(joined_rss)) => Some(ServerMemory {
@@ -499,6 +512,7 @@ async fn bench(
             latency: Percentiles::of(&stats.connect_latency.merged()),
         },
         messages,
+        reads,
         disconnects: stats.disconnects.snapshot(),
         server_memory,
         protocol_errors: stats.protocol_errors.snapshot(),

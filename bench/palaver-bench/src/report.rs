@@ -15,6 +15,8 @@ pub struct Report {
     pub connect: Connect,
     /// Absent with `--rate 0`.
     pub messages: Option<Messages>,
+    /// Present with `--read-every`.
+    pub reads: Option<Reads>,
     /// Connections lost before the end, by reason.
     pub disconnects: BTreeMap<String, u64>,
     /// Present with `--server-pid`.
@@ -96,6 +98,22 @@ pub struct Messages {
     pub misrouted_deliveries: u64,
     /// `message` events not from this run (another tool or run in the same rooms).
     pub foreign_messages: u64,
+}
+
+/// The read traffic (`--read-every`).
+#[derive(Debug, Serialize)]
+pub struct Reads {
+    /// The shortest time between two `room:read` of one client.
+    pub every_s: f64,
+    pub sent: u64,
+    /// Over the sending (warm-up and measurement).
+    pub sent_per_s: f64,
+    pub acked_ok: u64,
+    /// Refusals by the ack's error code.
+    pub errors: BTreeMap<String, u64>,
+    /// `read` events (read receipts of other members) received, in all and per second of sending.
+    pub receipts: u64,
+    pub receipts_per_s: f64,
 }
 
 #[derive(Debug, Serialize)]
@@ -189,6 +207,19 @@ impl Report {
                 m.unacked_deliveries,
                 m.misrouted_deliveries,
                 m.foreign_messages
+            );
+        }
+        if let Some(r) = &self.reads {
+            let _ = writeln!(
+                s,
+                "reads              {} room:read ({:.1}/s, at most every {} s per client), acked ok {}, errors {}; {} receipts received ({:.1}/s)",
+                r.sent,
+                r.sent_per_s,
+                r.every_s,
+                r.acked_ok,
+                map(&r.errors),
+                r.receipts,
+                r.receipts_per_s
             );
         }
         let _ = writeln!(s, "disconnects        {}", map(&self.disconnects));

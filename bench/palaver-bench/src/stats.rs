@@ -324,6 +324,12 @@ pub struct Stats {
     /// Frames the codec could not decode.
     pub protocol_errors: Counts,
 
+    /// With --read-every: `room:read` sent, acked ok, refused by code; `read` events (receipts) received.
+    pub reads_sent: AtomicU64,
+    pub reads_ok: AtomicU64,
+    pub read_errors: Counts,
+    pub receipts: AtomicU64,
+
     pub connect_latency: Hist,
     pub ack_latency: Hist,
     pub delivery_latency: Hist,

@@ -1,0 +1,21 @@
+-- palaver schema v9 (postgres): the full-text index of messages (0008) is merged off the batch writer's path.
+-- Append-only.
+--
+-- GIN does not write a new row's words into its trees one by one: with fast update (on by default), an INSERT
+-- appends the row's entries to the index's pending list, and the list is merged into the trees in bulk. By default
+-- the merge is run by whichever INSERT finds the list past gin_pending_list_limit (4 MB): about every 10,000
+-- messages of the load tool's texts (~400 bytes of pending entries each), the batch writer's transaction stopped
+-- for a merge (~0.1 s per 10,000 messages measured with pgbench), with the rooms of its batch locked and every send
+-- of the batch waiting for its ack.
+--
+-- Now the list may grow to 64 MB, and the server merges it every second from a connection of its own
+-- (gin_clean_pending_list, store::search::MERGE_EVERY), so the writer only appends. Searches still see every stored
+-- message at once, since they read the pending list too (a second of messages, while a server runs; with no server
+-- merging, the INSERT that fills 64 MB merges as before, and autovacuum merges as well). gin_clean_pending_list needs
+-- the index's owner: the database user that ran the migrations, which palaver does itself at start.
+--
+-- Measured and not kept (BENCHMARKS.md §10): fast update off (every INSERT writes into the trees: slower than the
+-- default); a side table filled by a background indexer from a queue of new ids (the same index work, moved off the
+-- writer but not reduced, plus the queue and a second table); a cheaper text configuration ('simple' already
+-- neither stems nor drops stop words); a partial index (every message is searchable, so it would leave nothing out).
+ALTER INDEX messages_search SET (gin_pending_list_limit = 65536);
