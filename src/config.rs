@@ -483,14 +483,20 @@ impl fmt::Debug for Config {
                 "token_secret",
                 &self.token_secret.as_ref().map(|_| "<redacted>"),
             )
-            .field("auth_exchange_url", &self.auth_exchange_url.as_deref().map(redact_url))
+            .field(
+                "auth_exchange_url",
+                &self.auth_exchange_url.as_deref().map(redact_url),
+            )
             .field("access_token_ttl_secs", &self.access_token_ttl_secs)
             .field("refresh_token_ttl_secs", &self.refresh_token_ttl_secs)
             .field("refresh_reuse_grace_secs", &self.refresh_reuse_grace_secs)
             .field("cookie_secure", &self.cookie_secure)
             .field("cookie_same_site", &self.cookie_same_site)
             .field("session_notice_secs", &self.session_notice_secs)
-            .field("auth_hook_url", &self.auth_hook_url.as_deref().map(redact_url))
+            .field(
+                "auth_hook_url",
+                &self.auth_hook_url.as_deref().map(redact_url),
+            )
             .field(
                 "auth_hook_secret",
                 &self.auth_hook_secret.as_ref().map(|_| "<redacted>"),

@@ -130,8 +130,7 @@ fn without_raw_packets() -> Targets {
 /// Installs the global subscriber: log lines on stdout in `args.log_format`, filtered by `RUST_LOG`, and the OTLP
 /// export when `args.otlp_endpoint` is set.
 pub fn init(args: &TelemetryArgs) -> Result<Telemetry, TelemetryError> {
-    let from_env =
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let from_env = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let lines = match args.log_format {
         LogFormat::Text => tracing_subscriber::fmt::layer()
             .with_ansi(std::io::stdout().is_terminal())
@@ -247,7 +246,11 @@ fn request_span(request: &axum::http::Request<axum::body::Body>) -> tracing::Spa
     )
 }
 
-fn request_done(response: &axum::response::Response, latency: std::time::Duration, span: &tracing::Span) {
+fn request_done(
+    response: &axum::response::Response,
+    latency: std::time::Duration,
+    span: &tracing::Span,
+) {
     let status = response.status().as_u16();
     span.record("status", status);
     let latency_ms = u64::try_from(latency.as_millis()).unwrap_or(u64::MAX);
@@ -272,7 +275,11 @@ mod tests {
             assert!(!targets.would_enable(target, &Level::DEBUG), "{target}");
             assert!(targets.would_enable(target, &Level::INFO), "{target}");
         }
-        for target in ["palaver::chat", "sqlx::query", "tower_http::trace::on_request"] {
+        for target in [
+            "palaver::chat",
+            "sqlx::query",
+            "tower_http::trace::on_request",
+        ] {
             assert!(targets.would_enable(target, &Level::TRACE), "{target}");
         }
     }

@@ -280,7 +280,10 @@ mod tests {
 
     #[test]
     fn a_malformed_auth_is_refused_without_repeating_it() {
-        for auth in [json!("eyJhbGciOiJIUzI1NiJ9.s3cret"), json!({ "token": ["eyJ.s3cret"] })] {
+        for auth in [
+            json!("eyJhbGciOiJIUzI1NiJ9.s3cret"),
+            json!({ "token": ["eyJ.s3cret"] }),
+        ] {
             let err = authenticate(Some(&auth), None, true).expect_err("malformed");
             assert_eq!(err.code, "invalid_token");
             assert!(!err.to_string().contains("s3cret"), "{err}");

@@ -400,7 +400,11 @@ pub(crate) fn oversized<A: Adapter>(
 ///
 /// It is a `debug` span: the hot path (sends, fan-out) pays for it only when something subscribes at that level
 /// (`RUST_LOG=debug`, or `--otlp-endpoint`); otherwise it is disabled and none of its fields is computed.
-pub(crate) fn event_span(event: &str, socket: &socketioxide::socket::Sid, conn: &Conn) -> tracing::Span {
+pub(crate) fn event_span(
+    event: &str,
+    socket: &socketioxide::socket::Sid,
+    conn: &Conn,
+) -> tracing::Span {
     tracing::debug_span!(
         "event",
         otel.name = event,
@@ -448,7 +452,14 @@ impl<A: Adapter> MessageHandler<A, Ordered> for Event<A> {
             Ok(place) => place,
             Err(refused) => {
                 let socket = SocketRef::from(socket);
-                respond(&socket, ack, ack_id.is_some(), self.name, Err(refused), &span);
+                respond(
+                    &socket,
+                    ack,
+                    ack_id.is_some(),
+                    self.name,
+                    Err(refused),
+                    &span,
+                );
                 return;
             }
         };
