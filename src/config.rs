@@ -278,6 +278,10 @@ pub struct Config {
     /// Seconds to let pending work finish on shutdown.
     #[arg(long, env = "PALAVER_SHUTDOWN_GRACE", default_value_t = 10)]
     pub shutdown_grace_secs: u64,
+
+    /// Log format and OpenTelemetry export (src/telemetry.rs).
+    #[command(flatten)]
+    pub telemetry: crate::telemetry::TelemetryArgs,
 }
 
 /// A non-zero default for a flag.
@@ -479,21 +483,27 @@ impl fmt::Debug for Config {
                 "token_secret",
                 &self.token_secret.as_ref().map(|_| "<redacted>"),
             )
-            .field("auth_exchange_url", &self.auth_exchange_url)
+            .field(
+                "auth_exchange_url",
+                &self.auth_exchange_url.as_deref().map(redact_url),
+            )
             .field("access_token_ttl_secs", &self.access_token_ttl_secs)
             .field("refresh_token_ttl_secs", &self.refresh_token_ttl_secs)
             .field("refresh_reuse_grace_secs", &self.refresh_reuse_grace_secs)
             .field("cookie_secure", &self.cookie_secure)
             .field("cookie_same_site", &self.cookie_same_site)
             .field("session_notice_secs", &self.session_notice_secs)
-            .field("auth_hook_url", &self.auth_hook_url)
+            .field(
+                "auth_hook_url",
+                &self.auth_hook_url.as_deref().map(redact_url),
+            )
             .field(
                 "auth_hook_secret",
                 &self.auth_hook_secret.as_ref().map(|_| "<redacted>"),
             )
             .field("auth_hook_timeout_ms", &self.auth_hook_timeout_ms)
             .field("auth_hook_concurrency", &self.auth_hook_concurrency)
-            .field("webhook_url", &self.webhook_url)
+            .field("webhook_url", &self.webhook_url.as_deref().map(redact_url))
             .field(
                 "webhook_secret",
                 &self.webhook_secret.as_ref().map(|_| "<redacted>"),
@@ -531,12 +541,16 @@ impl fmt::Debug for Config {
             .field("profile", &self.profile)
             .field("static_dir", &self.static_dir)
             .field("shutdown_grace_secs", &self.shutdown_grace_secs)
+            .field("telemetry", &self.telemetry)
             .finish()
     }
 }
 
-/// Hides the password of a `scheme://user:password@host/db` URL.
+/// Hides the password of a `scheme://user:password@host/db` URL, and its query (`?password=`, `?token=`).
 pub fn redact_url(url: &str) -> String {
+    if let Some((base, _)) = url.split_once('?') {
+        return format!("{}?<redacted>", redact_url(base));
+    }
     let Some((scheme, rest)) = url.split_once("://") else {
         return url.to_owned();
     };
@@ -639,6 +653,12 @@ mod tests {
             "tok-s3cret",
             "--database-url",
             "postgres://app:s3cret@db/chat",
+            "--webhook-url",
+            "https://hooks:wh-s3cret@example.com/in?token=q-s3cret",
+            "--auth-hook-url",
+            "https://example.com/palaver?key=q-s3cret",
+            "--otlp-endpoint",
+            "https://otel:o-s3cret@collector:4318",
         ]);
         let shown = format!("{config:?}");
         assert!(!shown.contains("hunter2"), "{shown}");
@@ -649,6 +669,10 @@ mod tests {
         assert!(!shown.contains("tok-s3cret"), "{shown}");
         assert!(
             shown.contains("postgres://app:<redacted>@db/chat"),
+            "{shown}"
+        );
+        assert!(
+            shown.contains("https://hooks:<redacted>@example.com/in?<redacted>"),
             "{shown}"
         );
     }

@@ -15,7 +15,8 @@
 //! * [`http`]: `/healthz`, `/readyz`, the history API and the demo page;
 //! * [`webhooks`]: events for the host's backend, delivered from the message log and the store's outbox, signed, in order per
 //!   room, retried and dead-lettered;
-//! * [`error`]: the `{ code, message }` error every client sees.
+//! * [`error`]: the `{ code, message }` error every client sees;
+//! * [`telemetry`]: log lines as text or JSON, spans exported over OTLP.
 
 pub mod auth;
 pub mod chat;
@@ -27,6 +28,7 @@ pub mod presence;
 pub mod profile;
 pub mod server;
 pub mod store;
+pub mod telemetry;
 pub mod webhooks;
 
 pub use config::Config;

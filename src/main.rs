@@ -1,19 +1,17 @@
 //! The `palaver` binary: parse the configuration, start logging, bind, and run until SIGINT or SIGTERM.
 
-use std::io::IsTerminal;
-
 use clap::Parser;
-use tracing_subscriber::EnvFilter;
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let config = palaver::Config::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .with_ansi(std::io::stdout().is_terminal())
-        .init();
+    let telemetry = match palaver::telemetry::init(&config.telemetry) {
+        Ok(telemetry) => telemetry,
+        Err(e) => {
+            eprintln!("palaver: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
     tracing::debug!(?config, "configuration");
     let addr = config.listen_addr();
     let listener = match bind(addr) {
@@ -23,7 +21,10 @@ async fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
-    match palaver::serve(config, listener, shutdown_signal()).await {
+    let served = palaver::serve(config, listener, shutdown_signal()).await;
+    // Spans still buffered are exported before the process ends.
+    telemetry.shutdown().await;
+    match served {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = %e, "palaver stopped");

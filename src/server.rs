@@ -243,6 +243,8 @@ async fn run<A: Adapter>(
             .map_request(own_request_head)
             .layer(socket_layer),
     );
+    // Layered last, so it wraps each route with axum's `MatchedPath` known (the span's name).
+    let app = app.layer(crate::telemetry::http_trace());
     // The plain WebSocket gateway connects its in-process Socket.IO clients to this very service (and so to its
     // Engine.IO session table); it holds it weakly, and `app_for_gateway` keeps it until the server stops.
     let app_for_gateway = Arc::new(app.clone());

@@ -68,7 +68,7 @@ pub struct Webhooks {
 impl std::fmt::Debug for Webhooks {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Webhooks")
-            .field("url", &self.url)
+            .field("url", &crate::config::redact_url(&self.url))
             .field("secret", &"<redacted>")
             .field("events", &self.events)
             .finish()
@@ -156,7 +156,7 @@ impl Webhooks {
     pub fn spawn(self: Arc<Self>, store: SharedStore, stop: CancellationToken) -> JoinHandle<()> {
         let node = uuid::Uuid::new_v4().to_string();
         tokio::spawn(async move {
-            tracing::info!(url = %self.url, %node, "webhook delivery started");
+            tracing::info!(url = %crate::config::redact_url(&self.url), %node, "webhook delivery started");
             let messages = self.events.contains(HookEvent::MessageCreated);
             if messages && let Err(e) = store.start_hook_cursors(store::now()).await {
                 tracing::warn!(error = %e, "webhooks: cannot record when message.created started");
@@ -483,7 +483,8 @@ impl Webhooks {
                 if e.is_timeout() {
                     format!("no answer within {} ms", self.timeout.as_millis())
                 } else {
-                    format!("request failed: {e}")
+                    // Without the URL, which the failure's text repeats (its query may hold a token).
+                    format!("request failed: {}", e.without_url())
                 }
             })?;
         let status = response.status();

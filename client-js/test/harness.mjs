@@ -137,9 +137,10 @@ let serverCounter = 0;
  * `flags` is an object of extra flags: `{ "send-rate": 2, anonymous: false }` → `--send-rate 2 --anonymous false`.
  * `jwtSecret: null` starts it without a JWT key. `listen` replaces `127.0.0.1:0`, e.g. to restart a server on the
  * address it had (`listen: server.addr`). `env` adds environment variables (settings given the way a deployment gives
- * them; a flag of the same setting wins).
+ * them; a flag of the same setting wins). `onOutput(line, "out" | "err")` sees every line the server prints (the
+ * kept log is only its tail).
  */
-export async function spawnServer({ databaseUrl, flags = {}, jwtSecret = JWT_SECRET, label, listen = "127.0.0.1:0", env = {} } = {}) {
+export async function spawnServer({ databaseUrl, flags = {}, jwtSecret = JWT_SECRET, label, listen = "127.0.0.1:0", env = {}, onOutput } = {}) {
   const args = ["--listen", listen, "--database-url", databaseUrl];
   if (jwtSecret != null) args.push("--jwt-secret", jwtSecret);
   for (const [k, v] of Object.entries(flags)) {
@@ -173,10 +174,11 @@ export async function spawnServer({ databaseUrl, flags = {}, jwtSecret = JWT_SEC
       START_TIMEOUT_MS,
     );
     onLine = (line) => {
-      const m = /listening.*addr=([\d.]+:\d+)/.exec(line);
+      // A text line (`listening addr=…`) or a JSON one (`--log-format json`).
+      const m = /listening.*addr=([\d.]+:\d+)/.exec(line) ?? /"addr":"([\d.]+:\d+)".*"listening"|"listening".*"addr":"([\d.]+:\d+)"/.exec(line);
       if (m && !server.addr) {
         clearTimeout(timer);
-        resolve(m[1]);
+        resolve(m[1] ?? m[2]);
       }
     };
     child.once("error", (err) => {
@@ -212,6 +214,7 @@ export async function spawnServer({ databaseUrl, flags = {}, jwtSecret = JWT_SEC
         log.push(`[${name} ${tag}] ${line}`);
         if (log.length > LOG_LINES_KEPT) log.splice(0, log.length - LOG_LINES_KEPT);
         if (VERBOSE) process.stderr.write(`[${name} ${tag}] ${line}\n`);
+        onOutput?.(line, tag);
         onLine(line);
       }
     });

@@ -14,7 +14,7 @@ use serde_json::Value as Json;
 use tokio::sync::Semaphore;
 
 use super::{AuthError, User};
-use crate::config::Config;
+use crate::config::{Config, redact_url};
 
 /// The headers of the handshake the host is shown: what identifies a browser session, nothing else.
 pub const FORWARDED_HEADERS: [&str; 4] = ["cookie", "authorization", "origin", "user-agent"];
@@ -171,7 +171,7 @@ impl AuthHook {
         tokio::time::timeout(self.timeout, call)
             .await
             .unwrap_or_else(|_| {
-                tracing::warn!(%url, "host sign-in: no answer in time");
+                tracing::warn!(url = %redact_url(url), "host sign-in: no answer in time");
                 Err(unavailable())
             })
     }
@@ -185,7 +185,8 @@ impl AuthHook {
             .send()
             .await
             .map_err(|e| {
-                tracing::warn!(%url, error = %e, "host sign-in: call failed");
+                let e = e.without_url();
+                tracing::warn!(url = %redact_url(url), error = %e, "host sign-in: call failed");
                 unavailable()
             })?;
         let status = response.status();
@@ -199,15 +200,15 @@ impl AuthHook {
             return Err(AuthError::new("refused", reason));
         }
         if !status.is_success() {
-            tracing::warn!(%url, %status, "host sign-in: unexpected status");
+            tracing::warn!(url = %redact_url(url), %status, "host sign-in: unexpected status");
             return Err(unavailable());
         }
         let admitted: Admitted = response.json().await.map_err(|e| {
-            tracing::warn!(%url, error = %e, "host sign-in: answer is not {{ user: {{ id, name }} }}");
+            tracing::warn!(url = %redact_url(url), error = %e.without_url(), "host sign-in: answer is not {{ user: {{ id, name }} }}");
             unavailable()
         })?;
         super::checked_user(admitted.user.id, &admitted.user.name).map_err(|reason| {
-            tracing::warn!(%url, %reason, "host sign-in: unusable user");
+            tracing::warn!(url = %redact_url(url), %reason, "host sign-in: unusable user");
             unavailable()
         })
     }

@@ -157,10 +157,18 @@ pub fn authenticate_until(
 ) -> Result<Identity, AuthError> {
     let payload: AuthPayload = match payload {
         None | Some(serde_json::Value::Null) => AuthPayload::default(),
-        Some(value) => serde_json::from_value(value.clone()).map_err(|e| {
+        // serde's message would quote the value, and a client that passes its token as the whole `auth` (a
+        // string) would see it in the log of the refusal: the message names the JSON type instead.
+        Some(value) => serde_json::from_value(value.clone()).map_err(|_| {
+            let given = match value {
+                serde_json::Value::Object(_) => "auth.token must be a string",
+                serde_json::Value::String(_) => "a string was given",
+                serde_json::Value::Array(_) => "an array was given",
+                _ => "a number or boolean was given",
+            };
             AuthError::new(
                 "invalid_token",
-                format!("auth must be an object like {{ token }} or {{ name }}: {e}"),
+                format!("auth must be an object like {{ token }} or {{ name }}; {given}"),
             )
         })?,
     };
@@ -268,6 +276,18 @@ mod tests {
         let err = authenticate(Some(&auth_from_query(Some("token=x.y.z"))), None, true)
             .expect_err("no key");
         assert_eq!(err.code, "not_configured");
+    }
+
+    #[test]
+    fn a_malformed_auth_is_refused_without_repeating_it() {
+        for auth in [
+            json!("eyJhbGciOiJIUzI1NiJ9.s3cret"),
+            json!({ "token": ["eyJ.s3cret"] }),
+        ] {
+            let err = authenticate(Some(&auth), None, true).expect_err("malformed");
+            assert_eq!(err.code, "invalid_token");
+            assert!(!err.to_string().contains("s3cret"), "{err}");
+        }
     }
 
     #[test]

@@ -44,6 +44,7 @@ use socketioxide::{
 };
 use tokio::sync::oneshot;
 use tokio_util::task::TaskTracker;
+use tracing::Instrument;
 
 use budget::EventClass;
 
@@ -397,8 +398,55 @@ pub(crate) fn oversized<A: Adapter>(
     true
 }
 
+/// The span of one client event, from its arrival to its answer: the event, the socket, its user and namespace,
+/// the room when the event names one (recorded later), and the outcome (`ok` or the error code). Every event of
+/// the contract and of a profile gets one, here.
+///
+/// It is a `debug` span: the hot path (sends, fan-out) pays for it only when something subscribes at that level
+/// (`RUST_LOG=debug`, or `--otlp-endpoint`); otherwise it is disabled and none of its fields is computed.
+pub(crate) fn event_span(
+    event: &str,
+    socket: &socketioxide::socket::Sid,
+    conn: &Conn,
+) -> tracing::Span {
+    tracing::debug_span!(
+        "event",
+        otel.name = event,
+        otel.status_code = tracing::field::Empty,
+        event,
+        socket = %socket,
+        user = %conn.user.id,
+        ns = %conn.ns.path,
+        room = tracing::field::Empty,
+        outcome = tracing::field::Empty,
+    )
+}
+
+/// Records the room an event is about on its span, when it is a valid room id (never whatever a client sent).
+pub(crate) fn record_room(span: &tracing::Span, room: &str) {
+    if !span.is_disabled() && payload::room_id(room).is_ok() {
+        span.record("room", room);
+    }
+}
+
+/// Records how an event ended on its span, and logs a line for it (`debug`): `ok`, or the error code; server-side
+/// failures also mark the span as an error for trace viewers.
+pub(crate) fn record_outcome(span: &tracing::Span, error: Option<&ChatError>) {
+    let outcome = match error {
+        None => "ok",
+        Some(error) => error.code.name(),
+    };
+    span.record("outcome", outcome);
+    if error.is_some_and(|e| e.code.is_server_side()) {
+        span.record("otel.status_code", "error");
+    }
+    tracing::debug!(outcome, "answered");
+}
+
 impl<A: Adapter> MessageHandler<A, Ordered> for Event<A> {
     fn call(&self, socket: Arc<Socket<A>>, mut value: Value, ack_id: Option<i64>) {
+        let span = event_span(self.name, &socket.id, &self.conn);
+        let _in_span = span.enter();
         if oversized(&self.chat, &socket, &value) {
             return;
         }
@@ -408,7 +456,14 @@ impl<A: Adapter> MessageHandler<A, Ordered> for Event<A> {
             Ok(place) => place,
             Err(refused) => {
                 let socket = SocketRef::from(socket);
-                respond(&socket, ack, ack_id.is_some(), self.name, Err(refused));
+                respond(
+                    &socket,
+                    ack,
+                    ack_id.is_some(),
+                    self.name,
+                    Err(refused),
+                    &span,
+                );
                 return;
             }
         };
@@ -427,10 +482,14 @@ impl<A: Adapter> MessageHandler<A, Ordered> for Event<A> {
                     ack_id.is_some(),
                     self.name,
                     Err(error),
+                    &span,
                 );
                 return;
             }
         };
+        if let Some(room) = payload.get("room").and_then(Json::as_str) {
+            record_room(&span, room);
+        }
         let call = Call {
             chat: self.chat.clone(),
             conn: self.conn.clone(),
@@ -438,11 +497,18 @@ impl<A: Adapter> MessageHandler<A, Ordered> for Event<A> {
             payload,
         };
         let (name, run, wants_ack) = (self.name, self.run, ack_id.is_some());
-        run_in_order(&self.chat, &self.conn, place, async move {
-            let socket = call.socket.clone();
-            let result = run(call).await;
-            respond(&socket, ack, wants_ack, name, result);
-        });
+        let work_span = span.clone();
+        run_in_order(
+            &self.chat,
+            &self.conn,
+            place,
+            async move {
+                let socket = call.socket.clone();
+                let result = run(call).await;
+                respond(&socket, ack, wants_ack, name, result, &work_span);
+            }
+            .instrument(span.clone()),
+        );
     }
 }
 
@@ -484,6 +550,7 @@ fn respond<A: Adapter>(
     wants_ack: bool,
     event: &str,
     result: ChatResult<Reply>,
+    span: &tracing::Span,
 ) {
     #[derive(Serialize)]
     struct Ok<'a> {
@@ -507,9 +574,15 @@ fn respond<A: Adapter>(
         (Err(error), true) => ack.send(&Failed { ok: false, error }),
         (Err(error), false) => socket.emit("chat:error", &Unacked { event, error }),
     };
-    if let Err(error) = &result {
-        tracing::debug!(socket = %socket.id, event, code = ?error.code, message = %error.message, "event refused");
+    match &result {
+        // A DM's room is known once it is sent.
+        Result::Ok(Reply::Sent { message }) => record_room(span, &message.room),
+        Result::Ok(_) => {}
+        Err(error) => {
+            tracing::debug!(socket = %socket.id, event, code = ?error.code, message = %error.message, "event refused");
+        }
     }
+    record_outcome(span, result.as_ref().err());
     if let Err(e) = sent {
         tracing::debug!(socket = %socket.id, event, error = %e, "could not answer (client gone?)");
     }
@@ -572,6 +645,7 @@ impl<A: Adapter> MessageHandler<A, Ordered> for UnknownEvent<A> {
             ack_id.is_some(),
             &event,
             Err(error),
+            &tracing::Span::none(),
         );
     }
 }

@@ -3,6 +3,8 @@
 
 use std::sync::Arc;
 
+use tracing::Instrument;
+
 use serde_json::{Value as Json, json};
 use socketioxide::{
     adapter::Adapter,
@@ -19,11 +21,11 @@ use super::{
 use crate::{
     auth::{User, validate_display_name},
     chat::{
-        Chat, Conn, Ordered, SharedChat, admit,
+        Chat, Conn, Ordered, SharedChat, admit, event_span,
         messages::{self, Post},
         oversized,
         presence::{self, NoticeKind, in_room},
-        room_key,
+        record_outcome, record_room, room_key,
         rooms::{self, JoinRequest},
         run_in_order, user_key,
     },
@@ -380,6 +382,8 @@ struct AppEvent<A: Adapter> {
 
 impl<A: Adapter> MessageHandler<A, Ordered> for AppEvent<A> {
     fn call(&self, socket: Arc<Socket<A>>, mut value: Value, ack_id: Option<i64>) {
+        let span = event_span(&self.event, &socket.id, &self.conn);
+        let _in_span = span.enter();
         if oversized(&self.chat, &socket, &value) {
             return;
         }
@@ -422,13 +426,19 @@ impl<A: Adapter> MessageHandler<A, Ordered> for AppEvent<A> {
         };
         let (chat, conn, profile) = (self.chat.clone(), self.conn.clone(), self.profile.clone());
         let event = self.event.clone();
-        run_in_order(&self.chat, &self.conn, place, async move {
-            let Some(rule) = profile.rules.get(&event).and_then(|r| r.get(index)) else {
-                return;
-            };
-            let result = run(&profile, rule, &chat, &socket, &conn, &args).await;
-            reply.send(&socket, Some(rule), result, &args);
-        });
+        run_in_order(
+            &self.chat,
+            &self.conn,
+            place,
+            async move {
+                let Some(rule) = profile.rules.get(&event).and_then(|r| r.get(index)) else {
+                    return;
+                };
+                let result = run(&profile, rule, &chat, &socket, &conn, &args).await;
+                reply.send(&socket, Some(rule), result, &args);
+            }
+            .instrument(span.clone()),
+        );
     }
 }
 
@@ -464,6 +474,8 @@ impl<A: Adapter> Reply<A> {
         if let Err(error) = &result {
             tracing::debug!(socket = %socket.id, event = %self.event, code = ?error.code, message = %error.message, "event refused");
         }
+        // Called inside the event's span (see `AppEvent::call`).
+        record_outcome(&tracing::Span::current(), result.as_ref().err());
         match (template, self.wants_ack) {
             (Ack::Args(templates), true) => {
                 let named = match &result {
@@ -684,12 +696,17 @@ fn room_arg(
                 )));
             }
         };
-        return RoomName::from_written(&written).map_err(ChatError::bad_request);
+        let room = RoomName::from_written(&written).map_err(ChatError::bad_request)?;
+        record_room(&tracing::Span::current(), &room.id);
+        return Ok(room);
     }
-    conn.app
+    let room = conn
+        .app
         .current()
         .or_else(|| profile.default_room.clone())
-        .ok_or_else(|| ChatError::bad_request("join a room first"))
+        .ok_or_else(|| ChatError::bad_request("join a room first"))?;
+    record_room(&tracing::Span::current(), &room.id);
+    Ok(room)
 }
 
 /// Events the profile does not know: logged once per name, otherwise ignored, as a Node server ignores events

@@ -1454,6 +1454,8 @@ where
         Ok(rows.into_iter().map(RoomSummary::from).collect())
     }
 
+    // The text stays out of the span; the batch writer's own span (`write_batch`) counts the messages.
+    #[tracing::instrument(level = "debug", skip_all, fields(%ns, room = %new.room, user = %new.from.id))]
     async fn append_message(&self, ns: &str, new: NewMessage) -> StoreResult<Appended> {
         self.batcher.append(ns, new).await
     }
@@ -1503,6 +1505,7 @@ where
         self.events()
     }
 
+    #[tracing::instrument(level = "debug", skip_all, fields(hooks = hooks.len()))]
     async fn enqueue_hooks(&self, hooks: &[NewHook]) -> StoreResult<()> {
         if hooks.is_empty() {
             return Ok(());
@@ -1513,6 +1516,7 @@ where
         Ok(())
     }
 
+    #[tracing::instrument(level = "debug", skip_all, fields(%node, limit))]
     async fn claim_hooks(
         &self,
         node: &str,
@@ -1548,6 +1552,7 @@ where
         Ok(claimed)
     }
 
+    #[tracing::instrument(level = "debug", skip_all, fields(id))]
     async fn hook_delivered(&self, id: i64, node: &str) -> StoreResult<()> {
         sqlx::query(
             "UPDATE webhook_outbox SET state = 'delivered', attempts = attempts + 1, last_error = NULL, \
@@ -1561,6 +1566,7 @@ where
         Ok(())
     }
 
+    #[tracing::instrument(level = "debug", skip_all, fields(id))]
     async fn hook_failed(
         &self,
         id: i64,
@@ -1585,6 +1591,7 @@ where
         Ok(())
     }
 
+    #[tracing::instrument(level = "debug", skip_all, fields(%node))]
     async fn release_hooks(&self, node: &str) -> StoreResult<()> {
         sqlx::query(
             "UPDATE webhook_outbox SET leased_until = NULL, leased_by = NULL \
@@ -1614,6 +1621,7 @@ where
         Ok(())
     }
 
+    #[tracing::instrument(level = "debug", skip_all, fields(%node, limit))]
     async fn claim_hook_rooms(
         &self,
         node: &str,
@@ -1684,6 +1692,7 @@ where
         Ok(claim.build_query_as().fetch_all(&self.writer).await?)
     }
 
+    #[tracing::instrument(level = "debug", skip_all, fields(%ns, %room))]
     async fn last_seq(&self, ns: &str, room: &str) -> StoreResult<i64> {
         let seq: Option<i64> =
             sqlx::query_scalar("SELECT last_seq FROM rooms WHERE ns = $1 AND id = $2")
@@ -1694,6 +1703,7 @@ where
         Ok(seq.unwrap_or(0))
     }
 
+    #[tracing::instrument(level = "debug", skip_all, fields(ns = %cursor.ns, room = %cursor.room))]
     async fn record_cursor(
         &self,
         node: &str,
@@ -1763,6 +1773,7 @@ where
         Ok(())
     }
 
+    #[tracing::instrument(level = "debug", skip_all, fields(limit))]
     async fn failed_hooks(&self, limit: i64) -> StoreResult<Vec<FailedHook>> {
         let rows: Vec<FailedRow> = sqlx::query_as(
             "SELECT id, webhook_id, event, payload, attempts, last_error, created_at FROM webhook_outbox \
@@ -1774,6 +1785,7 @@ where
         Ok(rows.into_iter().map(FailedHook::from).collect())
     }
 
+    #[tracing::instrument(level = "debug", skip_all, fields(%webhook_id))]
     async fn retry_hook(&self, webhook_id: &str, now: DateTime<Utc>) -> StoreResult<bool> {
         // Dead letters are few (and indexed): matching the id as text costs nothing worth an index.
         let done = sqlx::query(
