@@ -127,14 +127,15 @@ describe("the Socket.IO Admin UI against palaver, in Chromium", () => {
       await page.screenshot({ path: path.join(ARTIFACTS, "socket.png") });
 
       // Rooms: the chat room (as Socket.IO names it) with its two sockets, and each user's own room.
+      // (The rows of the Rooms page say "Public"; the socket page's room list may still be fading out.)
       await page.evaluate(() => (location.hash = "#/rooms/"));
-      const roomRow = page.locator("tbody tr", { hasText: `r:${ROOM}` });
+      const roomRow = page.locator("tbody tr", { hasText: `r:${ROOM}` }).filter({ hasText: "Public" });
       await roomRow.waitFor({ timeout: WAIT });
-      await page.locator("tbody tr", { hasText: `u:${bob.id}` }).waitFor({ timeout: WAIT });
+      await page.locator("tbody tr", { hasText: `u:${bob.id}` }).filter({ hasText: "Public" }).waitFor({ timeout: WAIT });
       assert.match(await roomRow.innerText(), /\b2\b/, "two sockets in the room");
       // A join seen live: carol enters the room, the count goes to 3.
       assert.equal((await join(carol.socket, ROOM)).ok, true);
-      await page.locator("tbody tr", { hasText: `r:${ROOM}` }).filter({ hasText: /\b3\b/ }).waitFor({ timeout: WAIT });
+      await roomRow.filter({ hasText: /\b3\b/ }).waitFor({ timeout: WAIT });
       await page.screenshot({ path: path.join(ARTIFACTS, "rooms.png") });
 
       // Servers: this node.
