@@ -84,8 +84,12 @@ impl AdminUi {
         let refuse = |why: String| Err(ConfigError::AdminUi(why));
         let (username, hash) = match (&config.admin_username, &config.admin_password_hash) {
             (None, None) => return Ok(None),
-            (Some(_), None) => return refuse("--admin-username needs --admin-password-hash".into()),
-            (None, Some(_)) => return refuse("--admin-password-hash needs --admin-username".into()),
+            (Some(_), None) => {
+                return refuse("--admin-username needs --admin-password-hash".into());
+            }
+            (None, Some(_)) => {
+                return refuse("--admin-password-hash needs --admin-username".into());
+            }
             (Some(user), Some(hash)) => (user.trim().to_owned(), hash.trim().to_owned()),
         };
         if username.is_empty() {
@@ -139,7 +143,14 @@ impl AdminUi {
         match self.read_only {
             true => vec![],
             // M*: the commands also take a room (or nothing: the whole namespace) instead of one socket.
-            false => vec!["JOIN", "LEAVE", "DISCONNECT", "MJOIN", "MLEAVE", "MDISCONNECT"],
+            false => vec![
+                "JOIN",
+                "LEAVE",
+                "DISCONNECT",
+                "MJOIN",
+                "MLEAVE",
+                "MDISCONNECT",
+            ],
         }
     }
 
@@ -152,10 +163,7 @@ impl AdminUi {
         if let Some(redis) = self.redis.as_ref().filter(|r| r.is_up()) {
             let key = self.session_key(redis, id);
             let expiry = fred::types::Expiration::EX(SESSION_TTL.as_secs() as i64);
-            let saved: Result<(), _> = redis
-                .commands
-                .set(key, 1, Some(expiry), None, false)
-                .await;
+            let saved: Result<(), _> = redis.commands.set(key, 1, Some(expiry), None, false).await;
             match saved {
                 Ok(()) => return,
                 Err(e) => tracing::debug!(error = %e, "admin UI session kept on this node only"),
@@ -185,7 +193,11 @@ impl AdminUi {
 
     /// Checks a sign-in: a session id this deployment handed out, or the username and password. `Ok(Some(id))`:
     /// signed in with the password, and `id` is the new session to give the UI.
-    async fn sign_in(&self, auth: &Json, peer: Option<IpAddr>) -> Result<Option<String>, SignInError> {
+    async fn sign_in(
+        &self,
+        auth: &Json,
+        peer: Option<IpAddr>,
+    ) -> Result<Option<String>, SignInError> {
         if let Some(session) = auth.get("sessionId").and_then(Json::as_str)
             && !session.is_empty()
             && session.len() <= 64
@@ -299,7 +311,10 @@ fn connected<A: Adapter>(admin: &Arc<AdminUi>, io: &SocketIo<A>, socket: SocketR
                 async move {
                     let result = match args {
                         Ok(Args(args)) => run(&admin, &io, &socket, command, &args).await,
-                        Err(e) => Err(format!("{}: arguments not understood: {e}", command.event())),
+                        Err(e) => Err(format!(
+                            "{}: arguments not understood: {e}",
+                            command.event()
+                        )),
                     };
                     answer(&socket, command, ack, result);
                 }
@@ -376,7 +391,9 @@ fn parse_command(
         .to_owned();
     let room_name = |value: Option<&Json>, what: &str| match value.and_then(Json::as_str) {
         Some(room) if !room.is_empty() && room.len() <= MAX_ROOM => Ok(room.to_owned()),
-        _ => Err(format!("{name}: {what} must be a room name (1 to {MAX_ROOM} bytes)")),
+        _ => Err(format!(
+            "{name}: {what} must be a room name (1 to {MAX_ROOM} bytes)"
+        )),
     };
     let (room, close, filter) = match command {
         Command::Join | Command::Leave => (
@@ -411,7 +428,10 @@ async fn run<A: Adapter>(
     args: &[Json],
 ) -> Result<(), String> {
     if admin.read_only {
-        return Err(format!("{}: the Admin UI is read-only here (--admin-read-only)", command.event()));
+        return Err(format!(
+            "{}: the Admin UI is read-only here (--admin-read-only)",
+            command.event()
+        ));
     }
     let (nsp, room, _close, target) = parse_command(command, args, &admin.namespaces)?;
     tracing::info!(admin = %socket.id, command = command.event(), %nsp, ?room, ?target, "admin UI command");
@@ -470,7 +490,11 @@ fn answer<A: Adapter>(
         Ok(()) => serde_json::json!({ "ok": true }),
         Err(message) => {
             tracing::info!(admin = %socket.id, command = command.event(), %message, "admin UI command refused");
-            let code = if message.contains("read-only") { "forbidden" } else { "bad_request" };
+            let code = if message.contains("read-only") {
+                "forbidden"
+            } else {
+                "bad_request"
+            };
             serde_json::json!({ "ok": false, "error": { "code": code, "message": message } })
         }
     };
@@ -498,7 +522,11 @@ mod tests {
     #[test]
     fn commands_take_a_served_namespace_and_a_room() {
         let sid = Sid::new();
-        let args = [Json::from("/"), Json::from("r:lobby"), Json::from(sid.to_string())];
+        let args = [
+            Json::from("/"),
+            Json::from("r:lobby"),
+            Json::from(sid.to_string()),
+        ];
         let (nsp, room, _, target) = parse_command(Command::Join, &args, &served()).expect("valid");
         assert_eq!((nsp.as_str(), room.as_deref()), ("/", Some("r:lobby")));
         assert_eq!(target, Target::Socket(sid));
@@ -525,7 +553,10 @@ mod tests {
             vec![Json::from("/"), Json::from("x".repeat(MAX_ROOM + 1))],
             vec![Json::from("/"), Json::from("r"), Json::from(7)],
         ] {
-            assert!(parse_command(Command::Join, &args, &served()).is_err(), "{args:?}");
+            assert!(
+                parse_command(Command::Join, &args, &served()).is_err(),
+                "{args:?}"
+            );
         }
     }
 }

@@ -105,7 +105,8 @@ impl<A: Adapter> Watcher<A> {
         // Another node welcomed a UI since the last read (read whether or not anyone watches, so that the first
         // bump after a quiet time is noticed).
         let bumped = hello.is_some_and(|hello| {
-            let bumped = self.hello.is_some_and(|last| last != hello) && self.own_hello != Some(hello);
+            let bumped =
+                self.hello.is_some_and(|last| last != hello) && self.own_hello != Some(hello);
             self.hello = Some(hello);
             bumped
         });
@@ -198,13 +199,17 @@ impl<A: Adapter> Watcher<A> {
                 continue;
             };
             for room in seen.rooms.difference(&before.rooms) {
-                changes.push(("room_joined", json!([seen.ns, room, sid.to_string(), stamp])));
+                changes.push((
+                    "room_joined",
+                    json!([seen.ns, room, sid.to_string(), stamp]),
+                ));
             }
             for room in before.rooms.difference(&seen.rooms) {
                 changes.push(("room_left", json!([seen.ns, room, sid.to_string(), stamp])));
             }
             if seen.transport != before.transport {
-                let update = json!({ "id": sid.to_string(), "nsp": seen.ns, "transport": seen.transport });
+                let update =
+                    json!({ "id": sid.to_string(), "nsp": seen.ns, "transport": seen.transport });
                 changes.push(("socket_updated", json!([update])));
             }
         }
@@ -248,7 +253,9 @@ impl<A: Adapter> Watcher<A> {
         };
         match bumped {
             Ok(value) => self.own_hello = Some(value),
-            Err(e) => tracing::debug!(error = %e, "admin UI: could not ask the other nodes for their sockets"),
+            Err(e) => {
+                tracing::debug!(error = %e, "admin UI: could not ask the other nodes for their sockets")
+            }
         }
     }
 
@@ -269,8 +276,13 @@ impl<A: Adapter> Watcher<A> {
     async fn tell(&self, admins: &BroadcastOperators<A>, event: &str, args: &Json) {
         // The arguments go out as separate Socket.IO arguments, as the UI's handlers take them.
         let Json::Array(args) = args else { return };
-        crate::cluster::deliver(self.admin.redis.as_ref(), || admins.clone(), event, &Spread(args))
-            .await;
+        crate::cluster::deliver(
+            self.admin.redis.as_ref(),
+            || admins.clone(),
+            event,
+            &Spread(args),
+        )
+        .await;
     }
 
     fn stats(&self) -> Json {
@@ -281,7 +293,9 @@ impl<A: Adapter> Watcher<A> {
             namespaces.push(json!({ "name": ns, "socketsCount": count }));
         }
         let sockets = look.map_or(0, HashMap::len);
-        let polling = look.map_or(0, |l| l.values().filter(|s| s.transport == "polling").count());
+        let polling = look.map_or(0, |l| {
+            l.values().filter(|s| s.transport == "polling").count()
+        });
         let admins = self.io.of(NAMESPACE).map_or(0, |op| op.sockets().len());
         json!({
             "serverId": self.admin.server_id,
