@@ -127,7 +127,7 @@ impl<A: Adapter> Watcher<A> {
         if bumped {
             self.announce(&admins).await;
         }
-        if self.ticks % STATS_EVERY == 0 {
+        if self.ticks.is_multiple_of(STATS_EVERY) {
             let stats = self.stats();
             self.tell(&admins, "server_stats", &json!([stats])).await;
         }
