@@ -57,6 +57,20 @@ pub struct Config {
     #[arg(long, env = "PALAVER_ADMIN_CLAIM", default_value = "roles=admin")]
     pub admin_claim: String,
 
+    /// Serves the official Socket.IO Admin UI at the `/admin` namespace, signed into with this username and
+    /// --admin-password-hash (not the chat's namespace admins of --admin-claim). Unset: no `/admin` namespace.
+    #[arg(long, env = "PALAVER_ADMIN_USERNAME")]
+    pub admin_username: Option<String>,
+
+    /// The bcrypt hash of the Admin UI's password (`$2b$…`; e.g. `htpasswd -bnBC 10 "" PASSWORD | tr -d ':'`).
+    #[arg(long, env = "PALAVER_ADMIN_PASSWORD_HASH", hide_env_values = true)]
+    pub admin_password_hash: Option<String>,
+
+    /// The Admin UI only watches: its commands (join, leave, disconnect) are refused.
+    #[arg(long, env = "PALAVER_ADMIN_READ_ONLY", default_value_t = false, action = clap::ArgAction::Set,
+          num_args = 0..=1, default_missing_value = "true")]
+    pub admin_read_only: bool,
+
     /// Secret that palaver signs its own access tokens with (HS256): enables the session exchange
     /// (`/api/v1/auth/*`, with --auth-exchange-url) and lets those tokens sign sockets and API calls in.
     #[arg(long, env = "PALAVER_TOKEN_SECRET", hide_env_values = true)]
@@ -514,6 +528,12 @@ impl fmt::Debug for Config {
             .field("webhook_backoff_ms", &self.webhook_backoff_ms)
             .field("jwt_algorithm", &self.jwt_algorithm)
             .field("admin_claim", &self.admin_claim)
+            .field("admin_username", &self.admin_username)
+            .field(
+                "admin_password_hash",
+                &self.admin_password_hash.as_ref().map(|_| "<redacted>"),
+            )
+            .field("admin_read_only", &self.admin_read_only)
             .field("anonymous", &self.anonymous)
             .field("cors_origins", &self.cors_origins)
             .field("max_message_length", &self.max_message_length)
@@ -625,6 +645,8 @@ pub enum ConfigError {
     AuthHook(String),
     #[error("{0}")]
     AdminClaim(String),
+    #[error("{0}")]
+    AdminUi(String),
     #[error("{0}")]
     ApiKey(String),
     #[error("{0}")]

@@ -12,12 +12,15 @@
 //! * [`cluster`]: several nodes through Redis: the link, its health and heartbeat, delivery with local fallback;
 //! * [`store`]: rooms, memberships, invitations, messages, roles, bans and mutes, blocks and search behind one trait,
 //!   one SQL implementation for SQLite and Postgres;
+//! * [`admin_ui`]: the official Socket.IO Admin UI's `/admin` namespace (an operator's dashboard, not the chat's
+//!   namespace admins): sign-in, the sockets and rooms it is shown, its commands;
 //! * [`http`]: `/healthz`, `/readyz`, the history API and the demo page;
 //! * [`webhooks`]: events for the host's backend, delivered from the message log and the store's outbox, signed, in order per
 //!   room, retried and dead-lettered;
 //! * [`error`]: the `{ code, message }` error every client sees;
 //! * [`telemetry`]: log lines as text or JSON, spans exported over OTLP.
 
+pub mod admin_ui;
 pub mod auth;
 pub mod chat;
 pub mod cluster;

@@ -12,6 +12,7 @@ use tower::ServiceBuilder;
 use tower_http::cors::{AllowOrigin, Any, CorsLayer};
 
 use crate::{
+    admin_ui::AdminUi,
     auth::JwtVerifier,
     chat::{self, Chat, Limits},
     cluster::RedisLink,
@@ -89,10 +90,15 @@ pub async fn serve(
     let Some(url) = parts.config.redis_url.clone() else {
         let (layer, io) = socket_io.build_layer();
         let chat = parts.chat(io, None, Presence::local_only());
+        let admin_ui = AdminUi::from_config(&parts.config, &namespaces, None)?;
         for settings in namespaces {
             chat::register_namespace(&chat, settings);
         }
-        return run(
+        let admin_watch = admin_ui.map(|admin_ui| {
+            crate::admin_ui::register(&admin_ui, &chat.io);
+            crate::admin_ui::watch::spawn(admin_ui, chat.io.clone())
+        });
+        let result = run(
             parts.config,
             listener,
             shutdown,
@@ -102,6 +108,10 @@ pub async fn serve(
             parts.webhooks,
         )
         .await;
+        if let Some(watch) = admin_watch {
+            watch.abort();
+        }
+        return result;
     };
 
     let link = RedisLink::connect(&url, &parts.config.redis_prefix)
@@ -122,12 +132,22 @@ pub async fn serve(
         .await
         .map_err(|e| Error::Redis(e.to_string()))?;
     let heartbeat = link.spawn_watchers(presence.clone());
+    let admin_ui = AdminUi::from_config(&parts.config, &namespaces, Some(link.clone()))?;
     let chat = parts.chat(io, Some(link), presence.clone());
     for settings in namespaces {
         chat::register_namespace(&chat, settings)
             .await
             .map_err(|e| Error::Redis(e.to_string()))?;
     }
+    let admin_watch = match admin_ui {
+        Some(admin_ui) => {
+            crate::admin_ui::register(&admin_ui, &chat.io)
+                .await
+                .map_err(|e| Error::Redis(e.to_string()))?;
+            Some(crate::admin_ui::watch::spawn(admin_ui, chat.io.clone()))
+        }
+        None => None,
+    };
     tracing::info!(node = %presence.node_id().unwrap_or_default(), "joined the cluster through Redis");
     let result = run(
         parts.config,
@@ -139,6 +159,9 @@ pub async fn serve(
         parts.webhooks,
     )
     .await;
+    if let Some(watch) = admin_watch {
+        watch.abort();
+    }
     heartbeat.abort();
     presence.depart().await;
     result
