@@ -360,7 +360,6 @@ async fn erasure_contract(kind: Store) {
             .iter()
             .any(|m| m.seq == d2 && m.text == "bob's dm")
     );
-    let _ = a2;
 
     // Nothing of alice is left where palaver keeps users.
     assert!(
