@@ -143,8 +143,10 @@ pub async fn serve(
             chat,
             layer,
             &websockets,
-            parts.webhooks,
-            retention,
+            Background {
+                webhooks: parts.webhooks,
+                retention,
+            },
         )
         .await;
     };
@@ -181,8 +183,10 @@ pub async fn serve(
         chat,
         layer,
         &websockets,
-        parts.webhooks,
-        retention,
+        Background {
+            webhooks: parts.webhooks,
+            retention,
+        },
     )
     .await;
     heartbeat.abort();
@@ -237,6 +241,14 @@ impl Parts {
     }
 }
 
+/// The tasks that run beside the chat until the server stops.
+struct Background {
+    /// `--webhook-url`'s delivery.
+    webhooks: Option<Arc<crate::webhooks::Webhooks>>,
+    /// The retention job, when a namespace keeps messages for a limited time.
+    retention: Option<crate::retention::Retention>,
+}
+
 /// Copies the request's URI and headers out of hyper's connection read buffer.
 ///
 /// hyper parses them as slices of that buffer (16 KiB), axum's router adds a clone of the URI as the
@@ -280,9 +292,12 @@ async fn run<A: Adapter>(
     chat: Arc<Chat<A>>,
     socket_layer: SocketIoLayer<A>,
     websockets: &[String],
-    webhooks: Option<Arc<crate::webhooks::Webhooks>>,
-    retention: Option<crate::retention::Retention>,
+    background: Background,
 ) -> Result<(), Error> {
+    let Background {
+        webhooks,
+        retention,
+    } = background;
     let gateway = http::websocket::Gateway::new(config.max_payload);
     let app = http::router(chat.clone(), &config, websockets, &gateway).layer(
         ServiceBuilder::new()
