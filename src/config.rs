@@ -268,6 +268,20 @@ pub struct Config {
     #[arg(long, env = "PALAVER_READ_RECEIPTS", default_value_t = false, action = clap::ArgAction::Set)]
     pub read_receipts: bool,
 
+    /// Days a message is kept, for every namespace (`retention_days` in the namespaces file overrides it): older
+    /// ones become tombstones, their text gone. Unset: kept forever.
+    #[arg(long, env = "PALAVER_RETENTION_DAYS")]
+    pub retention_days: Option<NonZeroU32>,
+
+    /// How often the retention job runs (on one node of the cluster at a time), in seconds.
+    #[arg(long, env = "PALAVER_RETENTION_INTERVAL_SECS", default_value_t = nz(3600), hide = true)]
+    pub retention_interval_secs: NonZeroU32,
+
+    /// Whether the server applies pending database migrations at start-up; `false`: it refuses to start on a
+    /// database that lacks any (the deploy ran `palaver migrate` first).
+    #[arg(long, env = "PALAVER_MIGRATE", default_value_t = true, action = clap::ArgAction::Set)]
+    pub migrate: bool,
+
     /// Joining a public room that does not exist creates it.
     #[arg(long, env = "PALAVER_AUTO_CREATE_ROOMS", default_value_t = true, action = clap::ArgAction::Set)]
     pub auto_create_rooms: bool,
@@ -387,6 +401,7 @@ impl Config {
             history: true,
             max_message_length: self.max_message_length,
             read_receipts: self.read_receipts,
+            retention_days: self.retention_days.map(NonZeroU32::get),
             profile: root_profile,
             websocket: false,
         };
@@ -414,6 +429,7 @@ impl Config {
             history: w.history,
             max_message_length: w.max_message_length,
             read_receipts: None,
+            retention_days: w.retention_days,
             profile: Some(w.profile.clone()),
         });
         let ws_count = file.websocket.len();
@@ -431,6 +447,12 @@ impl Config {
                     .max_message_length
                     .unwrap_or(defaults.max_message_length),
                 read_receipts: entry.read_receipts.unwrap_or(defaults.read_receipts),
+                // 0 keeps the namespace's messages forever whatever --retention-days says.
+                retention_days: match entry.retention_days {
+                    Some(0) => None,
+                    Some(days) => Some(days),
+                    None => defaults.retention_days,
+                },
                 profile: profile(&entry.profile)?,
                 websocket,
                 path: entry.path,
@@ -557,6 +579,9 @@ impl fmt::Debug for Config {
             .field("recovery_limit", &self.recovery_limit)
             .field("edit_window_secs", &self.edit_window_secs)
             .field("read_receipts", &self.read_receipts)
+            .field("retention_days", &self.retention_days)
+            .field("retention_interval_secs", &self.retention_interval_secs)
+            .field("migrate", &self.migrate)
             .field("namespaces", &self.namespaces)
             .field("profile", &self.profile)
             .field("static_dir", &self.static_dir)
@@ -596,6 +621,8 @@ pub struct NamespaceSettings {
     pub max_message_length: usize,
     /// Whether the members of its group rooms see each other's read receipts (always in DMs).
     pub read_receipts: bool,
+    /// Days its messages are kept before they become tombstones; `None`: forever.
+    pub retention_days: Option<u32>,
     /// The compatibility profile this namespace speaks instead of palaver's own events.
     pub profile: Option<Arc<crate::profile::Profile>>,
     /// Also served to plain WebSocket clients at `path` (a `[[websocket]]` entry).
@@ -620,6 +647,7 @@ struct WebSocketEntry {
     anonymous: Option<bool>,
     history: Option<bool>,
     max_message_length: Option<usize>,
+    retention_days: Option<u32>,
 }
 
 #[derive(Deserialize)]
@@ -630,6 +658,7 @@ struct NamespaceEntry {
     history: Option<bool>,
     max_message_length: Option<usize>,
     read_receipts: Option<bool>,
+    retention_days: Option<u32>,
     profile: Option<PathBuf>,
 }
 

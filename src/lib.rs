@@ -17,18 +17,22 @@
 //! * [`http`]: `/healthz`, `/readyz`, the history API and the demo page;
 //! * [`webhooks`]: events for the host's backend, delivered from the message log and the store's outbox, signed, in order per
 //!   room, retried and dead-lettered;
+//! * [`retention`]: the job that turns each namespace's old messages into tombstones, on one node at a time;
+//! * [`cli`]: the command line: serving, and the `migrate`, `check-config` and `user erase` subcommands;
 //! * [`error`]: the `{ code, message }` error every client sees;
 //! * [`telemetry`]: log lines as text or JSON, spans exported over OTLP.
 
 pub mod admin_ui;
 pub mod auth;
 pub mod chat;
+pub mod cli;
 pub mod cluster;
 pub mod config;
 pub mod error;
 pub mod http;
 pub mod presence;
 pub mod profile;
+pub mod retention;
 pub mod server;
 pub mod store;
 pub mod telemetry;

@@ -1,10 +1,23 @@
-//! The `palaver` binary: parse the configuration, start logging, bind, and run until SIGINT or SIGTERM.
+//! The `palaver` binary: parse the configuration, start logging, bind, and run until SIGINT or SIGTERM; or run one
+//! of the subcommands (`palaver::cli`) and exit.
 
 use clap::Parser;
+use tracing_subscriber::EnvFilter;
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    let config = palaver::Config::parse();
+    let cli = palaver::cli::Cli::parse();
+    if let Some(command) = cli.command {
+        // A subcommand's output is its stdout (JSON with --json): logs go to stderr.
+        tracing_subscriber::fmt()
+            .with_env_filter(
+                EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn")),
+            )
+            .with_writer(std::io::stderr)
+            .init();
+        return palaver::cli::run(command).await;
+    }
+    let config = cli.config;
     let telemetry = match palaver::telemetry::init(&config.telemetry) {
         Ok(telemetry) => telemetry,
         Err(e) => {

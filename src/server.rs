@@ -33,12 +33,49 @@ pub enum Error {
     Io(#[from] std::io::Error),
     #[error("redis: {0}")]
     Redis(String),
+    /// A subcommand was given something it cannot act on.
+    #[error("{0}")]
+    Usage(String),
 }
 
 /// Packets a socket may have waiting to be written before further emits to it are refused.
 const SOCKET_BUFFER: usize = 1024;
 /// Bytes each WebSocket connection reads into at once; chat packets are small, and this is paid per idle connection.
 const WS_READ_BUFFER: usize = 1024;
+
+/// The configuration as the server reads it: every setting checked, everything built from it that needs no
+/// connection. `palaver check-config` calls this too, so it refuses exactly what start-up refuses.
+pub struct Checked {
+    pub namespaces: Vec<crate::config::NamespaceSettings>,
+    pub verifier: Option<JwtVerifier>,
+    pub auth_hook: Option<Arc<crate::auth::AuthHook>>,
+    pub api_keys: http::api::ApiKeys,
+    pub sessions: Option<Arc<crate::auth::sessions::Sessions>>,
+    pub webhooks: Option<Arc<crate::webhooks::Webhooks>>,
+}
+
+/// Checks the configuration (flags, environment, the namespaces file and every profile) as start-up does.
+pub fn check_config(config: &Config) -> Result<Checked, Error> {
+    let namespaces = config.namespaces()?;
+    config.check_sessions()?;
+    let verifier = JwtVerifier::from_config(config)?;
+    let auth_hook = crate::auth::AuthHook::from_config(config)
+        .map_err(ConfigError::AuthHook)?
+        .map(Arc::new);
+    let api_keys = http::api::ApiKeys::parse(&config.api_keys).map_err(ConfigError::ApiKey)?;
+    let sessions = crate::auth::sessions::Sessions::from_config(config).map(Arc::new);
+    let webhooks = crate::webhooks::Webhooks::from_config(config)
+        .map_err(ConfigError::Webhook)?
+        .map(Arc::new);
+    Ok(Checked {
+        namespaces,
+        verifier,
+        auth_hook,
+        api_keys,
+        sessions,
+        webhooks,
+    })
+}
 
 /// Runs palaver on an already-bound listener until `shutdown` resolves, then closes every socket with the
 /// Socket.IO "server shutting down" reason, waits for pending events to commit, and returns.
@@ -47,23 +84,30 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), Error> {
-    let namespaces = config.namespaces()?;
+    let Checked {
+        namespaces,
+        verifier,
+        auth_hook,
+        api_keys,
+        sessions,
+        webhooks,
+    } = check_config(&config)?;
     let websockets: Vec<String> = namespaces
         .iter()
         .filter(|ns| ns.websocket)
         .map(|ns| ns.path.clone())
         .collect();
-    config.check_sessions()?;
-    let verifier = JwtVerifier::from_config(&config)?;
-    let auth_hook = crate::auth::AuthHook::from_config(&config)
-        .map_err(ConfigError::AuthHook)?
-        .map(Arc::new);
-    let api_keys = http::api::ApiKeys::parse(&config.api_keys).map_err(ConfigError::ApiKey)?;
-    let sessions = crate::auth::sessions::Sessions::from_config(&config).map(Arc::new);
-    let webhooks = crate::webhooks::Webhooks::from_config(&config)
-        .map_err(ConfigError::Webhook)?
-        .map(Arc::new);
-    let store = store::open(&config.database_url, config.db_pool_size).await?;
+    let retention = crate::retention::Retention::from_config(&config, &namespaces);
+    let migrations = if config.migrate {
+        store::Migrations::Apply
+    } else {
+        store::Migrations::Require
+    };
+    let (store, applied) =
+        store::open_with(&config.database_url, config.db_pool_size, migrations).await?;
+    if !applied.is_empty() {
+        tracing::info!(migrations = ?applied, "migrated the database");
+    }
     if let Some(webhooks) = &webhooks {
         store.enable_hooks(webhooks.events());
     }
@@ -105,7 +149,10 @@ pub async fn serve(
             chat,
             layer,
             &websockets,
-            parts.webhooks,
+            Background {
+                webhooks: parts.webhooks,
+                retention,
+            },
         )
         .await;
         if let Some(watch) = admin_watch {
@@ -156,7 +203,10 @@ pub async fn serve(
         chat,
         layer,
         &websockets,
-        parts.webhooks,
+        Background {
+            webhooks: parts.webhooks,
+            retention,
+        },
     )
     .await;
     if let Some(watch) = admin_watch {
@@ -214,6 +264,14 @@ impl Parts {
     }
 }
 
+/// The tasks that run beside the chat until the server stops.
+struct Background {
+    /// `--webhook-url`'s delivery.
+    webhooks: Option<Arc<crate::webhooks::Webhooks>>,
+    /// The retention job, when a namespace keeps messages for a limited time.
+    retention: Option<crate::retention::Retention>,
+}
+
 /// Copies the request's URI and headers out of hyper's connection read buffer.
 ///
 /// hyper parses them as slices of that buffer (16 KiB), axum's router adds a clone of the URI as the
@@ -257,8 +315,12 @@ async fn run<A: Adapter>(
     chat: Arc<Chat<A>>,
     socket_layer: SocketIoLayer<A>,
     websockets: &[String],
-    webhooks: Option<Arc<crate::webhooks::Webhooks>>,
+    background: Background,
 ) -> Result<(), Error> {
+    let Background {
+        webhooks,
+        retention,
+    } = background;
     let gateway = http::websocket::Gateway::new(config.max_payload);
     let app = http::router(chat.clone(), &config, websockets, &gateway).layer(
         ServiceBuilder::new()
@@ -276,6 +338,7 @@ async fn run<A: Adapter>(
     // Webhook delivery runs beside the chat until the server has stopped (and its pending writes committed).
     let stop_delivery = CancellationToken::new();
     let delivery = webhooks.map(|w| w.spawn(chat.store.clone(), stop_delivery.clone()));
+    let expiry = retention.map(|r| r.spawn(chat.store.clone(), stop_delivery.clone()));
     tracing::info!(addr = %listener.local_addr()?, "listening");
     let grace = Duration::from_secs(config.shutdown_grace_secs);
     // On shutdown the listener closes before any socket does: the clients reconnect at once, and a connection that
@@ -326,6 +389,11 @@ async fn run<A: Adapter>(
             .is_err()
     {
         tracing::warn!("webhook delivery did not stop in time");
+    }
+    // Stopping a retention run rolls back the transaction in flight; the next run (on any node) goes on.
+    if let Some(expiry) = expiry {
+        expiry.abort();
+        let _ = expiry.await;
     }
     served?;
     drop(app_for_gateway);

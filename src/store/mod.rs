@@ -22,12 +22,15 @@
 //!   (and each reaction change) takes the room's next revision in commit order, the cursor of a catch-up's change
 //!   feed ([`Changes`], `changes.rs`);
 //! * a sender banned or muted in a room gets no seq there: the batch refuses their message
-//!   ([`StoreError::Sanctioned`]); roles and sanctions are in [`Moderation`], blocks in [`Blocks`], search in [`Search`].
+//!   ([`StoreError::Sanctioned`]); roles and sanctions are in [`Moderation`], blocks in [`Blocks`], search in [`Search`];
+//! * retention and erasure ([`Lifecycle`]) take text away only as a delete does: the message stays as a tombstone
+//!   under the room's next revision.
 
 mod batch;
 pub mod blocks;
 mod changes;
 mod hooks;
+pub mod lifecycle;
 pub mod moderation;
 mod postgres;
 pub mod search;
@@ -51,6 +54,7 @@ pub use hooks::{
     ClaimedCursor, ClaimedHook, CursorFailure, CursorOutcome, FailedHook, HookEvent, HookEvents,
     HookWake, NewHook,
 };
+pub use lifecycle::{Erasure, Expired, Lifecycle, NamespaceErasure};
 pub use moderation::{Actor, Moderation, ModerationRecord, RoomRole, Sanction, SanctionKind};
 pub use postgres::PostgresStore;
 pub use search::{Search, SearchQuery, SearchWord};
@@ -300,6 +304,12 @@ pub enum StoreError {
     Sanctioned { room: String, sanction: Sanction },
     #[error("migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    /// The server was told not to migrate (`--migrate false`) and the database lacks migrations.
+    #[error(
+        "the database lacks migrations {}: run `palaver migrate` (or start with --migrate true)",
+        .0.join(", ")
+    )]
+    Unmigrated(Vec<String>),
     #[error("unsupported DATABASE_URL {0:?}: use sqlite://file.db or postgres://…")]
     UnsupportedUrl(String),
 }
@@ -383,7 +393,9 @@ pub type StoreResult<T> = Result<T, StoreError>;
 /// Everything the chat needs from a database. `ns` is the Socket.IO namespace: each is an isolated chat space.
 /// Edits, deletes, reactions and read state are in [`Changes`].
 #[async_trait]
-pub trait Store: Changes + Moderation + Blocks + Search + Send + Sync + 'static {
+pub trait Store:
+    Changes + Moderation + Blocks + Search + Lifecycle + Send + Sync + 'static
+{
     /// Answers when the database is reachable.
     async fn ping(&self) -> StoreResult<()>;
 
@@ -588,12 +600,70 @@ pub type SharedStore = Arc<dyn Store>;
 
 /// Opens the database named by the URL and applies pending migrations.
 pub async fn open(url: &str, pool_size: u32) -> StoreResult<SharedStore> {
+    Ok(open_with(url, pool_size, Migrations::Apply).await?.0)
+}
+
+/// What opening a store does about the schema.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Migrations {
+    /// Applies the pending migrations (one node at a time: sqlx locks the database while it migrates).
+    Apply,
+    /// Applies nothing, and refuses a database that lacks any ([`StoreError::Unmigrated`]): the deploy pipeline
+    /// ran `palaver migrate` before.
+    Require,
+    /// Applies nothing and refuses nothing: only says what is pending (`palaver check-config --connect`).
+    Inspect,
+}
+
+/// Opens the database named by the URL, as `migrations` says: the store, and the migrations this call applied
+/// (`0010 lifecycle`), or with [`Migrations::Inspect`] those pending.
+pub async fn open_with(
+    url: &str,
+    pool_size: u32,
+    migrations: Migrations,
+) -> StoreResult<(SharedStore, Vec<String>)> {
     if url.starts_with("sqlite:") {
-        Ok(Arc::new(SqliteStore::open(url, pool_size).await?))
+        let (store, applied) = SqliteStore::open_with(url, pool_size, migrations).await?;
+        Ok((Arc::new(store), applied))
     } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
-        Ok(Arc::new(PostgresStore::open(url, pool_size).await?))
+        let (store, applied) = PostgresStore::open_with(url, pool_size, migrations).await?;
+        Ok((Arc::new(store), applied))
     } else {
         Err(StoreError::UnsupportedUrl(crate::config::redact_url(url)))
+    }
+}
+
+/// Brings the database to the binary's schema as `policy` says: the migrations applied (or, refused, missing).
+async fn migrate<DB>(
+    migrator: &sqlx::migrate::Migrator,
+    pool: &sqlx::Pool<DB>,
+    policy: Migrations,
+) -> StoreResult<Vec<String>>
+where
+    DB: sqlx::Database,
+    DB::Connection: sqlx::migrate::Migrate,
+{
+    use sqlx::migrate::Migrate;
+    let mut conn = pool.acquire().await?;
+    // A database never migrated has no bookkeeping table: nothing is applied.
+    let applied: Vec<i64> = match conn.list_applied_migrations(&migrator.table_name).await {
+        Ok(applied) => applied.iter().map(|m| m.version).collect(),
+        Err(sqlx::migrate::MigrateError::Execute(sqlx::Error::Database(_))) => Vec::new(),
+        Err(e) => return Err(e.into()),
+    };
+    let pending: Vec<String> = migrator
+        .iter()
+        .filter(|m| m.migration_type.is_up_migration() && !applied.contains(&m.version))
+        .map(|m| format!("{:04} {}", m.version, m.description))
+        .collect();
+    match policy {
+        Migrations::Require if !pending.is_empty() => Err(StoreError::Unmigrated(pending)),
+        Migrations::Require | Migrations::Inspect => Ok(pending),
+        Migrations::Apply => {
+            drop(conn);
+            migrator.run(pool).await?;
+            Ok(pending)
+        }
     }
 }
 

@@ -4,13 +4,22 @@ use std::time::Duration;
 
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
-use super::StoreResult;
 use super::sql::SqlStore;
+use super::{Migrations, StoreResult};
 
 pub type PostgresStore = SqlStore<sqlx::Postgres>;
 
 impl PostgresStore {
     pub async fn open(url: &str, pool_size: u32) -> StoreResult<Self> {
+        Ok(Self::open_with(url, pool_size, Migrations::Apply).await?.0)
+    }
+
+    /// Connects, migrating the database as `migrations` says: the store and the migrations applied.
+    pub async fn open_with(
+        url: &str,
+        pool_size: u32,
+        migrations: Migrations,
+    ) -> StoreResult<(Self, Vec<String>)> {
         let options: PgConnectOptions = url.parse()?;
         let pool = PgPoolOptions::new()
             .max_connections(pool_size)
@@ -18,8 +27,9 @@ impl PostgresStore {
             .acquire_timeout(Duration::from_secs(3))
             .connect_with(options)
             .await?;
-        sqlx::migrate!("./migrations/postgres").run(&pool).await?;
+        let applied =
+            super::migrate(&sqlx::migrate!("./migrations/postgres"), &pool, migrations).await?;
         // Reads and writes share the pool: Postgres serves concurrent writers itself.
-        Ok(Self::new(pool.clone(), pool))
+        Ok((Self::new(pool.clone(), pool), applied))
     }
 }

@@ -4,13 +4,22 @@ use std::time::Duration;
 
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 
-use super::StoreResult;
 use super::sql::SqlStore;
+use super::{Migrations, StoreResult};
 
 pub type SqliteStore = SqlStore<sqlx::Sqlite>;
 
 impl SqliteStore {
     pub async fn open(url: &str, pool_size: u32) -> StoreResult<Self> {
+        Ok(Self::open_with(url, pool_size, Migrations::Apply).await?.0)
+    }
+
+    /// Opens the file, migrating it as `migrations` says: the store and the migrations applied.
+    pub async fn open_with(
+        url: &str,
+        pool_size: u32,
+        migrations: Migrations,
+    ) -> StoreResult<(Self, Vec<String>)> {
         // WAL lets readers work while a write commits. With WAL, synchronous=NORMAL makes a commit durable
         // against a crash of the process (SIGKILL included) without an fsync per commit; only an OS crash or
         // power loss can take back the last commits. Deployments that need that too run on Postgres.
@@ -32,7 +41,8 @@ impl SqliteStore {
             .acquire_timeout(Duration::from_secs(30))
             .connect_with(options.clone())
             .await?;
-        sqlx::migrate!("./migrations/sqlite").run(&writer).await?;
+        let applied =
+            super::migrate(&sqlx::migrate!("./migrations/sqlite"), &writer, migrations).await?;
         // Readers are opened once, at start-up, and kept: a file handle opened later could fail when the process
         // is near its descriptor limit with thousands of sockets open.
         let readers = pool_size.clamp(1, 8);
@@ -46,6 +56,6 @@ impl SqliteStore {
             .acquire_timeout(Duration::from_secs(30))
             .connect_with(options.read_only(true))
             .await?;
-        Ok(Self::new(writer, pool))
+        Ok((Self::new(writer, pool), applied))
     }
 }
