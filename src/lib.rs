@@ -13,6 +13,7 @@
 //! * [`store`]: rooms, memberships, invitations, messages, roles, bans and mutes, blocks and search behind one trait,
 //!   one SQL implementation for SQLite and Postgres;
 //! * [`http`]: `/healthz`, `/readyz`, the history API and the demo page;
+//! * [`metrics`]: the Prometheus series of `/metrics`, one recorder per server;
 //! * [`webhooks`]: events for the host's backend, delivered from the message log and the store's outbox, signed, in order per
 //!   room, retried and dead-lettered;
 //! * [`error`]: the `{ code, message }` error every client sees.
@@ -23,6 +24,7 @@ pub mod cluster;
 pub mod config;
 pub mod error;
 pub mod http;
+pub mod metrics;
 pub mod presence;
 pub mod profile;
 pub mod server;

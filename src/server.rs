@@ -62,6 +62,8 @@ pub async fn serve(
     let webhooks = crate::webhooks::Webhooks::from_config(&config)
         .map_err(ConfigError::Webhook)?
         .map(Arc::new);
+    let metrics_access =
+        Arc::new(http::metrics::Access::from_config(&config).map_err(ConfigError::Metrics)?);
     let store = store::open(&config.database_url, config.db_pool_size).await?;
     if let Some(webhooks) = &webhooks {
         store.enable_hooks(webhooks.events());
@@ -79,7 +81,10 @@ pub async fn serve(
         auth_hook,
         sessions,
         api_keys,
-        webhooks,
+        beside: Beside {
+            webhooks,
+            metrics: metrics_access,
+        },
         namespaces: namespaces
             .iter()
             .map(|ns| (ns.path.clone(), Arc::new(ns.clone())))
@@ -99,7 +104,7 @@ pub async fn serve(
             chat,
             layer,
             &websockets,
-            parts.webhooks,
+            parts.beside,
         )
         .await;
     };
@@ -136,12 +141,20 @@ pub async fn serve(
         chat,
         layer,
         &websockets,
-        parts.webhooks,
+        parts.beside,
     )
     .await;
     heartbeat.abort();
     presence.depart().await;
     result
+}
+
+/// What serves beside the chat.
+struct Beside {
+    /// `--webhook-url`'s delivery, when configured.
+    webhooks: Option<Arc<crate::webhooks::Webhooks>>,
+    /// Who may read `/metrics`, and where it is served.
+    metrics: Arc<http::metrics::Access>,
 }
 
 /// What every server needs whatever its adapter.
@@ -152,8 +165,7 @@ struct Parts {
     auth_hook: Option<Arc<crate::auth::AuthHook>>,
     sessions: Option<Arc<crate::auth::sessions::Sessions>>,
     api_keys: http::api::ApiKeys,
-    /// `--webhook-url`'s delivery, when configured.
-    webhooks: Option<Arc<crate::webhooks::Webhooks>>,
+    beside: Beside,
     namespaces: std::collections::HashMap<String, Arc<crate::config::NamespaceSettings>>,
 }
 
@@ -166,6 +178,8 @@ impl Parts {
     ) -> Arc<Chat<A>> {
         let config = &self.config;
         let budgets = Limits::from_config(config).budgets;
+        let metrics = crate::metrics::Metrics::new(config.metrics, chat::event_names());
+        self.store.enable_metrics(metrics.commit());
         Arc::new(Chat {
             store: self.store.clone(),
             verifier: self.verifier.clone(),
@@ -187,6 +201,7 @@ impl Parts {
             redis,
             io,
             tasks: TaskTracker::new(),
+            metrics,
         })
     }
 }
@@ -234,15 +249,36 @@ async fn run<A: Adapter>(
     chat: Arc<Chat<A>>,
     socket_layer: SocketIoLayer<A>,
     websockets: &[String],
-    webhooks: Option<Arc<crate::webhooks::Webhooks>>,
+    beside: Beside,
 ) -> Result<(), Error> {
+    let Beside { webhooks, metrics } = beside;
+    let scrape = http::metrics::Scrape {
+        chat: chat.clone(),
+        access: metrics,
+        webhooks: webhooks.clone(),
+    };
+    // `--metrics-listen` is bound before the chat's port serves, so a taken address stops start-up.
+    let stop_metrics = CancellationToken::new();
+    let metrics_server = match config.metrics_listen {
+        Some(addr) if chat.metrics.enabled() => {
+            let listener = TcpListener::bind(addr).await?;
+            tracing::info!(metrics_addr = %listener.local_addr()?, "serving /metrics");
+            let served =
+                http::metrics::serve_separately(listener, scrape.clone(), stop_metrics.clone());
+            Some(tokio::spawn(served))
+        }
+        _ => None,
+    };
+    let upkeep = chat.metrics.spawn_upkeep();
     let gateway = http::websocket::Gateway::new(config.max_payload);
-    let app = http::router(chat.clone(), &config, websockets, &gateway).layer(
-        ServiceBuilder::new()
-            .layer(cors(&config.cors_origins))
-            .map_request(own_request_head)
-            .layer(socket_layer),
-    );
+    let app = http::router(chat.clone(), &config, websockets, &gateway)
+        .merge(http::metrics::routes(scrape))
+        .layer(
+            ServiceBuilder::new()
+                .layer(cors(&config.cors_origins))
+                .map_request(own_request_head)
+                .layer(socket_layer),
+        );
     // The plain WebSocket gateway connects its in-process Socket.IO clients to this very service (and so to its
     // Engine.IO session table); it holds it weakly, and `app_for_gateway` keeps it until the server stops.
     let app_for_gateway = Arc::new(app.clone());
@@ -293,6 +329,17 @@ async fn run<A: Adapter>(
     .await;
     if let Err(e) = drain.await {
         tracing::error!(error = %e, "shutdown drain failed");
+    }
+    stop_metrics.cancel();
+    if let Some(upkeep) = upkeep {
+        upkeep.abort();
+    }
+    if let Some(metrics_server) = metrics_server {
+        match tokio::time::timeout(Duration::from_secs(5), metrics_server).await {
+            Ok(Ok(Err(e))) => tracing::warn!(error = %e, "the metrics listener failed"),
+            Ok(_) => {}
+            Err(_) => tracing::warn!("the metrics listener did not stop in time"),
+        }
     }
     stop_delivery.cancel();
     if let Some(delivery) = delivery

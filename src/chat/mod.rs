@@ -185,6 +185,8 @@ pub struct Chat<A: Adapter> {
     pub replay_gates: rooms::ReplayGates,
     /// Read receipts held back so that a room gets at most one per user a second (see [`reads`]).
     pub receipts: reads::ReceiptThrottle,
+    /// What `/metrics` shows: events, connections, messages.
+    pub metrics: crate::metrics::Metrics,
 }
 
 pub type SharedChat<A> = Arc<Chat<A>>;
@@ -370,6 +372,8 @@ pub struct Ordered;
 struct Event<A: Adapter> {
     name: &'static str,
     class: EventClass,
+    /// Where its metrics are.
+    slot: crate::metrics::EventSlot,
     run: EventFn<A>,
     chat: SharedChat<A>,
     conn: Arc<Conn>,
@@ -398,13 +402,17 @@ impl<A: Adapter> MessageHandler<A, Ordered> for Event<A> {
         if oversized(&self.chat, &socket, &value) {
             return;
         }
+        let received = std::time::Instant::now();
+        let metrics = &self.chat.metrics;
         // Both extractors are infallible.
         let Ok(ack) = AckSender::from_message_parts(&socket, &mut value, &ack_id);
         let place = match admit(&self.chat, &self.conn, self.class) {
             Ok(place) => place,
             Err(refused) => {
                 let socket = SocketRef::from(socket);
+                let code = refused.code;
                 respond(&socket, ack, ack_id.is_some(), self.name, Err(refused));
+                metrics.answered(self.slot, received, Err(code));
                 return;
             }
         };
@@ -417,6 +425,7 @@ impl<A: Adapter> MessageHandler<A, Ordered> for Event<A> {
                     "{}: the payload is not valid JSON (a lone surrogate in a string?): {e}",
                     self.name
                 ));
+                let code = error.code;
                 respond(
                     &SocketRef::from(socket),
                     ack,
@@ -424,6 +433,7 @@ impl<A: Adapter> MessageHandler<A, Ordered> for Event<A> {
                     self.name,
                     Err(error),
                 );
+                metrics.answered(self.slot, received, Err(code));
                 return;
             }
         };
@@ -433,11 +443,16 @@ impl<A: Adapter> MessageHandler<A, Ordered> for Event<A> {
             socket: SocketRef::from(socket),
             payload,
         };
-        let (name, run, wants_ack) = (self.name, self.run, ack_id.is_some());
+        let (name, run, wants_ack, slot) = (self.name, self.run, ack_id.is_some(), self.slot);
         run_in_order(&self.chat, &self.conn, place, async move {
             let socket = call.socket.clone();
+            let chat = call.chat.clone();
+            let started = std::time::Instant::now();
             let result = run(call).await;
+            chat.metrics.handled(slot, started);
+            let outcome = result.as_ref().map(|_| ()).map_err(|e| e.code);
             respond(&socket, ack, wants_ack, name, result);
+            chat.metrics.answered(slot, received, outcome);
         });
     }
 }
@@ -546,6 +561,13 @@ fn event_table<A: Adapter>() -> [(&'static str, EventClass, EventFn<A>); 28] {
     ]
 }
 
+/// The names of the event table, in its order: the events [`crate::metrics::Metrics`] counts.
+pub fn event_names() -> impl Iterator<Item = &'static str> {
+    event_table::<socketioxide::adapter::LocalAdapter>()
+        .into_iter()
+        .map(|(name, _, _)| name)
+}
+
 /// Answers events that are not in the table, so a typo in an event name is an error, not silence.
 struct UnknownEvent<A: Adapter> {
     chat: SharedChat<A>,
@@ -560,6 +582,7 @@ impl<A: Adapter> MessageHandler<A, Ordered> for UnknownEvent<A> {
         let event = socketioxide::extract::Event::from_message_parts(&socket, &mut value, &ack_id)
             .map(|e| e.0)
             .unwrap_or_default();
+        let received = std::time::Instant::now();
         let error =
             ChatError::bad_request(format!("unknown event {event:?}; see docs/protocol.md"));
         respond(
@@ -569,17 +592,25 @@ impl<A: Adapter> MessageHandler<A, Ordered> for UnknownEvent<A> {
             &event,
             Err(error),
         );
+        let metrics = &self.chat.metrics;
+        metrics.answered(
+            metrics.slot(crate::metrics::UNKNOWN_EVENT),
+            received,
+            Err(crate::error::ErrorCode::BadRequest),
+        );
     }
 }
 
 /// Registers every event of the table on a socket, bound to its context.
 fn register_events<A: Adapter>(socket: &SocketRef<A>, chat: &SharedChat<A>, conn: &Arc<Conn>) {
-    for (name, class, run) in event_table::<A>() {
+    for (index, (name, class, run)) in event_table::<A>().into_iter().enumerate() {
         socket.on(
             name,
             Event {
                 name,
                 class,
+                // The metrics were made with the table's names in its order (see `event_names`).
+                slot: crate::metrics::Metrics::table_slot(index),
                 run,
                 chat: chat.clone(),
                 conn: conn.clone(),
