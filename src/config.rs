@@ -165,6 +165,20 @@ pub struct Config {
     #[arg(long, env = "PALAVER_WEBHOOK_BACKOFF_MS", default_value_t = nz(1000), hide = true)]
     pub webhook_backoff_ms: NonZeroU32,
 
+    /// Prometheus metrics: record them and serve `/metrics` (on --metrics-listen, else on the main port with
+    /// --metrics-token). `false` records nothing.
+    #[arg(long, env = "PALAVER_METRICS", default_value_t = true, action = clap::ArgAction::Set)]
+    pub metrics: bool,
+
+    /// A separate address for `/metrics` (e.g. a private interface); the main port then does not serve it.
+    #[arg(long, env = "PALAVER_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
+
+    /// Bearer token a scrape must send (`Authorization: Bearer <token>`), at least 16 characters. Required to
+    /// serve `/metrics` on the main port; optional on --metrics-listen.
+    #[arg(long, env = "PALAVER_METRICS_TOKEN", hide_env_values = true)]
+    pub metrics_token: Option<String>,
+
     /// Allow connections without a token (default for every namespace).
     #[arg(long, env = "PALAVER_ANONYMOUS", default_value_t = true, action = clap::ArgAction::Set)]
     pub anonymous: bool,
@@ -548,6 +562,12 @@ impl fmt::Debug for Config {
             .field("webhook_max_attempts", &self.webhook_max_attempts)
             .field("webhook_timeout_ms", &self.webhook_timeout_ms)
             .field("webhook_backoff_ms", &self.webhook_backoff_ms)
+            .field("metrics", &self.metrics)
+            .field("metrics_listen", &self.metrics_listen)
+            .field(
+                "metrics_token",
+                &self.metrics_token.as_ref().map(|_| "<redacted>"),
+            )
             .field("jwt_algorithm", &self.jwt_algorithm)
             .field("admin_claim", &self.admin_claim)
             .field("admin_username", &self.admin_username)
@@ -682,6 +702,8 @@ pub enum ConfigError {
     Sessions(String),
     #[error("{0}")]
     Webhook(String),
+    #[error("{0}")]
+    Metrics(String),
 }
 
 #[cfg(test)]
@@ -702,6 +724,8 @@ mod tests {
             "publish=api-s3cret-0123456789",
             "--token-secret",
             "tok-s3cret",
+            "--metrics-token",
+            "metrics-s3cret-0123456789",
             "--database-url",
             "postgres://app:s3cret@db/chat",
             "--webhook-url",
@@ -718,6 +742,7 @@ mod tests {
         assert!(!shown.contains("whook-s3cret"), "{shown}");
         assert!(!shown.contains("api-s3cret"), "{shown}");
         assert!(!shown.contains("tok-s3cret"), "{shown}");
+        assert!(!shown.contains("metrics-s3cret"), "{shown}");
         assert!(
             shown.contains("postgres://app:<redacted>@db/chat"),
             "{shown}"
@@ -742,6 +767,7 @@ mod tests {
             "/api",
             "/api/rooms",
             "/readyz",
+            "/metrics",
             "/live/",
             "//live",
             "/{room}",

@@ -25,8 +25,20 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
-    /// The code as the contract writes it (`rate_limited`).
-    pub fn name(self) -> &'static str {
+    /// Every code, in declaration order: `code as usize` is its index here.
+    pub const ALL: [ErrorCode; 8] = [
+        ErrorCode::BadRequest,
+        ErrorCode::Unauthorized,
+        ErrorCode::Forbidden,
+        ErrorCode::NotFound,
+        ErrorCode::TooLarge,
+        ErrorCode::RateLimited,
+        ErrorCode::Unavailable,
+        ErrorCode::Internal,
+    ];
+
+    /// The code as the contract writes it (and as serialized).
+    pub fn as_str(self) -> &'static str {
         match self {
             ErrorCode::BadRequest => "bad_request",
             ErrorCode::Unauthorized => "unauthorized",
@@ -121,5 +133,19 @@ impl IntoResponse for ChatError {
             error: ChatError,
         }
         (self.code.status(), Json(Body { error: self })).into_response()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ErrorCode;
+
+    #[test]
+    fn codes_are_listed_in_order_and_named_as_serialized() {
+        for (i, code) in ErrorCode::ALL.into_iter().enumerate() {
+            assert_eq!(code as usize, i);
+            let serialized = serde_json::to_value(code).expect("serialize");
+            assert_eq!(serialized, code.as_str());
+        }
     }
 }

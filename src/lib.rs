@@ -15,6 +15,7 @@
 //! * [`admin_ui`]: the official Socket.IO Admin UI's `/admin` namespace (an operator's dashboard, not the chat's
 //!   namespace admins): sign-in, the sockets and rooms it is shown, its commands;
 //! * [`http`]: `/healthz`, `/readyz`, the history API and the demo page;
+//! * [`metrics`]: the Prometheus series of `/metrics`, one recorder per server;
 //! * [`webhooks`]: events for the host's backend, delivered from the message log and the store's outbox, signed, in order per
 //!   room, retried and dead-lettered;
 //! * [`retention`]: the job that turns each namespace's old messages into tombstones, on one node at a time;
@@ -30,6 +31,7 @@ pub mod cluster;
 pub mod config;
 pub mod error;
 pub mod http;
+pub mod metrics;
 pub mod presence;
 pub mod profile;
 pub mod retention;

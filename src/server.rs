@@ -52,6 +52,7 @@ pub struct Checked {
     pub api_keys: http::api::ApiKeys,
     pub sessions: Option<Arc<crate::auth::sessions::Sessions>>,
     pub webhooks: Option<Arc<crate::webhooks::Webhooks>>,
+    pub metrics_access: Arc<http::metrics::Access>,
 }
 
 /// Checks the configuration (flags, environment, the namespaces file and every profile) as start-up does.
@@ -67,6 +68,8 @@ pub fn check_config(config: &Config) -> Result<Checked, Error> {
     let webhooks = crate::webhooks::Webhooks::from_config(config)
         .map_err(ConfigError::Webhook)?
         .map(Arc::new);
+    let metrics_access =
+        Arc::new(http::metrics::Access::from_config(config).map_err(ConfigError::Metrics)?);
     Ok(Checked {
         namespaces,
         verifier,
@@ -74,6 +77,7 @@ pub fn check_config(config: &Config) -> Result<Checked, Error> {
         api_keys,
         sessions,
         webhooks,
+        metrics_access,
     })
 }
 
@@ -91,6 +95,7 @@ pub async fn serve(
         api_keys,
         sessions,
         webhooks,
+        metrics_access,
     } = check_config(&config)?;
     let websockets: Vec<String> = namespaces
         .iter()
@@ -124,7 +129,11 @@ pub async fn serve(
         auth_hook,
         sessions,
         api_keys,
-        webhooks,
+        background: Background {
+            webhooks,
+            retention,
+            metrics: metrics_access,
+        },
         namespaces: namespaces
             .iter()
             .map(|ns| (ns.path.clone(), Arc::new(ns.clone())))
@@ -149,10 +158,7 @@ pub async fn serve(
             chat,
             layer,
             &websockets,
-            Background {
-                webhooks: parts.webhooks,
-                retention,
-            },
+            parts.background,
         )
         .await;
         if let Some(watch) = admin_watch {
@@ -203,10 +209,7 @@ pub async fn serve(
         chat,
         layer,
         &websockets,
-        Background {
-            webhooks: parts.webhooks,
-            retention,
-        },
+        parts.background,
     )
     .await;
     if let Some(watch) = admin_watch {
@@ -225,8 +228,7 @@ struct Parts {
     auth_hook: Option<Arc<crate::auth::AuthHook>>,
     sessions: Option<Arc<crate::auth::sessions::Sessions>>,
     api_keys: http::api::ApiKeys,
-    /// `--webhook-url`'s delivery, when configured.
-    webhooks: Option<Arc<crate::webhooks::Webhooks>>,
+    background: Background,
     namespaces: std::collections::HashMap<String, Arc<crate::config::NamespaceSettings>>,
 }
 
@@ -239,6 +241,8 @@ impl Parts {
     ) -> Arc<Chat<A>> {
         let config = &self.config;
         let budgets = Limits::from_config(config).budgets;
+        let metrics = crate::metrics::Metrics::new(config.metrics, chat::event_names());
+        self.store.enable_metrics(metrics.commit());
         Arc::new(Chat {
             store: self.store.clone(),
             verifier: self.verifier.clone(),
@@ -260,16 +264,19 @@ impl Parts {
             redis,
             io,
             tasks: TaskTracker::new(),
+            metrics,
         })
     }
 }
 
-/// The tasks that run beside the chat until the server stops.
+/// What runs and serves beside the chat until the server stops.
 struct Background {
     /// `--webhook-url`'s delivery.
     webhooks: Option<Arc<crate::webhooks::Webhooks>>,
     /// The retention job, when a namespace keeps messages for a limited time.
     retention: Option<crate::retention::Retention>,
+    /// Who may read `/metrics`, and where it is served.
+    metrics: Arc<http::metrics::Access>,
 }
 
 /// Copies the request's URI and headers out of hyper's connection read buffer.
@@ -320,14 +327,35 @@ async fn run<A: Adapter>(
     let Background {
         webhooks,
         retention,
+        metrics,
     } = background;
+    let scrape = http::metrics::Scrape {
+        chat: chat.clone(),
+        access: metrics,
+        webhooks: webhooks.clone(),
+    };
+    // `--metrics-listen` is bound before the chat's port serves, so a taken address stops start-up.
+    let stop_metrics = CancellationToken::new();
+    let metrics_server = match config.metrics_listen {
+        Some(addr) if chat.metrics.enabled() => {
+            let listener = TcpListener::bind(addr).await?;
+            tracing::info!(metrics_addr = %listener.local_addr()?, "serving /metrics");
+            let served =
+                http::metrics::serve_separately(listener, scrape.clone(), stop_metrics.clone());
+            Some(tokio::spawn(served))
+        }
+        _ => None,
+    };
+    let upkeep = chat.metrics.spawn_upkeep();
     let gateway = http::websocket::Gateway::new(config.max_payload);
-    let app = http::router(chat.clone(), &config, websockets, &gateway).layer(
-        ServiceBuilder::new()
-            .layer(cors(&config.cors_origins))
-            .map_request(own_request_head)
-            .layer(socket_layer),
-    );
+    let app = http::router(chat.clone(), &config, websockets, &gateway)
+        .merge(http::metrics::routes(scrape))
+        .layer(
+            ServiceBuilder::new()
+                .layer(cors(&config.cors_origins))
+                .map_request(own_request_head)
+                .layer(socket_layer),
+        );
     // Layered last, so it wraps each route with axum's `MatchedPath` known (the span's name).
     let app = app.layer(crate::telemetry::http_trace());
     // The plain WebSocket gateway connects its in-process Socket.IO clients to this very service (and so to its
@@ -381,6 +409,17 @@ async fn run<A: Adapter>(
     .await;
     if let Err(e) = drain.await {
         tracing::error!(error = %e, "shutdown drain failed");
+    }
+    stop_metrics.cancel();
+    if let Some(upkeep) = upkeep {
+        upkeep.abort();
+    }
+    if let Some(metrics_server) = metrics_server {
+        match tokio::time::timeout(Duration::from_secs(5), metrics_server).await {
+            Ok(Ok(Err(e))) => tracing::warn!(error = %e, "the metrics listener failed"),
+            Ok(_) => {}
+            Err(_) => tracing::warn!("the metrics listener did not stop in time"),
+        }
     }
     stop_delivery.cancel();
     if let Some(delivery) = delivery

@@ -19,7 +19,13 @@
 //! endpoint therefore costs the database a few queries a minute, and the events wait for it instead of burning
 //! through their attempts.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
 
 use chrono::{DateTime, Utc};
 use hmac::{Hmac, Mac};
@@ -63,6 +69,10 @@ pub struct Webhooks {
     max_attempts: i64,
     backoff: Duration,
     timeout: Duration,
+    /// Attempts delivered and failed, and events dead-lettered, so far (`/metrics`).
+    delivered: AtomicU64,
+    failed: AtomicU64,
+    dead: AtomicU64,
 }
 
 impl std::fmt::Debug for Webhooks {
@@ -139,7 +149,21 @@ impl Webhooks {
             max_attempts: config.webhook_max_attempts.get().into(),
             backoff: Duration::from_millis(config.webhook_backoff_ms.get().into()),
             timeout,
+            delivered: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
+            dead: AtomicU64::new(0),
         }))
+    }
+
+    /// Attempts delivered, attempts failed, and events dead-lettered by this node so far.
+    pub fn attempts(&self) -> (u64, u64, u64) {
+        let read = |n: &AtomicU64| n.load(Ordering::Relaxed);
+        (read(&self.delivered), read(&self.failed), read(&self.dead))
+    }
+
+    /// An event used up its attempts.
+    fn dead_lettered(&self) {
+        self.dead.fetch_add(1, Ordering::Relaxed);
     }
 
     /// The event types the store must write to the outbox.
@@ -379,6 +403,9 @@ impl Webhooks {
                         1
                     };
                     let dead = attempts >= self.max_attempts;
+                    if dead {
+                        self.dead_lettered();
+                    }
                     tracing::warn!(webhook_id = %id, event = hook.event.name(), attempts, dead, %error, "webhook attempt failed");
                     outcome.failure = Some(if dead {
                         // Passed over: the room's next message is due at once.
@@ -432,6 +459,9 @@ impl Webhooks {
             Err(error) => {
                 let attempts = hook.attempts + 1;
                 let dead = attempts >= self.max_attempts;
+                if dead {
+                    self.dead_lettered();
+                }
                 tracing::warn!(id = hook.id, event = %hook.event, attempts, dead, %error, "webhook attempt failed");
                 let next = retry_at(self.backoff, attempts);
                 (
@@ -452,8 +482,24 @@ impl Webhooks {
         tally
     }
 
-    /// One attempt: `Err` with the reason unless the host answered `2xx` in time.
+    /// One attempt, counted: `Err` with the reason unless the host answered `2xx` in time.
     async fn post(
+        &self,
+        id: &str,
+        event: &str,
+        created_at: DateTime<Utc>,
+        data: &str,
+    ) -> Result<(), String> {
+        let result = self.attempt(id, event, created_at, data).await;
+        let outcome = match result {
+            Ok(()) => &self.delivered,
+            Err(_) => &self.failed,
+        };
+        outcome.fetch_add(1, Ordering::Relaxed);
+        result
+    }
+
+    async fn attempt(
         &self,
         id: &str,
         event: &str,

@@ -152,6 +152,7 @@ pub async fn broadcast_from_server<A: Adapter>(
     message: &Message,
     written: &str,
 ) {
+    chat.metrics.delivered();
     if let Some(profile) = &ns.profile {
         crate::profile::events::deliver_from_server(profile, chat, ns, message, written).await;
         return;
@@ -181,7 +182,11 @@ pub async fn append<A: Adapter>(
     new: NewMessage,
 ) -> ChatResult<Appended> {
     if ns.history {
-        return Ok(chat.store.append_message(&ns.path, new).await?);
+        let appended = chat.store.append_message(&ns.path, new).await?;
+        if !appended.duplicate {
+            chat.metrics.message_stored();
+        }
+        return Ok(appended);
     }
     let seq = chat
         .store
@@ -211,6 +216,7 @@ pub async fn broadcast<A: Adapter>(
     conn: &Conn,
     message: &Message,
 ) {
+    chat.metrics.delivered();
     if let Some(profile) = &conn.ns.profile {
         crate::profile::events::deliver_message(profile, chat, socket, conn, message).await;
         return;

@@ -187,6 +187,8 @@ pub struct Chat<A: Adapter> {
     pub replay_gates: rooms::ReplayGates,
     /// Read receipts held back so that a room gets at most one per user a second (see [`reads`]).
     pub receipts: reads::ReceiptThrottle,
+    /// What `/metrics` shows: events, connections, messages.
+    pub metrics: crate::metrics::Metrics,
 }
 
 pub type SharedChat<A> = Arc<Chat<A>>;
@@ -375,6 +377,8 @@ pub struct Ordered;
 struct Event<A: Adapter> {
     name: &'static str,
     class: EventClass,
+    /// Where its metrics are.
+    slot: crate::metrics::EventSlot,
     run: EventFn<A>,
     chat: SharedChat<A>,
     conn: Arc<Conn>,
@@ -434,7 +438,7 @@ pub(crate) fn record_room(span: &tracing::Span, room: &str) {
 pub(crate) fn record_outcome(span: &tracing::Span, error: Option<&ChatError>) {
     let outcome = match error {
         None => "ok",
-        Some(error) => error.code.name(),
+        Some(error) => error.code.as_str(),
     };
     span.record("outcome", outcome);
     if error.is_some_and(|e| e.code.is_server_side()) {
@@ -450,12 +454,15 @@ impl<A: Adapter> MessageHandler<A, Ordered> for Event<A> {
         if oversized(&self.chat, &socket, &value) {
             return;
         }
+        let received = std::time::Instant::now();
+        let metrics = &self.chat.metrics;
         // Both extractors are infallible.
         let Ok(ack) = AckSender::from_message_parts(&socket, &mut value, &ack_id);
         let place = match admit(&self.chat, &self.conn, self.class) {
             Ok(place) => place,
             Err(refused) => {
                 let socket = SocketRef::from(socket);
+                let code = refused.code;
                 respond(
                     &socket,
                     ack,
@@ -464,6 +471,7 @@ impl<A: Adapter> MessageHandler<A, Ordered> for Event<A> {
                     Err(refused),
                     &span,
                 );
+                metrics.answered(self.slot, received, Err(code));
                 return;
             }
         };
@@ -476,6 +484,7 @@ impl<A: Adapter> MessageHandler<A, Ordered> for Event<A> {
                     "{}: the payload is not valid JSON (a lone surrogate in a string?): {e}",
                     self.name
                 ));
+                let code = error.code;
                 respond(
                     &SocketRef::from(socket),
                     ack,
@@ -484,6 +493,7 @@ impl<A: Adapter> MessageHandler<A, Ordered> for Event<A> {
                     Err(error),
                     &span,
                 );
+                metrics.answered(self.slot, received, Err(code));
                 return;
             }
         };
@@ -496,7 +506,7 @@ impl<A: Adapter> MessageHandler<A, Ordered> for Event<A> {
             socket: SocketRef::from(socket),
             payload,
         };
-        let (name, run, wants_ack) = (self.name, self.run, ack_id.is_some());
+        let (name, run, wants_ack, slot) = (self.name, self.run, ack_id.is_some(), self.slot);
         let work_span = span.clone();
         run_in_order(
             &self.chat,
@@ -504,8 +514,13 @@ impl<A: Adapter> MessageHandler<A, Ordered> for Event<A> {
             place,
             async move {
                 let socket = call.socket.clone();
+                let chat = call.chat.clone();
+                let started = std::time::Instant::now();
                 let result = run(call).await;
+                chat.metrics.handled(slot, started);
+                let outcome = result.as_ref().map(|_| ()).map_err(|e| e.code);
                 respond(&socket, ack, wants_ack, name, result, &work_span);
+                chat.metrics.answered(slot, received, outcome);
             }
             .instrument(span.clone()),
         );
@@ -623,6 +638,13 @@ fn event_table<A: Adapter>() -> [(&'static str, EventClass, EventFn<A>); 28] {
     ]
 }
 
+/// The names of the event table, in its order: the events [`crate::metrics::Metrics`] counts.
+pub fn event_names() -> impl Iterator<Item = &'static str> {
+    event_table::<socketioxide::adapter::LocalAdapter>()
+        .into_iter()
+        .map(|(name, _, _)| name)
+}
+
 /// Answers events that are not in the table, so a typo in an event name is an error, not silence.
 struct UnknownEvent<A: Adapter> {
     chat: SharedChat<A>,
@@ -637,6 +659,7 @@ impl<A: Adapter> MessageHandler<A, Ordered> for UnknownEvent<A> {
         let event = socketioxide::extract::Event::from_message_parts(&socket, &mut value, &ack_id)
             .map(|e| e.0)
             .unwrap_or_default();
+        let received = std::time::Instant::now();
         let error =
             ChatError::bad_request(format!("unknown event {event:?}; see docs/protocol.md"));
         respond(
@@ -647,17 +670,25 @@ impl<A: Adapter> MessageHandler<A, Ordered> for UnknownEvent<A> {
             Err(error),
             &tracing::Span::none(),
         );
+        let metrics = &self.chat.metrics;
+        metrics.answered(
+            metrics.slot(crate::metrics::UNKNOWN_EVENT),
+            received,
+            Err(crate::error::ErrorCode::BadRequest),
+        );
     }
 }
 
 /// Registers every event of the table on a socket, bound to its context.
 fn register_events<A: Adapter>(socket: &SocketRef<A>, chat: &SharedChat<A>, conn: &Arc<Conn>) {
-    for (name, class, run) in event_table::<A>() {
+    for (index, (name, class, run)) in event_table::<A>().into_iter().enumerate() {
         socket.on(
             name,
             Event {
                 name,
                 class,
+                // The metrics were made with the table's names in its order (see `event_names`).
+                slot: crate::metrics::Metrics::table_slot(index),
                 run,
                 chat: chat.clone(),
                 conn: conn.clone(),

@@ -32,9 +32,18 @@ pub fn register_namespace<A: Adapter + DefinedAdapter>(
     let settings = Arc::new(settings);
     let path = settings.path.clone();
     let (for_middleware, for_connect) = (chat.clone(), chat.clone());
+    let admitted = chat.metrics.connects(&path);
     let middleware = move |socket: SocketRef<A>, TryData(auth): TryData<Json>| {
-        let (chat, settings) = (for_middleware.clone(), settings.clone());
-        async move { admit(&chat, &socket, auth.ok(), settings).await }
+        let (chat, settings, admitted) =
+            (for_middleware.clone(), settings.clone(), admitted.clone());
+        async move {
+            let result = admit(&chat, &socket, auth.ok(), settings.clone()).await;
+            match &result {
+                Ok(()) => admitted.increment(1),
+                Err(refused) => chat.metrics.refused(&settings.path, refused.code),
+            }
+            result
+        }
     };
     let on_connect = move |socket: SocketRef<A>| {
         let chat = for_connect.clone();

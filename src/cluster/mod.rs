@@ -13,7 +13,7 @@
 use std::{
     sync::{
         Arc,
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
     },
     time::Duration,
 };
@@ -62,6 +62,10 @@ pub struct RedisLink {
     /// Prefix of every key and channel palaver uses, so several deployments can share one Redis.
     pub prefix: String,
     up: Arc<AtomicBool>,
+    /// Reconnections of either client so far (`/metrics`).
+    reconnects: Arc<AtomicU64>,
+    /// Broadcasts delivered to this node only because Redis was down or did not take them (`/metrics`).
+    fallbacks: Arc<AtomicU64>,
 }
 
 impl RedisLink {
@@ -97,7 +101,19 @@ impl RedisLink {
             commands,
             prefix: prefix.to_owned(),
             up: Arc::new(AtomicBool::new(true)),
+            reconnects: Arc::new(AtomicU64::new(0)),
+            fallbacks: Arc::new(AtomicU64::new(0)),
         })
+    }
+
+    /// Reconnections of the link's clients so far.
+    pub fn reconnects(&self) -> u64 {
+        self.reconnects.load(Ordering::Relaxed)
+    }
+
+    /// Broadcasts that fell back to this node's sockets so far.
+    pub fn fallbacks(&self) -> u64 {
+        self.fallbacks.load(Ordering::Relaxed)
     }
 
     /// Whether Redis answered the last check and this node's state there is complete.
@@ -121,13 +137,20 @@ impl RedisLink {
     /// departs, or the next beat would bring it back.
     pub fn spawn_watchers<M: Membership>(&self, membership: M) -> tokio::task::AbortHandle {
         let subscriber = self.subscriber.clone();
+        let reconnects = self.reconnects.clone();
         self.subscriber.on_reconnect(move |_server| {
             let subscriber = subscriber.clone();
+            reconnects.fetch_add(1, Ordering::Relaxed);
             async move {
                 Self::restore_subscriptions(&subscriber).await;
                 tracing::info!("Redis subscriber reconnected; subscriptions restored");
                 Ok(())
             }
+        });
+        let reconnects = self.reconnects.clone();
+        self.commands.on_reconnect(move |_server| {
+            reconnects.fetch_add(1, Ordering::Relaxed);
+            async { Ok::<(), fred::error::Error>(()) }
         });
         let link = self.clone();
         tokio::spawn(async move {
@@ -225,6 +248,7 @@ pub async fn deliver<A: Adapter, T: Serialize + ?Sized>(
     }
     // The adapter publishes before it delivers locally, so a failed or abandoned publish delivered nothing:
     // delivering locally now cannot duplicate.
+    link.fallbacks.fetch_add(1, Ordering::Relaxed);
     if let Err(e) = target().local().emit(event, data).await {
         tracing::debug!(event, error = %e, "local broadcast failed");
     }

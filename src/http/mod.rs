@@ -1,8 +1,10 @@
 //! Plain HTTP next to Socket.IO: health and readiness probes, history for server-side rendering, the server API
-//! for the host's backend ([`api`]), the demo page at `/`, and the plain WebSocket endpoints ([`websocket`]).
+//! for the host's backend ([`api`]), Prometheus metrics ([`metrics`]), the demo page at `/`, and the plain WebSocket
+//! endpoints ([`websocket`]).
 
 pub mod api;
 pub mod auth;
+pub mod metrics;
 pub mod websocket;
 
 use std::time::Duration;
@@ -27,7 +29,7 @@ use crate::{
 };
 
 /// Paths of palaver's own HTTP routes (a plain WebSocket endpoint may not take one).
-pub const RESERVED_PATHS: &[&str] = &["/healthz", "/readyz", "/api"];
+pub const RESERVED_PATHS: &[&str] = &["/healthz", "/readyz", "/api", "/metrics"];
 
 /// The HTTP routes, and a plain WebSocket endpoint at each of `websockets` served through `gateway`; Socket.IO is
 /// layered on top by the server.

@@ -387,6 +387,8 @@ impl<A: Adapter> MessageHandler<A, Ordered> for AppEvent<A> {
         if oversized(&self.chat, &socket, &value) {
             return;
         }
+        let received = std::time::Instant::now();
+        let metrics = &self.chat.metrics;
         // Both extractors are infallible.
         let Ok(ack) = AckSender::from_message_parts(&socket, &mut value, &ack_id);
         let Ok(TryData(args)) = TryData::<Args>::from_message_parts(&socket, &mut value, &ack_id);
@@ -405,6 +407,12 @@ impl<A: Adapter> MessageHandler<A, Ordered> for AppEvent<A> {
                     self.event
                 ));
                 reply.send(&socket, None, Err(error), &[]);
+                // No rule can be matched without the arguments: counted as the event's first rule.
+                let op = self
+                    .rule(0)
+                    .map_or(crate::metrics::UNKNOWN_EVENT, |r| r.op.metric_event());
+                let code = crate::error::ErrorCode::BadRequest;
+                metrics.answered(metrics.slot(op), received, Err(code));
                 return;
             }
         };
@@ -414,13 +422,18 @@ impl<A: Adapter> MessageHandler<A, Ordered> for AppEvent<A> {
             tracing::debug!(socket = %socket.id, event = %self.event, "no rule of the profile matches; ignored");
             return;
         };
-        let Some(class) = self.rule(index).map(|r| r.op.class()) else {
+        let Some((class, slot)) = self
+            .rule(index)
+            .map(|r| (r.op.class(), metrics.slot(r.op.metric_event())))
+        else {
             return;
         };
         let place = match admit(&self.chat, &self.conn, class) {
             Ok(place) => place,
             Err(refused) => {
+                let code = refused.code;
                 reply.send(&socket, self.rule(index), Err(refused), &args);
+                metrics.answered(slot, received, Err(code));
                 return;
             }
         };
@@ -434,8 +447,12 @@ impl<A: Adapter> MessageHandler<A, Ordered> for AppEvent<A> {
                 let Some(rule) = profile.rules.get(&event).and_then(|r| r.get(index)) else {
                     return;
                 };
+                let started = std::time::Instant::now();
                 let result = run(&profile, rule, &chat, &socket, &conn, &args).await;
+                chat.metrics.handled(slot, started);
+                let outcome = result.as_ref().map(|_| ()).map_err(|e| e.code);
                 reply.send(&socket, Some(rule), result, &args);
+                chat.metrics.answered(slot, received, outcome);
             }
             .instrument(span.clone()),
         );

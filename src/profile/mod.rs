@@ -149,6 +149,22 @@ impl Op {
         }
     }
 
+    /// The event it counts as in `/metrics`: the contract's event that performs the same operation, so that a
+    /// dashboard reads the same for every namespace (an app's own event names are the app's, unbounded), else a
+    /// name of its own ([`crate::metrics::PROFILE_EVENTS`]).
+    pub fn metric_event(&self) -> &'static str {
+        match self {
+            Op::Send { .. } => "message:send",
+            Op::Join { .. } => "room:join",
+            Op::Leave { .. } => "room:leave",
+            Op::History { .. } => "history:fetch",
+            Op::Presence { .. } => "presence:list",
+            Op::Identify => "identify",
+            Op::Relay { .. } => "relay",
+            Op::Ignore => "ignore",
+        }
+    }
+
     fn ack_vars(&self) -> &'static [&'static str] {
         match self {
             Op::Send { .. } => vars::SENT,

@@ -524,6 +524,15 @@ pub trait Store:
     /// The events [`Store::enable_hooks`] enabled.
     fn hook_events(&self) -> HookEvents;
 
+    /// Has the batch writer record each commit's size and duration (`/metrics`).
+    fn enable_metrics(&self, commit: crate::metrics::CommitMetrics);
+
+    /// The connection pools as they are now.
+    fn pool_stats(&self) -> Vec<PoolStats>;
+
+    /// Webhook outbox rows waiting for delivery, and dead letters.
+    async fn outbox_depth(&self) -> StoreResult<(i64, i64)>;
+
     /// Writes outbox rows on their own (`message.missed`, which follows its message's commit).
     async fn enqueue_hooks(&self, hooks: &[NewHook]) -> StoreResult<()>;
 
@@ -597,6 +606,19 @@ pub trait Store:
 }
 
 pub type SharedStore = Arc<dyn Store>;
+
+/// A connection pool at a glance.
+#[derive(Clone, Copy, Debug)]
+pub struct PoolStats {
+    /// `writer` and `reader` (SQLite), or `shared` (Postgres, whose writes and reads share one pool).
+    pub pool: &'static str,
+    /// Connections open.
+    pub size: u32,
+    /// Connections open and not in use.
+    pub idle: u32,
+    /// Most connections the pool may open.
+    pub max: u32,
+}
 
 /// Opens the database named by the URL and applies pending migrations.
 pub async fn open(url: &str, pool_size: u32) -> StoreResult<SharedStore> {

@@ -72,6 +72,8 @@ pub struct SqlStore<DB: Database> {
     hooks: Arc<AtomicU8>,
     /// Tells webhook delivery which rooms the batch writer committed to (with `message.created` webhooks on).
     wake: Arc<HookWake>,
+    /// The batch writer's metrics, once the server has enabled them.
+    commit_metrics: Arc<std::sync::OnceLock<crate::metrics::CommitMetrics>>,
 }
 
 impl<DB: Database> SqlStore<DB> {
@@ -387,12 +389,15 @@ where
         let wake = Arc::new(HookWake::default());
         let batch_hooks = hooks.clone();
         let batch_wake = wake.clone();
+        let commit_metrics = Arc::new(std::sync::OnceLock::new());
+        let batch_metrics = commit_metrics.clone();
         let batcher = Batcher::spawn(move |batch| {
             let events = HookEvents::from_bits(batch_hooks.load(Ordering::Relaxed));
             let wake = events
                 .contains(HookEvent::MessageCreated)
                 .then(|| batch_wake.clone());
-            Self::commit_batch(batch_pool.clone(), wake, batch)
+            let metrics = batch_metrics.get().cloned();
+            Self::commit_batch(batch_pool.clone(), wake, metrics, batch)
         });
         Self {
             writer,
@@ -400,6 +405,7 @@ where
             batcher,
             hooks,
             wake,
+            commit_metrics,
         }
     }
 
@@ -411,7 +417,12 @@ where
     /// for the batch's rooms (`wake`, with `message.created` webhooks on). When the batch fails for any reason
     /// but an unreachable database, each append is retried in a transaction of its own, in batch order, so that
     /// a message the database refuses fails alone and every other one commits.
-    async fn commit_batch(pool: Pool<DB>, wake: Option<Arc<HookWake>>, batch: Vec<Pending>) {
+    async fn commit_batch(
+        pool: Pool<DB>,
+        wake: Option<Arc<HookWake>>,
+        metrics: Option<crate::metrics::CommitMetrics>,
+        batch: Vec<Pending>,
+    ) {
         let rooms: Vec<(String, String)> = match &wake {
             Some(_) => batch
                 .iter()
@@ -419,7 +430,11 @@ where
                 .collect(),
             None => Vec::new(),
         };
+        let (size, started) = (batch.len(), std::time::Instant::now());
         Self::commit_and_answer(&pool, batch).await;
+        if let Some(metrics) = metrics {
+            metrics.record(size, started.elapsed());
+        }
         if let Some(wake) = wake {
             wake.rooms(rooms.iter().map(|(ns, room)| (ns.as_str(), room.as_str())));
         }
@@ -1503,6 +1518,38 @@ where
 
     fn hook_events(&self) -> HookEvents {
         self.events()
+    }
+
+    fn enable_metrics(&self, commit: crate::metrics::CommitMetrics) {
+        // Set once per store; a second server on the same store keeps the first one's.
+        let _ = self.commit_metrics.set(commit);
+    }
+
+    fn pool_stats(&self) -> Vec<super::PoolStats> {
+        let stats = |name: &'static str, pool: &Pool<DB>| super::PoolStats {
+            pool: name,
+            size: pool.size(),
+            idle: u32::try_from(pool.num_idle()).unwrap_or(u32::MAX),
+            max: pool.options().get_max_connections(),
+        };
+        if DB::NAME == <sqlx::Postgres as Database>::NAME {
+            vec![stats("shared", &self.pool)]
+        } else {
+            vec![stats("writer", &self.writer), stats("reader", &self.pool)]
+        }
+    }
+
+    async fn outbox_depth(&self) -> StoreResult<(i64, i64)> {
+        // Each count reads its own partial index (`webhook_outbox_room`, `webhook_outbox_failed`).
+        let pending: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM webhook_outbox WHERE state = 'pending'")
+                .fetch_one(&self.pool)
+                .await?;
+        let failed: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM webhook_outbox WHERE state = 'failed'")
+                .fetch_one(&self.pool)
+                .await?;
+        Ok((pending, failed))
     }
 
     #[tracing::instrument(level = "debug", skip_all, fields(hooks = hooks.len()))]
