@@ -200,7 +200,7 @@ async fn erasure_contract(kind: Store) {
             NS,
             &group("private", Visibility::Private),
             &carol,
-            &[alice.clone()],
+            std::slice::from_ref(&alice),
         )
         .await
         .expect("private room with alice invited");
