@@ -697,43 +697,27 @@ async fn retention_runs_on_one_node_at_a_time(kind: Store) {
     assert_eq!(last.messages[0].text, "young");
 
     // A lease in force keeps the job from another node even when it is due; once it runs out, it does not.
+    // (A claim at `at` leases the job for 30 s and takes it if it last ran at or before `due_before`.)
+    let claim = async |store: &SharedStore, node: &str, at: DateTime<Utc>, due_before| {
+        store
+            .claim_job(
+                palaver::retention::JOB,
+                node,
+                at,
+                at + chrono::Duration::seconds(30),
+                due_before,
+            )
+            .await
+            .expect("claim")
+    };
     let later = now + chrono::Duration::seconds(120);
-    assert!(
-        first
-            .claim_job(
-                palaver::retention::JOB,
-                "node-a",
-                later,
-                later + chrono::Duration::seconds(30),
-                later - chrono::Duration::seconds(60)
-            )
-            .await
-            .expect("claim")
-    );
-    assert!(
-        !second
-            .claim_job(
-                palaver::retention::JOB,
-                "node-b",
-                later,
-                later + chrono::Duration::seconds(30),
-                later - chrono::Duration::seconds(60)
-            )
-            .await
-            .expect("claim")
-    );
+    let due = later - chrono::Duration::seconds(60);
+    assert!(claim(&first, "node-a", later, due).await);
+    assert!(!claim(&second, "node-b", later, due).await);
     let expired = later + chrono::Duration::seconds(31);
     assert!(
-        second
-            .claim_job(
-                palaver::retention::JOB,
-                "node-b",
-                expired,
-                expired + chrono::Duration::seconds(30),
-                later
-            )
-            .await
-            .expect("claim after the lease ran out")
+        claim(&second, "node-b", expired, later).await,
+        "claimed once the lease ran out"
     );
     sql.close().await;
 }

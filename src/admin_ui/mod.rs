@@ -24,7 +24,7 @@ use std::{
 };
 
 use fred::interfaces::KeysInterface;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use serde_json::Value as Json;
 use socketioxide::{
     SocketIo,
@@ -36,7 +36,9 @@ use socketioxide::{
 use socketioxide_core::adapter::DefinedAdapter;
 use tokio::sync::{Semaphore, mpsc};
 
-use crate::{cluster::RedisLink, config::ConfigError};
+// A command's arguments, however many the UI sent (`leave` with a room and no socket has two), are read as a
+// profile's event arguments are.
+use crate::{cluster::RedisLink, config::ConfigError, profile::Args};
 
 /// The namespace the Admin UI connects to (its default; the UI can be told another, palaver serves this one).
 pub const NAMESPACE: &str = "/admin";
@@ -340,30 +342,6 @@ impl Command {
             Command::Leave => "leave",
             Command::Disconnect => "_disconnect",
         }
-    }
-}
-
-/// A command's arguments, however many the UI sent (`leave` with a room and no socket has two).
-struct Args(Vec<Json>);
-
-impl<'de> Deserialize<'de> for Args {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct Visitor;
-        impl<'de> serde::de::Visitor<'de> for Visitor {
-            type Value = Args;
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("the command's arguments")
-            }
-            fn visit_seq<S: serde::de::SeqAccess<'de>>(self, mut seq: S) -> Result<Args, S::Error> {
-                let mut args = Vec::new();
-                while let Some(arg) = seq.next_element::<Json>()? {
-                    args.push(arg);
-                }
-                Ok(Args(args))
-            }
-        }
-        // A tuple, so that socketioxide hands over every argument rather than the first.
-        deserializer.deserialize_tuple(8, Visitor)
     }
 }
 

@@ -233,6 +233,12 @@ pub(super) use select_messages_with_replies;
 const BUMP_REV: &str =
     "UPDATE rooms SET last_rev = last_rev + 1 WHERE ns = $1 AND id = $2 RETURNING last_rev";
 
+/// Empties the live message `$3` into a tombstone under revision `$5`, deleted at `$4`: the text goes for good, a
+/// tombstone keeps only what the room's order and the sender's retries need. A delete, retention and erasure
+/// all make tombstones with it.
+const TOMBSTONE: &str = "UPDATE messages SET text = '', reply_to = NULL, deleted_at = $4, rev = $5 \
+     WHERE ns = $1 AND room = $2 AND seq = $3 AND deleted_at IS NULL";
+
 #[async_trait]
 impl<DB> Changes for SqlStore<DB>
 where
@@ -326,19 +332,14 @@ where
     ) -> StoreResult<Option<i64>> {
         let deleted = self
             .revise(ns, room, async |tx, rev| {
-                // The text goes for good: a tombstone keeps only what the room's order and the sender's retries
-                // need.
-                let deleted = sqlx::query(
-                    "UPDATE messages SET text = '', reply_to = NULL, deleted_at = $4, rev = $5 \
-                     WHERE ns = $1 AND room = $2 AND seq = $3 AND deleted_at IS NULL",
-                )
-                .bind(ns)
-                .bind(room)
-                .bind(seq)
-                .bind(at)
-                .bind(rev)
-                .execute(&mut *tx)
-                .await?;
+                let deleted = sqlx::query(TOMBSTONE)
+                    .bind(ns)
+                    .bind(room)
+                    .bind(seq)
+                    .bind(at)
+                    .bind(rev)
+                    .execute(&mut *tx)
+                    .await?;
                 if DB::rows_affected(&deleted) == 0 {
                     return Ok(Revised::Undo(None));
                 }
@@ -593,6 +594,38 @@ where
         .bind(room)
         .fetch_optional(&mut *tx)
         .await?)
+}
+
+/// Turns the messages `seqs` (live, in seq order, of a room locked at revision `rev`) into tombstones, each under
+/// the next revision: the room's new revision.
+pub(super) async fn tombstone_all<DB>(
+    tx: &mut DB::Connection,
+    ns: &str,
+    room: &str,
+    mut rev: i64,
+    seqs: &[i64],
+    at: DateTime<Utc>,
+) -> StoreResult<i64>
+where
+    DB: Backend,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    DB::Arguments: IntoArguments<DB>,
+    for<'a> &'a str: Encode<'a, DB> + Type<DB>,
+    i64: for<'a> Encode<'a, DB> + Type<DB>,
+    DateTime<Utc>: for<'a> Encode<'a, DB> + Type<DB>,
+{
+    for &seq in seqs {
+        rev += 1;
+        sqlx::query(TOMBSTONE)
+            .bind(ns)
+            .bind(room)
+            .bind(seq)
+            .bind(at)
+            .bind(rev)
+            .execute(&mut *tx)
+            .await?;
+    }
+    Ok(rev)
 }
 
 /// What a change made under a room's revision ([`SqlStore::revise`]) does with its transaction.

@@ -162,10 +162,6 @@ pub trait Lifecycle: Send + Sync {
 const LOCK_ROOM: &str = "UPDATE rooms SET last_rev = last_rev WHERE ns = $1 AND id = $2 \
      RETURNING last_rev, expired_through";
 
-/// Empties one message into a tombstone under revision `$5` (the delete of `changes.rs`, with the time given).
-const TOMBSTONE: &str = "UPDATE messages SET text = '', reply_to = NULL, deleted_at = $4, rev = $5 \
-     WHERE ns = $1 AND room = $2 AND seq = $3 AND deleted_at IS NULL";
-
 #[async_trait]
 impl<DB> Lifecycle for SqlStore<DB>
 where
@@ -299,7 +295,7 @@ where
             .filter(|(_, live)| *live)
             .map(|(seq, _)| *seq)
             .collect();
-        let rev = tombstone_all::<DB>(&mut tx, ns, room, rev, &live, at).await?;
+        let rev = super::changes::tombstone_all::<DB>(&mut tx, ns, room, rev, &live, at).await?;
         sqlx::query("DELETE FROM reactions WHERE ns = $1 AND room = $2 AND seq > $3 AND seq <= $4")
             .bind(ns)
             .bind(room)
@@ -367,38 +363,6 @@ where
         }
         Ok(erasure)
     }
-}
-
-/// Turns the messages `seqs` (live, in seq order, of a room locked at revision `rev`) into tombstones, each under
-/// the next revision: the room's new revision.
-async fn tombstone_all<DB>(
-    tx: &mut DB::Connection,
-    ns: &str,
-    room: &str,
-    mut rev: i64,
-    seqs: &[i64],
-    at: DateTime<Utc>,
-) -> StoreResult<i64>
-where
-    DB: Backend,
-    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
-    DB::Arguments: IntoArguments<DB>,
-    for<'a> &'a str: Encode<'a, DB> + Type<DB>,
-    i64: for<'a> Encode<'a, DB> + Type<DB>,
-    DateTime<Utc>: for<'a> Encode<'a, DB> + Type<DB>,
-{
-    for &seq in seqs {
-        rev += 1;
-        sqlx::query(TOMBSTONE)
-            .bind(ns)
-            .bind(room)
-            .bind(seq)
-            .bind(at)
-            .bind(rev)
-            .execute(&mut *tx)
-            .await?;
-    }
-    Ok(rev)
 }
 
 impl<DB> SqlStore<DB>
@@ -537,7 +501,7 @@ where
         .bind(user_id)
         .fetch_all(&mut *tx)
         .await?;
-        let rev = tombstone_all::<DB>(&mut tx, ns, room, rev, &live, at).await?;
+        let rev = super::changes::tombstone_all::<DB>(&mut tx, ns, room, rev, &live, at).await?;
         // Reactions on the user's messages go with their text; the user's reactions elsewhere each change a
         // message, which takes a revision of its own.
         sqlx::query(
