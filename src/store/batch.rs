@@ -1,6 +1,6 @@
-//! Group commit: every append of a node goes to one writer task, which commits whatever has queued up
-//! meanwhile in one transaction. Under load many messages share one commit (and one fsync); when idle a
-//! message commits alone, at once.
+//! Group commit: every write of one kind on a node (appends; read positions) goes to one writer task, which
+//! commits whatever has queued up meanwhile in one transaction. Under load many writes share one commit (and one
+//! fsync); when idle a write commits alone, at once.
 
 use std::future::Future;
 
@@ -8,9 +8,9 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::{Appended, NewMessage, StoreError, StoreResult};
 
-/// Most messages one transaction commits.
+/// Most writes one transaction commits.
 pub const MAX_BATCH: usize = 512;
-/// Appends that may wait for the writer before senders are slowed down.
+/// Writes that may wait for the writer before their callers are slowed down.
 const QUEUE: usize = 16 * 1024;
 
 /// One append waiting for its commit.
@@ -27,22 +27,23 @@ impl Pending {
     }
 }
 
-/// The queue in front of a store's writer task.
-pub struct Batcher {
-    queue: mpsc::Sender<Pending>,
+/// The queue in front of one writer task, for writes of type `P` (each carrying the sender of its answer).
+pub struct Batcher<P> {
+    queue: mpsc::Sender<P>,
 }
 
-impl Batcher {
-    /// Starts the writer task; `commit` must answer every `Pending` of the batch it is given.
+impl<P: Send + 'static> Batcher<P> {
+    /// Starts the writer task; `commit` must answer every write of the batch it is given.
     ///
-    /// One writer per node: a second one, gathering while the first commits, measured no faster on Postgres
-    /// (BENCHMARKS.md, durable throughput), because the node's CPU, not the database, is the bound.
+    /// One writer per node and kind: a second message writer, gathering while the first commits, measured no
+    /// faster on Postgres (BENCHMARKS.md, durable throughput), because the node's CPU, not the database, is the
+    /// bound.
     pub fn spawn<F, Fut>(commit: F) -> Self
     where
-        F: Fn(Vec<Pending>) -> Fut + Send + 'static,
+        F: Fn(Vec<P>) -> Fut + Send + 'static,
         Fut: Future<Output = ()> + Send,
     {
-        let (queue, mut inbox) = mpsc::channel::<Pending>(QUEUE);
+        let (queue, mut inbox) = mpsc::channel::<P>(QUEUE);
         tokio::spawn(async move {
             let mut batch = Vec::with_capacity(MAX_BATCH);
             while inbox.recv_many(&mut batch, MAX_BATCH).await > 0 {
@@ -52,24 +53,35 @@ impl Batcher {
         Self { queue }
     }
 
-    /// Queues the message and waits until it is committed (or refused).
-    pub async fn append(&self, ns: &str, message: NewMessage) -> StoreResult<Appended> {
+    /// Queues the write that `pending` makes of the answer's sender, and waits until it is committed (or
+    /// refused).
+    pub async fn submit<T>(
+        &self,
+        pending: impl FnOnce(oneshot::Sender<StoreResult<T>>) -> P,
+    ) -> StoreResult<T> {
         let (reply, committed) = oneshot::channel();
-        let pending = Pending {
-            ns: ns.to_owned(),
-            message,
-            reply,
-        };
         self.queue
-            .send(pending)
+            .send(pending(reply))
             .await
             .map_err(|_| StoreError::Failed {
                 unavailable: true,
-                reason: "the message writer has stopped".to_owned(),
+                reason: "the writer has stopped".to_owned(),
             })?;
         committed.await.map_err(|_| StoreError::Failed {
             unavailable: true,
-            reason: "the message writer stopped before answering".to_owned(),
+            reason: "the writer stopped before answering".to_owned(),
         })?
+    }
+}
+
+impl Batcher<Pending> {
+    /// Queues the message and waits until it is committed (or refused).
+    pub async fn append(&self, ns: &str, message: NewMessage) -> StoreResult<Appended> {
+        self.submit(|reply| Pending {
+            ns: ns.to_owned(),
+            message,
+            reply,
+        })
+        .await
     }
 }

@@ -12,7 +12,10 @@
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use sqlx::{ColumnIndex, Decode, Encode, Executor, IntoArguments, QueryBuilder, Type};
+use std::collections::{HashMap, HashSet};
+
+use sqlx::{ColumnIndex, Decode, Encode, Executor, IntoArguments, Pool, QueryBuilder, Type};
+use tokio::sync::oneshot;
 
 use super::sql::{Backend, SqlStore};
 use super::{HistoryPage, HistoryQuery, Message, MessageRow, StoreError, StoreResult};
@@ -450,19 +453,18 @@ where
         seq: i64,
         at: DateTime<Utc>,
     ) -> StoreResult<ReadMark> {
-        let moved = sqlx::query(
-            "UPDATE memberships SET last_read = $4, last_read_at = $5 \
-             WHERE ns = $1 AND room = $2 AND user_id = $3 AND state = 'joined' AND last_read < $4 \
-               AND $4 <= (SELECT last_seq FROM rooms WHERE ns = $1 AND id = $2)",
-        )
-        .bind(ns)
-        .bind(room)
-        .bind(user_id)
-        .bind(seq)
-        .bind(at)
-        .execute(&self.writer)
-        .await?;
-        if DB::rows_affected(&moved) == 1 {
+        let moved = self
+            .reads
+            .submit(|reply| PendingRead {
+                ns: ns.to_owned(),
+                room: room.to_owned(),
+                user_id: user_id.to_owned(),
+                seq,
+                at,
+                reply,
+            })
+            .await?;
+        if moved {
             return Ok(ReadMark::Moved);
         }
         // Nothing moved: say why (the common case, an older seq, costs this one read).
@@ -628,6 +630,22 @@ where
     Ok(rev)
 }
 
+/// One `room:read` waiting for the read writer ([`SqlStore::commit_reads`]): answered with whether the member's
+/// read position moved to `seq`.
+pub struct PendingRead {
+    pub ns: String,
+    pub room: String,
+    pub user_id: String,
+    pub seq: i64,
+    pub at: DateTime<Utc>,
+    pub reply: oneshot::Sender<StoreResult<bool>>,
+}
+
+/// Moves a member's read position to `$4` at `$5`: forward only, to a message the room has, for a joined member.
+const MOVE_READ: &str = "UPDATE memberships SET last_read = $4, last_read_at = $5 \
+     WHERE ns = $1 AND room = $2 AND user_id = $3 AND state = 'joined' AND last_read < $4 \
+       AND $4 <= (SELECT last_seq FROM rooms WHERE ns = $1 AND id = $2)";
+
 /// What a change made under a room's revision ([`SqlStore::revise`]) does with its transaction.
 enum Revised<T> {
     /// It changed something: commit, the revision with it.
@@ -645,9 +663,93 @@ where
     for<'a> Option<&'a str>: Encode<'a, DB>,
     String: for<'r> Decode<'r, DB> + Type<DB>,
     i64: for<'a> Encode<'a, DB> + for<'r> Decode<'r, DB> + Type<DB>,
+    DateTime<Utc>: for<'a> Encode<'a, DB> + for<'r> Decode<'r, DB> + Type<DB>,
     bool: for<'a> Encode<'a, DB> + for<'r> Decode<'r, DB> + Type<DB>,
     usize: ColumnIndex<DB::Row>,
 {
+    /// The read writer's batch: every read position of the batch moved by one statement and one commit (the
+    /// conditions of [`MOVE_READ`], per row), where one commit per `room:read` cost a busy room more than its
+    /// messages (BENCHMARKS.md §10). Of several reads of one member and room in a batch only the highest seq is
+    /// written; the others are answered as not moved, which they are not once it commits. If the statement fails
+    /// (say, a deadlock with another node's batch over a user's two devices), each read is written alone.
+    pub(super) async fn commit_reads(pool: Pool<DB>, batch: Vec<PendingRead>) {
+        let key = |p: &PendingRead| (p.ns.clone(), p.room.clone(), p.user_id.clone());
+        let mut highest: HashMap<(String, String, String), usize> = HashMap::new();
+        for (i, pending) in batch.iter().enumerate() {
+            let slot = highest.entry(key(pending)).or_insert(i);
+            if batch[*slot].seq < pending.seq {
+                *slot = i;
+            }
+        }
+        let mut rows: Vec<usize> = highest.values().copied().collect();
+        // A fixed order, so two batches touching the same rows usually lock them alike.
+        rows.sort_unstable_by_key(|&i| key(&batch[i]));
+        let error = match Self::move_reads(&pool, &batch, &rows).await {
+            Ok(moved) => {
+                for (i, pending) in batch.into_iter().enumerate() {
+                    let k = key(&pending);
+                    let answer = highest.get(&k) == Some(&i) && moved.contains(&k);
+                    // The reader may have gone away; its position is stored all the same.
+                    let _ = pending.reply.send(Ok(answer));
+                }
+                return;
+            }
+            Err(error) => error,
+        };
+        if matches!(error, StoreError::Unavailable(_)) {
+            let reason = error.to_string();
+            for pending in batch {
+                let _ = pending.reply.send(Err(StoreError::Failed {
+                    unavailable: true,
+                    reason: reason.clone(),
+                }));
+            }
+            return;
+        }
+        tracing::debug!(%error, reads = batch.len(), "read batch failed; writing each alone");
+        for pending in batch {
+            let moved = sqlx::query(MOVE_READ)
+                .bind(pending.ns.as_str())
+                .bind(pending.room.as_str())
+                .bind(pending.user_id.as_str())
+                .bind(pending.seq)
+                .bind(pending.at)
+                .execute(&pool)
+                .await
+                .map(|done| DB::rows_affected(&done) == 1)
+                .map_err(StoreError::from);
+            let _ = pending.reply.send(moved);
+        }
+    }
+
+    /// [`MOVE_READ`] for the reads `rows` of `batch` (one per member and room) in one statement: the (ns, room,
+    /// user) of those that moved.
+    async fn move_reads(
+        pool: &Pool<DB>,
+        batch: &[PendingRead],
+        rows: &[usize],
+    ) -> StoreResult<HashSet<(String, String, String)>> {
+        let mut update = QueryBuilder::<DB>::new("WITH v (ns, room, user_id, seq, at) AS (");
+        update.push_values(rows, |mut row, &i| {
+            let p = &batch[i];
+            row.push_bind(p.ns.as_str())
+                .push_bind(p.room.as_str())
+                .push_bind(p.user_id.as_str())
+                .push_bind(p.seq)
+                .push_bind(p.at);
+        });
+        // Target columns by the table's name: SQLite's RETURNING takes no alias, Postgres's must tell them from v's.
+        update.push(
+            ") UPDATE memberships SET last_read = v.seq, last_read_at = v.at \
+             FROM v JOIN rooms r ON r.ns = v.ns AND r.id = v.room \
+             WHERE memberships.ns = v.ns AND memberships.room = v.room AND memberships.user_id = v.user_id \
+               AND memberships.state = 'joined' AND memberships.last_read < v.seq AND v.seq <= r.last_seq \
+             RETURNING memberships.ns, memberships.room, memberships.user_id",
+        );
+        let moved: Vec<(String, String, String)> = update.build_query_as().fetch_all(pool).await?;
+        Ok(moved.into_iter().collect())
+    }
+
     /// Runs `change` in one transaction of the writer with the room's next revision, which locks the room row first
     /// (see the module's comment): commits what it keeps, rolls back what it undoes. `None` when there is no such
     /// room (nothing ran).

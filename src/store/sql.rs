@@ -62,12 +62,14 @@ impl Backend for sqlx::Sqlite {
     }
 }
 
-/// A store on one database: a `writer` pool for every write, a `pool` for reads, and the group-commit writer
-/// in front of the writer pool.
+/// A store on one database: a `writer` pool for every write, a `pool` for reads, and the group-commit writers
+/// (messages; read positions) in front of the writer pool.
 pub struct SqlStore<DB: Database> {
     pub(super) writer: Pool<DB>,
     pub(super) pool: Pool<DB>,
-    batcher: Batcher,
+    batcher: Batcher<Pending>,
+    /// The group-commit writer of read positions (`room:read`), on the writer pool too.
+    pub(super) reads: Batcher<super::changes::PendingRead>,
     /// The webhook events written to the outbox ([`HookEvents`] bits), shared with the batch writer.
     hooks: Arc<AtomicU8>,
     /// Tells webhook delivery which rooms the batch writer committed to (with `message.created` webhooks on).
@@ -399,10 +401,13 @@ where
             let metrics = batch_metrics.get().cloned();
             Self::commit_batch(batch_pool.clone(), wake, metrics, batch)
         });
+        let read_pool = writer.clone();
+        let reads = Batcher::spawn(move |batch| Self::commit_reads(read_pool.clone(), batch));
         Self {
             writer,
             pool,
             batcher,
+            reads,
             hooks,
             wake,
             commit_metrics,
