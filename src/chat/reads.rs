@@ -1,7 +1,8 @@
 //! `room:read`: a member's read position, which only moves forward. The user's other sockets hear of it at once
 //! (`read`), so badges clear on every device; the other members get the same event as a read receipt where
 //! receipts are on (DMs always; group rooms when the namespace says so), at most one per user and room per
-//! [`RECEIPT_PERIOD`] on a node, coalesced to the latest seq (see [`ReceiptThrottle`]).
+//! [`RECEIPT_PERIOD`] on a node (longer in a room with many readers), coalesced to the latest seq (see
+//! [`ReceiptThrottle`]).
 
 use std::{
     collections::HashMap,
@@ -151,26 +152,54 @@ pub enum Offer {
 #[derive(Debug)]
 struct Slot {
     sent_at: Instant,
+    /// The period that applied when it was sent: the user's next receipt waits that long.
+    period: Duration,
     /// The latest seq offered since `sent_at`, sent by the scheduled flush.
     held: Option<i64>,
 }
 
-/// Read receipts per user and room on this node: the first goes at once, later ones at most one per
-/// [`RECEIPT_PERIOD`], each carrying the latest seq offered meanwhile; the latest is never dropped. A scrolling
-/// client marking every message read costs the room one event a second.
+/// Read receipts per user and room on this node: the first goes at once, later ones at most one per period, each
+/// carrying the latest seq offered meanwhile; the latest is never dropped. A scrolling client marking every
+/// message read costs the room one event a period.
+///
+/// The period is [`RECEIPT_PERIOD`] in a room where up to [`ROOM_RECEIPTS`] users send receipts, and grows with the
+/// readers beyond that, so that a room hears about [`ROOM_RECEIPTS`] receipts a period from a node however many
+/// read it: each receipt is a frame to every other member, so a room of `n` readers would otherwise cost `n²`
+/// frames a period (~99,000 a second in a room of 100 where everyone reads; BENCHMARKS.md §10).
 #[derive(Default)]
 pub struct ReceiptThrottle {
-    slots: Mutex<HashMap<ReceiptKey, Slot>>,
+    state: Mutex<Slots>,
+}
+
+#[derive(Default)]
+struct Slots {
+    slots: HashMap<ReceiptKey, Slot>,
+    /// Users with a slot, per (ns, room).
+    readers: HashMap<(String, String), usize>,
+}
+
+/// The receipts a room hears a period from one node before each reader's period grows.
+pub const ROOM_RECEIPTS: usize = 10;
+
+/// A reader's period in a room with `readers` readers on the node.
+pub fn receipt_period(readers: usize) -> Duration {
+    let periods = readers.div_ceil(ROOM_RECEIPTS).max(1);
+    RECEIPT_PERIOD * u32::try_from(periods).unwrap_or(u32::MAX)
 }
 
 impl ReceiptThrottle {
     pub fn offer(&self, key: &ReceiptKey, seq: i64, now: Instant) -> Offer {
-        let mut slots = self.slots.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        let Slots { slots, readers } = &mut *state;
+        let room = (key.ns.clone(), key.room.clone());
         let Some(slot) = slots.get_mut(key) else {
+            let count = readers.entry(room).or_default();
+            *count += 1;
             slots.insert(
                 key.clone(),
                 Slot {
                     sent_at: now,
+                    period: receipt_period(*count),
                     held: None,
                 },
             );
@@ -180,38 +209,53 @@ impl ReceiptThrottle {
             *held = (*held).max(seq);
             return Offer::Queued;
         }
+        let period = receipt_period(readers.get(&room).copied().unwrap_or(1));
         let since = now.saturating_duration_since(slot.sent_at);
-        if since >= RECEIPT_PERIOD {
+        if since >= slot.period {
             slot.sent_at = now;
+            slot.period = period;
             return Offer::Now;
         }
         slot.held = Some(seq);
-        Offer::After(RECEIPT_PERIOD - since)
+        Offer::After(slot.period - since)
     }
 
     /// The scheduled flush: the seq held back, to be sent now.
     pub fn flush(&self, key: &ReceiptKey, now: Instant) -> Option<i64> {
-        let mut slots = self.slots.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        let Slots { slots, readers } = &mut *state;
+        let room = (key.ns.clone(), key.room.clone());
+        let period = receipt_period(readers.get(&room).copied().unwrap_or(1));
         let slot = slots.get_mut(key)?;
         let held = slot.held.take()?;
         slot.sent_at = now;
+        slot.period = period;
         Some(held)
     }
 
     /// Forgets the users whose last receipt is a period old and who have none held (housekeeping).
     pub fn prune(&self, now: Instant) {
-        let mut slots = self.slots.lock().unwrap_or_else(PoisonError::into_inner);
-        slots.retain(|_, slot| {
-            slot.held.is_some() || now.saturating_duration_since(slot.sent_at) < RECEIPT_PERIOD
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        let Slots { slots, readers } = &mut *state;
+        slots.retain(|key, slot| {
+            let keep =
+                slot.held.is_some() || now.saturating_duration_since(slot.sent_at) < slot.period;
+            if !keep && let Some(count) = readers.get_mut(&(key.ns.clone(), key.room.clone())) {
+                *count = count.saturating_sub(1);
+            }
+            keep
         });
+        readers.retain(|_, count| *count > 0);
         slots.shrink_to_fit();
+        readers.shrink_to_fit();
     }
 
     /// Users and rooms tracked now.
     pub fn len(&self) -> usize {
-        self.slots
+        self.state
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
+            .slots
             .len()
     }
 
@@ -256,6 +300,58 @@ mod tests {
         );
         assert_eq!(throttle.flush(&key("ann"), t0 + ms(2000)), Some(6));
         assert_eq!(throttle.offer(&key("ann"), 7, t0 + ms(3000)), Offer::Now);
+    }
+
+    #[test]
+    fn the_period_grows_with_the_readers_of_a_room() {
+        assert_eq!(receipt_period(1), RECEIPT_PERIOD);
+        assert_eq!(receipt_period(ROOM_RECEIPTS), RECEIPT_PERIOD);
+        assert_eq!(receipt_period(ROOM_RECEIPTS + 1), RECEIPT_PERIOD * 2);
+        assert_eq!(receipt_period(100), RECEIPT_PERIOD * 10);
+
+        let throttle = ReceiptThrottle::default();
+        let t0 = Instant::now();
+        let users: Vec<String> = (0..30).map(|i| format!("u{i}")).collect();
+        for user in &users {
+            assert_eq!(throttle.offer(&key(user), 1, t0), Offer::Now);
+        }
+        // 30 readers: each may send one a 3 s; the first one's period was set when it was alone, the next is 3 s.
+        let late = t0 + RECEIPT_PERIOD;
+        assert_eq!(throttle.offer(&key("u0"), 2, late), Offer::Now);
+        assert_eq!(
+            throttle.offer(&key("u0"), 3, late + Duration::from_millis(500)),
+            Offer::After(RECEIPT_PERIOD * 3 - Duration::from_millis(500))
+        );
+        assert_eq!(
+            throttle.offer(&key("u29"), 2, late),
+            Offer::After(RECEIPT_PERIOD * 2)
+        );
+        // Another room is not slowed by this one's readers.
+        let other = ReceiptKey {
+            room: "other".into(),
+            ..key("u0")
+        };
+        assert_eq!(throttle.offer(&other, 1, late), Offer::Now);
+        assert_eq!(throttle.offer(&other, 2, late + RECEIPT_PERIOD), Offer::Now);
+        // Readers that went quiet are forgotten, and the period shrinks back.
+        assert_eq!(
+            throttle.flush(&key("u29"), late + RECEIPT_PERIOD * 2),
+            Some(2)
+        );
+        assert_eq!(
+            throttle.flush(&key("u0"), late + RECEIPT_PERIOD * 3),
+            Some(3)
+        );
+        throttle.prune(late + RECEIPT_PERIOD * 10);
+        assert!(throttle.is_empty());
+        assert_eq!(
+            throttle.offer(&key("u1"), 9, late + RECEIPT_PERIOD * 10),
+            Offer::Now
+        );
+        assert_eq!(
+            throttle.offer(&key("u1"), 10, late + RECEIPT_PERIOD * 11),
+            Offer::Now
+        );
     }
 
     #[test]
