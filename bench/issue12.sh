@@ -14,7 +14,8 @@
 # The after build runs with `--read-receipts true`, and its clients mark what they receive as read
 # (`palaver-bench --read-every READ_EVERY`, default 1 s: the newest seq received, at most once a second per client),
 # so every read also goes to the other members of the room as a receipt. The before build has neither (no
-# `room:read`), so the difference is the features' whole cost at that traffic. The reference has no read state and
+# `room:read`), so the difference is the features' whole cost at that traffic. READ_EVERY=0 runs the after build
+# without reads: the features' standing cost alone. The reference has no read state and
 # runs with guests, as in BENCHMARKS §1/§2. The send limit is raised as in bench/sweep.sh.
 #
 # ROUNDS (default 3), DURATION (measured seconds, default 10), SCENARIOS ("durable fanout"). Needs Postgres on
@@ -39,21 +40,23 @@ scenarios=" ${SCENARIOS:-durable fanout} "
 export PALAVER_ROOM_QUOTA=100000
 export PALAVER_BENCH_JWT_SECRET=issue12-bench-secret
 
-pids=()
 dbdir=$(mktemp -d)
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$dbdir"; }
+# Servers are started in command substitutions (subshells), so their pids go to a file the exit trap reads: a run
+# that fails must not leave a server holding the port for the next one.
+cleanup() { while read -r p; do kill "$p" 2>/dev/null || true; done <"$dbdir/pids"; rm -rf "$dbdir"; }
+: >"$dbdir/pids"
 trap cleanup EXIT
 wait_port() { for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done; return 1; }
 fresh_db() { psql -q -h 127.0.0.1 -U postgres -c "DROP DATABASE IF EXISTS $1 WITH (FORCE)" -c "CREATE DATABASE $1" postgres; }
 start_palaver() { # binary, log, extra args...
   local bin=$1 log=$2; shift 2
   "$bin" --listen 127.0.0.1:3400 "${limits[@]}" --jwt-secret "$PALAVER_BENCH_JWT_SECRET" "$@" >"$log" 2>&1 &
-  pids+=($!); wait_port 3400; echo $!
+  echo $! >>"$dbdir/pids"; wait_port 3400; echo $!
 }
 start_node() { # log, env...
   local log=$1; shift
   (cd "$reference" && exec env PORT=3401 "$@" node server.js) >"$log" 2>&1 &
-  pids+=($!); wait_port 3401; echo $!
+  echo $! >>"$dbdir/pids"; wait_port 3401; echo $!
 }
 # The server was started in a command substitution, so it is not this shell's child: wait for it to be gone.
 stop() { kill "$1" 2>/dev/null || true; while kill -0 "$1" 2>/dev/null; do sleep 0.1; done; }
@@ -91,7 +94,7 @@ for round in $(seq "$rounds"); do
   if [[ $scenarios == *" durable "* ]]; then
     for label in before after; do
       bin=$before; extra=(); reads=()
-      [ "$label" = after ] && { bin=$after; extra=(--read-receipts true); reads=(--read-every "$read_every"); }
+      [ "$label" = after ] && { bin=$after; extra=(--read-receipts true); [ "$read_every" = 0 ] || reads=(--read-every "$read_every"); }
       fresh_db issue12_bench
       port=3400; p=$(start_palaver "$bin" "$out/$label-durable-$round.log" --database-url "$pg/issue12_bench" "${extra[@]}")
       run "$label-durable-$round" "$p" "${durable[@]}" "${common[@]}" --auth jwt "${reads[@]}"
@@ -107,7 +110,7 @@ for round in $(seq "$rounds"); do
   if [[ $scenarios == *" fanout "* ]]; then
     for label in before after; do
       bin=$before; extra=(); reads=()
-      [ "$label" = after ] && { bin=$after; extra=(--read-receipts true); reads=(--read-every "$read_every"); }
+      [ "$label" = after ] && { bin=$after; extra=(--read-receipts true); [ "$read_every" = 0 ] || reads=(--read-every "$read_every"); }
       rm -f "$dbdir"/bench.db*
       port=3400; p=$(start_palaver "$bin" "$out/$label-fanout-$round.log" --database-url "sqlite://$dbdir/bench.db" "${extra[@]}")
       run "$label-fanout-$round" "$p" "${fanout[@]}" "${common[@]}" --auth jwt "${reads[@]}"
