@@ -335,15 +335,7 @@ where
     ) -> StoreResult<Option<i64>> {
         let deleted = self
             .revise(ns, room, async |tx, rev| {
-                let deleted = sqlx::query(TOMBSTONE)
-                    .bind(ns)
-                    .bind(room)
-                    .bind(seq)
-                    .bind(at)
-                    .bind(rev)
-                    .execute(&mut *tx)
-                    .await?;
-                if DB::rows_affected(&deleted) == 0 {
+                if !tombstone::<DB>(tx, ns, room, seq, at, rev).await? {
                     return Ok(Revised::Undo(None));
                 }
                 sqlx::query("DELETE FROM reactions WHERE ns = $1 AND room = $2 AND seq = $3")
@@ -618,16 +610,37 @@ where
 {
     for &seq in seqs {
         rev += 1;
-        sqlx::query(TOMBSTONE)
-            .bind(ns)
-            .bind(room)
-            .bind(seq)
-            .bind(at)
-            .bind(rev)
-            .execute(&mut *tx)
-            .await?;
+        tombstone::<DB>(tx, ns, room, seq, at, rev).await?;
     }
     Ok(rev)
+}
+
+/// [`TOMBSTONE`] for the message `seq` under revision `rev`: whether it was live (and is a tombstone now).
+async fn tombstone<DB>(
+    tx: &mut DB::Connection,
+    ns: &str,
+    room: &str,
+    seq: i64,
+    at: DateTime<Utc>,
+    rev: i64,
+) -> StoreResult<bool>
+where
+    DB: Backend,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    DB::Arguments: IntoArguments<DB>,
+    for<'a> &'a str: Encode<'a, DB> + Type<DB>,
+    i64: for<'a> Encode<'a, DB> + Type<DB>,
+    DateTime<Utc>: for<'a> Encode<'a, DB> + Type<DB>,
+{
+    let done = sqlx::query(TOMBSTONE)
+        .bind(ns)
+        .bind(room)
+        .bind(seq)
+        .bind(at)
+        .bind(rev)
+        .execute(&mut *tx)
+        .await?;
+    Ok(DB::rows_affected(&done) == 1)
 }
 
 /// One `room:read` waiting for the read writer ([`SqlStore::commit_reads`]): answered with whether the member's
