@@ -654,6 +654,13 @@ pub struct PendingRead {
     pub reply: oneshot::Sender<StoreResult<bool>>,
 }
 
+impl PendingRead {
+    /// Whose read position it moves, and where.
+    fn key(&self) -> (&str, &str, &str) {
+        (&self.ns, &self.room, &self.user_id)
+    }
+}
+
 /// Moves a member's read position to `$4` at `$5`: forward only, to a message the room has, for a joined member.
 const MOVE_READ: &str = "UPDATE memberships SET last_read = $4, last_read_at = $5 \
      WHERE ns = $1 AND room = $2 AND user_id = $3 AND state = 'joined' AND last_read < $4 \
@@ -686,24 +693,31 @@ where
     /// written; the others are answered as not moved, which they are not once it commits. If the statement fails
     /// (say, a deadlock with another node's batch over a user's two devices), each read is written alone.
     pub(super) async fn commit_reads(pool: Pool<DB>, batch: Vec<PendingRead>) {
-        let key = |p: &PendingRead| (p.ns.clone(), p.room.clone(), p.user_id.clone());
-        let mut highest: HashMap<(String, String, String), usize> = HashMap::new();
+        let mut highest: HashMap<(&str, &str, &str), usize> = HashMap::new();
         for (i, pending) in batch.iter().enumerate() {
-            let slot = highest.entry(key(pending)).or_insert(i);
+            let slot = highest.entry(pending.key()).or_insert(i);
             if batch[*slot].seq < pending.seq {
                 *slot = i;
             }
         }
         let mut rows: Vec<usize> = highest.values().copied().collect();
         // A fixed order, so two batches touching the same rows usually lock them alike.
-        rows.sort_unstable_by_key(|&i| key(&batch[i]));
-        let error = match Self::move_reads(&pool, &batch, &rows).await {
+        rows.sort_unstable_by_key(|&i| batch[i].key());
+        // The reads written and moved, by their place in the batch.
+        let moved = Self::move_reads(&pool, &batch, &rows).await.map(|moved| {
+            moved
+                .iter()
+                .filter_map(|(ns, room, user)| {
+                    highest.get(&(ns.as_str(), room.as_str(), user.as_str()))
+                })
+                .copied()
+                .collect::<HashSet<usize>>()
+        });
+        let error = match moved {
             Ok(moved) => {
                 for (i, pending) in batch.into_iter().enumerate() {
-                    let k = key(&pending);
-                    let answer = highest.get(&k) == Some(&i) && moved.contains(&k);
                     // The reader may have gone away; its position is stored all the same.
-                    let _ = pending.reply.send(Ok(answer));
+                    let _ = pending.reply.send(Ok(moved.contains(&i)));
                 }
                 return;
             }
@@ -741,7 +755,7 @@ where
         pool: &Pool<DB>,
         batch: &[PendingRead],
         rows: &[usize],
-    ) -> StoreResult<HashSet<(String, String, String)>> {
+    ) -> StoreResult<Vec<(String, String, String)>> {
         let mut update = QueryBuilder::<DB>::new("WITH v (ns, room, user_id, seq, at) AS (");
         update.push_values(rows, |mut row, &i| {
             let p = &batch[i];
