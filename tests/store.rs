@@ -1708,7 +1708,14 @@ async fn search_matches_words_the_same_on_both_stores(kind: Store) {
         ],
         "after the merge"
     );
-    say(&store, "open", &ann, "release candidate")
+    assert_eq!(
+        found(vec![word("release", true)], Some("open"), None, 10)
+            .await
+            .0,
+        ["releases galore", "The Release notes are out"],
+        "one room, after the merge"
+    );
+    let candidate = say(&store, "open", &ann, "release candidate")
         .await
         .expect("stored");
     assert_eq!(
@@ -1719,6 +1726,52 @@ async fn search_matches_words_the_same_on_both_stores(kind: Store) {
             "The Release notes are out"
         ],
         "stored after the merge"
+    );
+    // An edit and a delete change what is found at once, whether the message's words were merged or pending.
+    store.merge_search_index().await.expect("merge");
+    let at = chrono::Utc::now();
+    store
+        .edit_message(NS, "open", candidate.seq, &ann.id, "final build", at)
+        .await
+        .expect("edit")
+        .expect("edited");
+    assert_eq!(
+        found(vec![word("release", false)], None, None, 10).await.0,
+        ["release: mail ann@example.com", "The Release notes are out"],
+        "the edited text's old words are gone"
+    );
+    assert_eq!(
+        found(vec![word("final", false)], Some("open"), None, 10)
+            .await
+            .0,
+        ["final build"],
+        "and its new words found"
+    );
+    let late = say(&store, "open", &ann, "late release")
+        .await
+        .expect("stored");
+    store
+        .delete_message(NS, "open", late.seq, at)
+        .await
+        .expect("delete")
+        .expect("deleted");
+    store
+        .delete_message(NS, "open", candidate.seq, at)
+        .await
+        .expect("delete")
+        .expect("deleted");
+    store.merge_search_index().await.expect("merge");
+    assert!(
+        found(vec![word("final", false)], None, None, 10)
+            .await
+            .0
+            .is_empty(),
+        "a tombstone matches nothing, merged before its delete"
+    );
+    assert_eq!(
+        found(vec![word("release", false)], None, None, 10).await.0,
+        ["release: mail ann@example.com", "The Release notes are out"],
+        "or pending"
     );
 }
 
