@@ -1750,16 +1750,13 @@ async fn search_matches_words_the_same_on_both_stores(kind: Store) {
     let late = say(&store, "open", &ann, "late release")
         .await
         .expect("stored");
-    store
-        .delete_message(NS, "open", late.seq, at)
-        .await
-        .expect("delete")
-        .expect("deleted");
-    store
-        .delete_message(NS, "open", candidate.seq, at)
-        .await
-        .expect("delete")
-        .expect("deleted");
+    for seq in [late.seq, candidate.seq] {
+        store
+            .delete_message(NS, "open", seq, at)
+            .await
+            .expect("delete")
+            .expect("deleted");
+    }
     store.merge_search_index().await.expect("merge");
     assert!(
         found(vec![word("final", false)], None, None, 10)
