@@ -114,7 +114,7 @@ pub async fn run(command: Command) -> ExitCode {
 
 /// `palaver migrate`: the migrations it applied.
 pub async fn migrate(config: &Config) -> Result<Vec<String>, Error> {
-    let (_, applied) = store::open_with(&config.database_url, 1, Migrations::Apply).await?;
+    let (_, applied) = store::open_with(&config.database_url, 1, 1, Migrations::Apply).await?;
     Ok(applied)
 }
 
@@ -135,7 +135,7 @@ pub async fn erase_user(config: &Config, id: &str, ns: Option<&str>) -> Result<E
         }
     }
     // The server's schema, never migrated behind its back.
-    let (store, _) = store::open_with(&config.database_url, 2, Migrations::Require).await?;
+    let (store, _) = store::open_with(&config.database_url, 2, 1, Migrations::Require).await?;
     Ok(store.erase_user(id, ns, store::now()).await?)
 }
 
@@ -301,7 +301,7 @@ async fn check_connections(config: &Config, out: &mut String) -> Result<(), Erro
             );
         }
         _ => {
-            let (_, pending) = store::open_with(url, 1, Migrations::Inspect).await?;
+            let (_, pending) = store::open_with(url, 1, 1, Migrations::Inspect).await?;
             if pending.is_empty() {
                 out.push_str("database: reachable, schema up to date\n");
             } else {

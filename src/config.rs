@@ -31,6 +31,12 @@ pub struct Config {
           value_parser = clap::value_parser!(u32).range(1..))]
     pub db_pool_size: u32,
 
+    /// Group-commit message writers on Postgres: each room's messages go to one of them, and their transactions
+    /// overlap. SQLite always has one.
+    #[arg(long, env = "PALAVER_DB_MESSAGE_WRITERS", default_value_t = crate::store::DEFAULT_MESSAGE_WRITERS,
+          value_parser = clap::builder::TypedValueParser::map(clap::value_parser!(u8).range(1..=16), usize::from))]
+    pub db_message_writers: usize,
+
     /// Redis URL (`redis://host:6379`): run as one node of several, synced through Redis. Unset: a single node.
     #[arg(long, env = "REDIS_URL", hide_env_values = true)]
     pub redis_url: Option<String>,
@@ -518,6 +524,7 @@ impl fmt::Debug for Config {
             .field("listen", &self.listen_addr())
             .field("database_url", &redact_url(&self.database_url))
             .field("db_pool_size", &self.db_pool_size)
+            .field("db_message_writers", &self.db_message_writers)
             .field("redis_url", &self.redis_url.as_deref().map(redact_url))
             .field("redis_prefix", &self.redis_prefix)
             .field(

@@ -108,8 +108,13 @@ pub async fn serve(
     } else {
         store::Migrations::Require
     };
-    let (store, applied) =
-        store::open_with(&config.database_url, config.db_pool_size, migrations).await?;
+    let (store, applied) = store::open_with(
+        &config.database_url,
+        config.db_pool_size,
+        config.db_message_writers,
+        migrations,
+    )
+    .await?;
     if !applied.is_empty() {
         tracing::info!(migrations = ?applied, "migrated the database");
     }

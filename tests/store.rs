@@ -4,12 +4,14 @@
 //!   Postgres, the retry goes to a second store, as if to another node), plus appends to a room that does not
 //!   exist. Every room's seqs must come out gap-free, every retry must return its original, and a bad append
 //!   must not spoil its batch: neither one to a missing room nor one the database refuses (a trigger, a NUL).
+//!   With several message writers (Postgres), a room's messages still commit in the order sent.
 //! * The contract of rooms, invitations and creation quotas (see the `Store` trait's doc comments).
 
 #[macro_use]
 mod common;
 
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,6 +25,23 @@ use palaver::store::{
 const ROOMS: usize = 20;
 const SENDERS: usize = 600;
 
+/// Public group rooms `{prefix}-0` … `{prefix}-{n - 1}`, created by `u0`.
+async fn public_rooms(store: &SharedStore, prefix: &str, n: usize) {
+    for r in 0..n {
+        let room = Room {
+            id: format!("{prefix}-{r}"),
+            name: format!("{prefix}-{r}"),
+            kind: RoomKind::Group,
+            visibility: Visibility::Public,
+            created_at: store::now(),
+        };
+        store
+            .ensure_room("/", &room, "u0")
+            .await
+            .expect("ensure_room");
+    }
+}
+
 async fn concurrent_appends_keep_seq_and_dedupe(kind: Store) {
     let db = TestDb::new(kind).await;
     let first = store::open(&db.url, 8).await.expect("open store");
@@ -31,19 +50,7 @@ async fn concurrent_appends_keep_seq_and_dedupe(kind: Store) {
         Store::Sqlite => first.clone(),
         Store::Postgres => store::open(&db.url, 8).await.expect("open second store"),
     };
-    for r in 0..ROOMS {
-        let room = Room {
-            id: format!("g-{r}"),
-            name: format!("g-{r}"),
-            kind: RoomKind::Group,
-            visibility: Visibility::Public,
-            created_at: store::now(),
-        };
-        first
-            .ensure_room("/", &room, "u0")
-            .await
-            .expect("ensure_room");
-    }
+    public_rooms(&first, "g", ROOMS).await;
 
     let mut tasks = tokio::task::JoinSet::new();
     for i in 0..SENDERS {
@@ -130,6 +137,82 @@ async fn concurrent_appends_keep_seq_and_dedupe_sqlite() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_appends_keep_seq_and_dedupe_postgres() {
     concurrent_appends_keep_seq_and_dedupe(Store::Postgres).await
+}
+
+/// A room's messages commit in the order they were sent, also with several message writers (Postgres): each room
+/// has one writer, so one room's appends are never split between two transactions racing for its lock. 7 rooms'
+/// appends, queued interleaved and all at once, so that every writer's batches mix rooms.
+async fn appends_to_a_room_commit_in_the_order_sent(kind: Store) {
+    // Not a multiple of the 4 writers, so that spreading appends over the writers in turn would split rooms.
+    const ORDER_ROOMS: usize = 7;
+    const PER_ROOM: usize = 60;
+    let db = TestDb::new(kind).await;
+    let (store, _) = store::open_with(&db.url, 8, 4, store::Migrations::Apply)
+        .await
+        .expect("open store");
+    public_rooms(&store, "o", ORDER_ROOMS).await;
+    let from = Author {
+        id: "u1".to_owned(),
+        name: "User 1".to_owned(),
+    };
+    // Each append queues its message on its first poll, which happens here, in this order: one poll each, with
+    // tokio's cooperative budget lifted (it would make a send past the budget wait for a later poll).
+    let appended = tokio::task::unconstrained(async {
+        let (mut appends, mut finished) = (Vec::new(), Vec::new());
+        for k in 0..PER_ROOM {
+            for r in 0..ORDER_ROOMS {
+                let (store, from) = (store.clone(), from.clone());
+                let mut append = Box::pin(async move {
+                    let message = NewMessage {
+                        room: format!("o-{r}"),
+                        from,
+                        text: format!("m{k}"),
+                        client_id: Some(format!("c{r}-{k}")),
+                        client_id_scope: ClientIdScope::Sender,
+                        reply_to: None,
+                    };
+                    (r, k, store.append_message("/", message).await)
+                });
+                let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+                match append.as_mut().poll(&mut cx) {
+                    std::task::Poll::Ready(done) => finished.push(done),
+                    std::task::Poll::Pending => appends.push(append),
+                }
+            }
+        }
+        finished.extend(futures_util::future::join_all(appends).await);
+        finished
+    })
+    .await;
+    for (r, k, appended) in appended {
+        let appended = appended.unwrap_or_else(|e| panic!("append {k} to o-{r}: {e}"));
+        assert_eq!(
+            appended.message.seq,
+            k as i64 + 1,
+            "o-{r}: the {k}th message sent must get seq {}",
+            k + 1
+        );
+    }
+    for r in 0..ORDER_ROOMS {
+        let texts: Vec<String> = db
+            .message_rows(&format!("o-{r}"))
+            .await
+            .into_iter()
+            .map(|row| row.text)
+            .collect();
+        let sent: Vec<String> = (0..PER_ROOM).map(|k| format!("m{k}")).collect();
+        assert_eq!(texts, sent, "o-{r}: stored in seq order");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn appends_to_a_room_commit_in_the_order_sent_sqlite() {
+    appends_to_a_room_commit_in_the_order_sent(Store::Sqlite).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn appends_to_a_room_commit_in_the_order_sent_postgres() {
+    appends_to_a_room_commit_in_the_order_sent(Store::Postgres).await
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -1,6 +1,7 @@
-//! Group commit: every write of one kind on a node (appends; read positions) goes to one writer task, which
-//! commits whatever has queued up meanwhile in one transaction. Under load many writes share one commit (and one
-//! fsync); when idle a write commits alone, at once.
+//! Group commit: every write of one kind on a node (appends; read positions) goes to a writer task, which commits
+//! whatever has queued up meanwhile in one transaction. Under load many writes share one commit (and one fsync);
+//! when idle a write commits alone, at once. On Postgres the appends have several writers, each room's always the
+//! same one (`SqlStore::batcher_for`).
 
 use std::future::Future;
 
@@ -35,9 +36,9 @@ pub struct Batcher<P> {
 impl<P: Send + 'static> Batcher<P> {
     /// Starts the writer task; `commit` must answer every write of the batch it is given.
     ///
-    /// One writer per node and kind: a second message writer, gathering while the first commits, measured no
-    /// faster on Postgres (BENCHMARKS.md, durable throughput), because the node's CPU, not the database, is the
-    /// bound.
+    /// A second writer taking from the same queue measured no faster (BENCHMARKS.md §2): its batches wait on the
+    /// rooms the first one holds. Message writers with rooms of their own do overlap (§10,
+    /// `store::DEFAULT_MESSAGE_WRITERS`).
     pub fn spawn<F, Fut>(commit: F) -> Self
     where
         F: Fn(Vec<P>) -> Fut + Send + 'static,

@@ -11,13 +11,17 @@ pub type PostgresStore = SqlStore<sqlx::Postgres>;
 
 impl PostgresStore {
     pub async fn open(url: &str, pool_size: u32) -> StoreResult<Self> {
-        Ok(Self::open_with(url, pool_size, Migrations::Apply).await?.0)
+        let writers = super::DEFAULT_MESSAGE_WRITERS;
+        Ok(Self::open_with(url, pool_size, writers, Migrations::Apply)
+            .await?
+            .0)
     }
 
     /// Connects, migrating the database as `migrations` says: the store and the migrations applied.
     pub async fn open_with(
         url: &str,
         pool_size: u32,
+        message_writers: usize,
         migrations: Migrations,
     ) -> StoreResult<(Self, Vec<String>)> {
         let options: PgConnectOptions = url.parse()?;
@@ -29,7 +33,7 @@ impl PostgresStore {
             .await?;
         let applied =
             super::migrate(&sqlx::migrate!("./migrations/postgres"), &pool, migrations).await?;
-        // Reads and writes share the pool: Postgres serves concurrent writers itself.
-        Ok((Self::new(pool.clone(), pool), applied))
+        // Reads and writes share the pool: Postgres serves concurrent writers itself, the message writers too.
+        Ok((Self::new(pool.clone(), pool, message_writers), applied))
     }
 }

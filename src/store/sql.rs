@@ -67,7 +67,9 @@ impl Backend for sqlx::Sqlite {
 pub struct SqlStore<DB: Database> {
     pub(super) writer: Pool<DB>,
     pub(super) pool: Pool<DB>,
-    batcher: Batcher<Pending>,
+    /// The group-commit message writers; a room's messages always go to the same one ([`Self::batcher_for`]), so
+    /// they commit in the order sent, while the writers' transactions, on disjoint rooms, overlap.
+    batchers: Vec<Batcher<Pending>>,
     /// The group-commit writer of read positions (`room:read`), on the writer pool too.
     pub(super) reads: Batcher<super::changes::PendingRead>,
     /// The webhook events written to the outbox ([`HookEvents`] bits), shared with the batch writer.
@@ -384,34 +386,47 @@ where
     bool: for<'a> Encode<'a, DB> + for<'r> Decode<'r, DB> + Type<DB>,
     usize: ColumnIndex<DB::Row>,
 {
-    /// A store on these pools, with its group-commit writer on `writer`.
-    pub(super) fn new(writer: Pool<DB>, pool: Pool<DB>) -> Self {
-        let batch_pool = writer.clone();
+    /// A store on these pools, with `message_writers` group-commit message writers on `writer` (at least one).
+    pub(super) fn new(writer: Pool<DB>, pool: Pool<DB>, message_writers: usize) -> Self {
         let hooks = Arc::new(AtomicU8::new(0));
         let wake = Arc::new(HookWake::default());
-        let batch_hooks = hooks.clone();
-        let batch_wake = wake.clone();
         let commit_metrics = Arc::new(std::sync::OnceLock::new());
-        let batch_metrics = commit_metrics.clone();
-        let batcher = Batcher::spawn(move |batch| {
-            let events = HookEvents::from_bits(batch_hooks.load(Ordering::Relaxed));
-            let wake = events
-                .contains(HookEvent::MessageCreated)
-                .then(|| batch_wake.clone());
-            let metrics = batch_metrics.get().cloned();
-            Self::commit_batch(batch_pool.clone(), wake, metrics, batch)
-        });
+        let batchers = (0..message_writers.max(1))
+            .map(|_| {
+                let batch_pool = writer.clone();
+                let batch_hooks = hooks.clone();
+                let batch_wake = wake.clone();
+                let batch_metrics = commit_metrics.clone();
+                Batcher::spawn(move |batch| {
+                    let events = HookEvents::from_bits(batch_hooks.load(Ordering::Relaxed));
+                    let wake = events
+                        .contains(HookEvent::MessageCreated)
+                        .then(|| batch_wake.clone());
+                    let metrics = batch_metrics.get().cloned();
+                    Self::commit_batch(batch_pool.clone(), wake, metrics, batch)
+                })
+            })
+            .collect();
         let read_pool = writer.clone();
         let reads = Batcher::spawn(move |batch| Self::commit_reads(read_pool.clone(), batch));
         Self {
             writer,
             pool,
-            batcher,
+            batchers,
             reads,
             hooks,
             wake,
             commit_metrics,
         }
+    }
+
+    /// The message writer of a room: always the same one, so a room's messages commit in the order sent.
+    fn batcher_for(&self, ns: &str, room: &str) -> &Batcher<Pending> {
+        use std::hash::{Hash, Hasher};
+        let mut hasher = std::hash::DefaultHasher::new();
+        (ns, room).hash(&mut hasher);
+        let shard = (hasher.finish() % self.batchers.len() as u64) as usize;
+        &self.batchers[shard]
     }
 
     fn events(&self) -> HookEvents {
@@ -1477,7 +1492,7 @@ where
     // The text stays out of the span; the batch writer's own span (`write_batch`) counts the messages.
     #[tracing::instrument(level = "debug", skip_all, fields(%ns, room = %new.room, user = %new.from.id))]
     async fn append_message(&self, ns: &str, new: NewMessage) -> StoreResult<Appended> {
-        self.batcher.append(ns, new).await
+        self.batcher_for(ns, &new.room).append(ns, new).await
     }
 
     #[tracing::instrument(level = "debug", skip_all, fields(%ns, %room, %sender))]

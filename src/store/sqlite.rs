@@ -56,6 +56,7 @@ impl SqliteStore {
             .acquire_timeout(Duration::from_secs(30))
             .connect_with(options.read_only(true))
             .await?;
-        Ok((Self::new(writer, pool), applied))
+        // One message writer: the file has one write connection, so a second writer would only take turns on it.
+        Ok((Self::new(writer, pool, 1), applied))
     }
 }
