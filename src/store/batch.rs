@@ -4,8 +4,10 @@
 //! same one (`SqlStore::batcher_for`).
 
 use std::future::Future;
+use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
 
 use super::{Appended, NewMessage, StoreError, StoreResult};
 
@@ -44,10 +46,31 @@ impl<P: Send + 'static> Batcher<P> {
         F: Fn(Vec<P>) -> Fut + Send + 'static,
         Fut: Future<Output = ()> + Send,
     {
+        Self::spawn_gathering(Duration::ZERO, commit)
+    }
+
+    /// Like [`Batcher::spawn`], but a batch is committed `gather` after its first write arrived (or once full),
+    /// so that writes nobody waits on urgently share a commit even when they trickle in: read positions, which
+    /// at one commit each came to a commit per `room:read` (BENCHMARKS.md §10).
+    pub fn spawn_gathering<F, Fut>(gather: Duration, commit: F) -> Self
+    where
+        F: Fn(Vec<P>) -> Fut + Send + 'static,
+        Fut: Future<Output = ()> + Send,
+    {
         let (queue, mut inbox) = mpsc::channel::<P>(QUEUE);
         tokio::spawn(async move {
             let mut batch = Vec::with_capacity(MAX_BATCH);
             while inbox.recv_many(&mut batch, MAX_BATCH).await > 0 {
+                let deadline = Instant::now() + gather;
+                while batch.len() < MAX_BATCH {
+                    let room = MAX_BATCH - batch.len();
+                    match tokio::time::timeout_at(deadline, inbox.recv_many(&mut batch, room)).await
+                    {
+                        // Closed: commit what is here, and the outer loop ends.
+                        Ok(0) | Err(_) => break,
+                        Ok(_) => {}
+                    }
+                }
                 commit(std::mem::take(&mut batch)).await;
             }
         });

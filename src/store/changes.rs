@@ -643,6 +643,11 @@ where
     Ok(DB::rows_affected(&done) == 1)
 }
 
+/// How long the read writer gathers `room:read`s before it commits them. Reads come one by one, each client's
+/// at most about once a second: committed as they came, nearly every read took a commit of its own (BENCHMARKS.md
+/// §10). A read's ack, and the `read` events that follow it, wait up to this much longer; a badge does not notice.
+pub(super) const READS_GATHER: std::time::Duration = std::time::Duration::from_millis(20);
+
 /// One `room:read` waiting for the read writer ([`SqlStore::commit_reads`]): answered with whether the member's
 /// read position moved to `seq`.
 pub struct PendingRead {

@@ -408,7 +408,9 @@ where
             })
             .collect();
         let read_pool = writer.clone();
-        let reads = Batcher::spawn(move |batch| Self::commit_reads(read_pool.clone(), batch));
+        let reads = Batcher::spawn_gathering(super::changes::READS_GATHER, move |batch| {
+            Self::commit_reads(read_pool.clone(), batch)
+        });
         Self {
             writer,
             pool,
