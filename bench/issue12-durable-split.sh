@@ -10,6 +10,9 @@
 #   after-reads          the same, clients reading once a second (palaver-bench --read-every 1)
 #   after-nosearchindex  after-noreads with the full-text index (messages_search) dropped once the server listens
 #   after-nometrics      after-noreads with --metrics false
+#   after-reads-nometrics after-reads with --metrics false (the before build has no metrics: issue 13 added them)
+#   after-reads-writersN after-reads with N message writers (--db-message-writers N; default 2)
+#   alt-reads            after-reads on another after build, the binary ALT names (a change against the after build)
 # ROUNDS (default 5). Needs Postgres on 127.0.0.1:5432.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -30,15 +33,18 @@ for round in $(seq "${ROUNDS:-5}"); do
   for variant in ${VARIANTS:-before after-noreads after-reads after-nosearchindex}; do
     psql -q -h 127.0.0.1 -U postgres -c "DROP DATABASE IF EXISTS issue12_split WITH (FORCE)" \
       -c "CREATE DATABASE issue12_split" postgres
-    bin=$after; flags=(--read-receipts true); reads=()
+    bin=$after; flags=(--read-receipts true); reads=(); writers=()
     case $variant in
+      after-reads-writers*) reads=(--read-every 1); writers=(--db-message-writers "${variant#after-reads-writers}") ;;
       before) bin=$before; flags=() ;;
       after-reads) reads=(--read-every 1) ;;
       after-nometrics) flags+=(--metrics false) ;;
+      after-reads-nometrics) reads=(--read-every 1); flags+=(--metrics false) ;;
+      alt-reads) bin=${ALT:?ALT names the other after build}; reads=(--read-every 1) ;;
     esac
     log=$logs/$variant-$round.log
     "$bin" --listen 127.0.0.1:3400 --send-rate 100000 --send-burst 100000 --jwt-secret "$PALAVER_BENCH_JWT_SECRET" \
-      --database-url "$pg/issue12_split" "${flags[@]}" >"$log" 2>&1 &
+      --database-url "$pg/issue12_split" "${flags[@]}" "${writers[@]}" >"$log" 2>&1 &
     server=$!
     wait_port 3400
     # The port opens before the migrations have run: the server says when it listens.
