@@ -61,14 +61,17 @@ impl<P: Send + 'static> Batcher<P> {
         tokio::spawn(async move {
             let mut batch = Vec::with_capacity(MAX_BATCH);
             while inbox.recv_many(&mut batch, MAX_BATCH).await > 0 {
-                let deadline = Instant::now() + gather;
-                while batch.len() < MAX_BATCH {
-                    let room = MAX_BATCH - batch.len();
-                    match tokio::time::timeout_at(deadline, inbox.recv_many(&mut batch, room)).await
-                    {
-                        // Closed: commit what is here, and the outer loop ends.
-                        Ok(0) | Err(_) => break,
-                        Ok(_) => {}
+                if !gather.is_zero() {
+                    let deadline = Instant::now() + gather;
+                    while batch.len() < MAX_BATCH {
+                        let space = MAX_BATCH - batch.len();
+                        match tokio::time::timeout_at(deadline, inbox.recv_many(&mut batch, space))
+                            .await
+                        {
+                            // Closed: commit what is here, and the outer loop ends.
+                            Ok(0) | Err(_) => break,
+                            Ok(_) => {}
+                        }
                     }
                 }
                 commit(std::mem::take(&mut batch)).await;
