@@ -205,15 +205,7 @@ async fn appends_to_a_room_commit_in_the_order_sent(kind: Store) {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn appends_to_a_room_commit_in_the_order_sent_sqlite() {
-    appends_to_a_room_commit_in_the_order_sent(Store::Sqlite).await
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn appends_to_a_room_commit_in_the_order_sent_postgres() {
-    appends_to_a_room_commit_in_the_order_sent(Store::Postgres).await
-}
+store_test!(appends_to_a_room_commit_in_the_order_sent => appends_to_a_room_commit_in_the_order_sent_sqlite, appends_to_a_room_commit_in_the_order_sent_postgres);
 
 // ---------------------------------------------------------------------------------------------
 // One row the database refuses fails alone
