@@ -1848,3 +1848,122 @@ async fn search_matches_words_the_same_on_both_stores(kind: Store) {
 }
 
 store_test!(search_matches_words_the_same_on_both_stores => search_matches_words_the_same_on_both_stores_sqlite, search_matches_words_the_same_on_both_stores_postgres);
+
+/// Postgres's search index moved to words palaver stores with each message (migration 0011): the messages stored
+/// before it are indexed by the migration, tombstones are not; a message written without its words (a server of
+/// the previous release during a rolling restart, a text changed by hand) gets them from the database, so that it
+/// is found by the words it holds and by no others.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn search_words_migration_indexes_older_messages_postgres() {
+    use palaver::store::{SearchQuery, SearchWord};
+    let db = TestDb::new(Store::Postgres).await;
+    let pool = sqlx::PgPool::connect(&db.url).await.expect("connect");
+    let mut migrator = sqlx::migrate::Migrator::new(std::path::Path::new("migrations/postgres"))
+        .await
+        .expect("migrations");
+    let before_0011: Vec<_> = migrator
+        .migrations
+        .iter()
+        .filter(|m| m.version < 11)
+        .cloned()
+        .collect();
+    assert_eq!(before_0011.len(), 10);
+    migrator.migrations = before_0011.into();
+    migrator.run(&pool).await.expect("migrate to 0010");
+    for statement in [
+        "INSERT INTO rooms (ns, id, name, kind, visibility, last_seq) VALUES ('/', 'old', 'old', 'group', 'public', 3)",
+        "INSERT INTO messages (ns, room, seq, sender_id, sender_name, text, created_at) \
+         VALUES ('/', 'old', 1, 'ann', 'Ann', 'Stored before the UPGRADE, ann@example.com', now())",
+        "INSERT INTO messages (ns, room, seq, sender_id, sender_name, text, created_at, deleted_at) \
+         VALUES ('/', 'old', 2, 'ann', 'Ann', '', now(), now())",
+    ] {
+        sqlx::query(statement)
+            .execute(&pool)
+            .await
+            .expect(statement);
+    }
+    let store = store::open(&db.url, 4).await.expect("open applies 0011");
+    let found = |text: &'static str| {
+        let store = store.clone();
+        async move {
+            let words = [SearchWord {
+                text: text.to_owned(),
+                prefix: false,
+            }];
+            let query = SearchQuery {
+                words: &words,
+                room: Some("old"),
+                user_id: "ann",
+                before: None,
+                limit: 10,
+            };
+            let (messages, _) = store.search(NS, &query).await.expect("search");
+            messages.into_iter().map(|m| m.seq).collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(found("upgrade").await, [1], "indexed by the migration");
+    assert_eq!(found("example").await, [1]);
+    let words_of = |seq: i64| {
+        let pool = pool.clone();
+        async move {
+            let (words,): (Option<String>,) = sqlx::query_as(
+                "SELECT search_words::text FROM messages WHERE room = 'old' AND seq = $1",
+            )
+            .bind(seq)
+            .fetch_one(&pool)
+            .await
+            .expect("row");
+            words
+        }
+    };
+    assert_eq!(words_of(2).await, None, "a tombstone is not indexed");
+    sqlx::query("UPDATE messages SET text = 'Rewritten by hand' WHERE room = 'old' AND seq = 1")
+        .execute(&pool)
+        .await
+        .expect("update");
+    assert!(found("upgrade").await.is_empty(), "no stale words");
+    assert_eq!(found("rewritten").await, [1], "the new text's words");
+    sqlx::query(
+        "INSERT INTO messages (ns, room, seq, sender_id, sender_name, text, created_at) \
+         VALUES ('/', 'old', 3, 'bob', 'Bob', 'Sent by the previous release', now())",
+    )
+    .execute(&pool)
+    .await
+    .expect("insert without words");
+    assert_eq!(found("previous").await, [3], "indexed by the database");
+    // What palaver stores for a send is its own cut of the text; for common text the database's cut is the same.
+    let text = "Ünïcode straße, 日本語 and v2.0: CAFÉ café";
+    let sent = say(&store, "old", &author("ann"), text)
+        .await
+        .expect("sent");
+    let as_tsvector = |words: String| {
+        words
+            .split(' ')
+            .map(|w| format!("'{w}'"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    let ours = as_tsvector(store::search::index_words(text));
+    assert_eq!(ours, "'0' 'and' 'café' 'straße' 'v2' 'ünïcode' '日本語'");
+    assert_eq!(words_of(sent.seq).await.as_deref(), Some(ours.as_str()));
+    let (theirs,): (String,) = sqlx::query_as("SELECT palaver_search_words($1)::text")
+        .bind(text)
+        .fetch_one(&pool)
+        .await
+        .expect("the database's cut");
+    assert_eq!(theirs, ours);
+    // An edit stores palaver's cut, like a send: Unicode lowercases a final Σ to ς, the database to σ.
+    let edited = "Edited by palaver: ΟΔΟΣ";
+    store
+        .edit_message(NS, "old", 1, "ann", edited, store::now())
+        .await
+        .expect("edit")
+        .expect("edited");
+    assert_eq!(found("edited").await, [1], "an edit writes its words");
+    assert_eq!(found("οδος").await, [1]);
+    assert!(found("rewritten").await.is_empty());
+    assert_eq!(
+        words_of(1).await,
+        Some(as_tsvector(store::search::index_words(edited)))
+    );
+}

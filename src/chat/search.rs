@@ -267,6 +267,46 @@ mod tests {
         assert!(highlights("nothing here", &ws).is_empty());
     }
 
+    /// A query finds a message on Postgres only if the words stored for the message are cut and lowercased as
+    /// the query's are: the index's words (`store::search::index_words`) are exactly the query's words of the
+    /// same text, however the text is written.
+    #[test]
+    fn messages_are_indexed_by_the_words_a_query_cuts() {
+        use crate::store::search::{MAX_WORD_BYTES, index_words};
+        let long = "y".repeat(MAX_WORD_BYTES + 1);
+        for text in [
+            "Release-Notes v2.0.1 release",
+            "ann@example.com wrote: «Écoles et CAFÉS»",
+            "ΟΔΟΣ Σοφία straße İstanbul 日本語のテキスト",
+            "tabs\tand\nnew lines, emoji 🎉 between🎉words",
+            "r1ab:12:3:1764488000000000000:xxxx",
+        ] {
+            let mut expected: Vec<String> = text
+                .split_whitespace()
+                .flat_map(|term| {
+                    words(term)
+                        .map(|ws| ws.into_iter().map(|w| w.text))
+                        .into_iter()
+                        .flatten()
+                })
+                .collect();
+            expected.sort_unstable();
+            expected.dedup();
+            assert_eq!(index_words(text), expected.join(" "), "{text:?}");
+        }
+        assert_eq!(index_words("Hello, hello HELLO"), "hello", "each word once");
+        assert_eq!(index_words("-- !! 🎉"), "", "no word at all");
+        assert_eq!(
+            index_words(&format!("short {long} tail")),
+            "short tail",
+            "a word too long for Postgres's index is left out"
+        );
+        assert_eq!(
+            index_words(&"y".repeat(MAX_WORD_BYTES)),
+            "y".repeat(MAX_WORD_BYTES)
+        );
+    }
+
     #[test]
     fn limits_and_cursors() {
         assert_eq!(limit(None), Ok(20));

@@ -310,6 +310,7 @@ where
                 if DB::rows_affected(&edited) == 0 {
                     return Ok(Revised::Undo(None));
                 }
+                DB::index_edited_text(&mut *tx, ns, room, seq, text).await?;
                 let row: Option<MessageRow> = sqlx::query_as(concat!(
                     select_messages_with_replies!(),
                     "WHERE m.ns = $1 AND m.room = $2 AND m.seq = $3"

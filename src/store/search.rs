@@ -1,6 +1,7 @@
-//! Full-text search of messages: the store's side of `chat::search`. Postgres matches with a GIN index over
-//! `to_tsvector`, SQLite with an FTS5 table (`migrations/*/0008_moderation.sql`); both see the same words (runs of
-//! letters and digits, lowercased, accents kept, no stemming), so a query finds the same messages on either.
+//! Full-text search of messages: the store's side of `chat::search`. Postgres matches with a GIN index over the
+//! words palaver cuts from each message ([`index_words`], `migrations/postgres/0011_search_words.sql`), SQLite with
+//! an FTS5 table (`migrations/sqlite/0008_moderation.sql`); both see the same words (runs of letters and digits,
+//! lowercased, accents kept, no stemming), so a query finds the same messages on either.
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -15,6 +16,27 @@ use super::{Message, MessageRow, StoreResult};
 pub struct SearchWord {
     pub text: String,
     pub prefix: bool,
+}
+
+/// The longest word the search index keeps, in bytes: Postgres refuses a longer lexeme (and its text-search parser
+/// left longer words out too). No query can ask for such a word: a query is at most
+/// [`crate::chat::search::MAX_QUERY_CHARS`] characters.
+pub const MAX_WORD_BYTES: usize = 2047;
+
+/// The words a message is found by, as Postgres's `search_words` stores them for a send and an edit: its runs of
+/// letters and digits, lowercased, each once, separated by spaces (a query's words are cut alike,
+/// `chat::search::words`). Cut here rather than by Postgres because its text-search parser and regular expressions
+/// cost the batch writer ~9 µs a message (BENCHMARKS.md §10).
+pub fn index_words(text: &str) -> String {
+    let mut words: Vec<String> = text
+        .split(|c: char| !c.is_alphanumeric())
+        .filter(|run| !run.is_empty())
+        .map(str::to_lowercase)
+        .filter(|word| word.len() <= MAX_WORD_BYTES)
+        .collect();
+    words.sort_unstable();
+    words.dedup();
+    words.join(" ")
 }
 
 /// A search: messages holding every word, in one room or in every room `user` may read, newest first.
@@ -45,9 +67,9 @@ pub trait SearchSql: Database {
 }
 
 impl SearchSql for sqlx::Postgres {
-    // The expression of the `messages_search` index, word for word, so that the planner uses it.
-    const MATCHES: &'static str = "messages m WHERE to_tsvector('simple', regexp_replace(m.text, '[^[:alnum:]]+', ' ', 'g')) \
-         @@ to_tsquery('simple', $3)";
+    // `search_words` holds the words of [`index_words`], and the query is written as lexemes (`query_text`), so
+    // that Postgres's text-search parser is on neither side.
+    const MATCHES: &'static str = "messages m WHERE m.search_words @@ $3::tsquery";
     // The readable rooms as an array, computed once, and tested on each match of the full-text index rather than
     // used as an index condition (`IS TRUE` keeps the planner from it). As `IN (SELECT …)`, the planner expected two
     // rooms and ran the full-text index scan once per readable room (120 rooms, 1M messages: 37 ms for a word in 5
@@ -58,12 +80,11 @@ impl SearchSql for sqlx::Postgres {
     const READABLE_ROOMS: &'static str = "(m.room = ANY (ARRAY(SELECT room FROM memberships WHERE ns = $1 AND user_id = $2 AND state = 'joined' \
                                    UNION SELECT id FROM rooms WHERE ns = $1 AND visibility = 'public'))) IS TRUE";
     fn query_text(words: &[SearchWord]) -> String {
+        // A tsquery literal: each word quoted (letters and digits only, so nothing in it needs escaping), all
+        // required, `:*` making a prefix.
         let terms: Vec<String> = words
             .iter()
-            .map(|w| match w.prefix {
-                true => format!("{}:*", w.text),
-                false => w.text.clone(),
-            })
+            .map(|w| format!("'{}'{}", w.text, if w.prefix { ":*" } else { "" }))
             .collect();
         terms.join(" & ")
     }

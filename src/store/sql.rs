@@ -30,6 +30,7 @@ use super::{
 };
 
 /// What differs between the backends in the SQL they run.
+#[async_trait]
 pub trait Backend: Database {
     /// Ends the batch's `SELECT … FROM rooms … ORDER BY ns, id`: Postgres locks the batch's room rows, in that
     /// order; SQLite has one writer, whose transaction is the lock.
@@ -42,8 +43,69 @@ pub trait Backend: Database {
     const SKIP_LOCKED_CURSORS: &'static str;
     /// Rows an `INSERT`, `UPDATE` or `DELETE` wrote.
     fn rows_affected(done: &Self::QueryResult) -> u64;
+    /// Inserts a batch's new messages, created `at`, in one statement: `(id, ns, room, seq)` of each row
+    /// inserted. With `skip_stored`, a row whose client id is already stored is skipped rather than failing the
+    /// statement. The one statement of the batch writer whose shape is each backend's own.
+    async fn insert_messages(
+        conn: &mut Self::Connection,
+        rows: &[MessageInsert<'_>],
+        skip_stored: bool,
+        at: DateTime<Utc>,
+    ) -> Result<Vec<InsertedMessage>, sqlx::Error>;
+    /// After an edit of message `seq` to `text` (in the edit's transaction): indexes its new words for search,
+    /// where the index is not kept by the database itself.
+    async fn index_edited_text(
+        conn: &mut Self::Connection,
+        ns: &str,
+        room: &str,
+        seq: i64,
+        text: &str,
+    ) -> Result<(), sqlx::Error>;
 }
 
+/// One new message of a batch, as [`Backend::insert_messages`] writes it.
+pub struct MessageInsert<'a> {
+    ns: &'a str,
+    room: &'a str,
+    seq: i64,
+    sender_id: &'a str,
+    sender_name: &'a str,
+    text: &'a str,
+    client_id: Option<&'a str>,
+    /// The client id again when it is room-scoped (a profile's), else `None`.
+    room_client_id: Option<&'a str>,
+    reply_to: Option<i64>,
+}
+
+impl<'a> MessageInsert<'a> {
+    fn new(pending: &'a Pending, seq: i64) -> Self {
+        let message = &pending.message;
+        Self {
+            ns: &pending.ns,
+            room: &message.room,
+            seq,
+            sender_id: &message.from.id,
+            sender_name: &message.from.name,
+            text: &message.text,
+            client_id: message.client_id.as_deref(),
+            room_client_id: match message.client_id_scope {
+                super::ClientIdScope::Room => message.client_id.as_deref(),
+                super::ClientIdScope::Sender => None,
+            },
+            reply_to: message.reply_to.as_ref().map(|r| r.seq),
+        }
+    }
+}
+
+/// One field of every row, as an array to bind.
+fn column<'a, T>(rows: &[MessageInsert<'a>], field: impl Fn(&MessageInsert<'a>) -> T) -> Vec<T> {
+    rows.iter().map(field).collect()
+}
+
+/// `(id, ns, room, seq)` of an inserted message.
+pub type InsertedMessage = (i64, String, String, i64);
+
+#[async_trait]
 impl Backend for sqlx::Postgres {
     const LOCK_ROWS: &'static str = " FOR UPDATE";
     const SKIP_LOCKED: &'static str = " FOR UPDATE SKIP LOCKED";
@@ -51,14 +113,130 @@ impl Backend for sqlx::Postgres {
     fn rows_affected(done: &Self::QueryResult) -> u64 {
         done.rows_affected()
     }
+
+    /// One array per column, unnested: the statement's text is the same for every batch, so it is parsed and
+    /// planned once per connection (a `VALUES` list has as many placeholders as the batch has columns × rows, so
+    /// nearly every batch was a new statement, parsed and planned anew: ~7 µs of Postgres a message, BENCHMARKS.md
+    /// §10). The search index's words come from palaver (`store::search::index_words`), not from a text-search
+    /// parser in Postgres (`migrations/postgres/0011_search_words.sql`).
+    async fn insert_messages(
+        conn: &mut sqlx::PgConnection,
+        rows: &[MessageInsert<'_>],
+        skip_stored: bool,
+        at: DateTime<Utc>,
+    ) -> Result<Vec<InsertedMessage>, sqlx::Error> {
+        macro_rules! insert {
+            () => {
+                "INSERT INTO messages (ns, room, seq, sender_id, sender_name, text, client_id, room_client_id, \
+                 created_at, reply_to, search_words) \
+                 SELECT ns, room, seq, sender_id, sender_name, text, client_id, room_client_id, $1, reply_to, \
+                     array_to_tsvector(string_to_array(words, ' ')) \
+                 FROM UNNEST($2::text[], $3::text[], $4::int8[], $5::text[], $6::text[], $7::text[], $8::text[], \
+                     $9::text[], $10::int8[], $11::text[]) \
+                     AS r (ns, room, seq, sender_id, sender_name, text, client_id, room_client_id, reply_to, words)"
+            };
+        }
+        let sql = match skip_stored {
+            // Untargeted, so that it covers both client-id indexes (sender- and room-scoped); the room locks keep
+            // (ns, room, seq) from conflicting.
+            true => concat!(
+                insert!(),
+                " ON CONFLICT DO NOTHING RETURNING id, ns, room, seq"
+            ),
+            false => concat!(insert!(), " RETURNING id, ns, room, seq"),
+        };
+        let words: Vec<String> = rows
+            .iter()
+            .map(|r| super::search::index_words(r.text))
+            .collect();
+        sqlx::query_as(sql)
+            .bind(at)
+            .bind(column(rows, |r| r.ns))
+            .bind(column(rows, |r| r.room))
+            .bind(column(rows, |r| r.seq))
+            .bind(column(rows, |r| r.sender_id))
+            .bind(column(rows, |r| r.sender_name))
+            .bind(column(rows, |r| r.text))
+            .bind(column(rows, |r| r.client_id))
+            .bind(column(rows, |r| r.room_client_id))
+            .bind(column(rows, |r| r.reply_to))
+            .bind(words)
+            .fetch_all(conn)
+            .await
+    }
+
+    /// Writes the new text's words, as a send does. (The edit's `UPDATE` of the text had the database cut them,
+    /// by the trigger of 0011 that keeps any change of a text from leaving its old words; palaver's own cut is the
+    /// one queries use, whatever the database's locale.)
+    async fn index_edited_text(
+        conn: &mut sqlx::PgConnection,
+        ns: &str,
+        room: &str,
+        seq: i64,
+        text: &str,
+    ) -> Result<(), sqlx::Error> {
+        sqlx::query(
+            "UPDATE messages SET search_words = array_to_tsvector(string_to_array($4, ' ')) \
+             WHERE ns = $1 AND room = $2 AND seq = $3",
+        )
+        .bind(ns)
+        .bind(room)
+        .bind(seq)
+        .bind(super::search::index_words(text))
+        .execute(conn)
+        .await?;
+        Ok(())
+    }
 }
 
+#[async_trait]
 impl Backend for sqlx::Sqlite {
     const LOCK_ROWS: &'static str = "";
     const SKIP_LOCKED: &'static str = "";
     const SKIP_LOCKED_CURSORS: &'static str = "";
     fn rows_affected(done: &Self::QueryResult) -> u64 {
         done.rows_affected()
+    }
+
+    /// A `VALUES` list; SQLite's full-text index is written by triggers (`migrations/sqlite/0008_moderation.sql`).
+    async fn insert_messages(
+        conn: &mut sqlx::SqliteConnection,
+        rows: &[MessageInsert<'_>],
+        skip_stored: bool,
+        at: DateTime<Utc>,
+    ) -> Result<Vec<InsertedMessage>, sqlx::Error> {
+        let mut insert = QueryBuilder::<sqlx::Sqlite>::new(
+            "INSERT INTO messages (ns, room, seq, sender_id, sender_name, text, client_id, room_client_id, created_at, reply_to) ",
+        );
+        insert.push_values(rows, |mut row, r| {
+            row.push_bind(r.ns)
+                .push_bind(r.room)
+                .push_bind(r.seq)
+                .push_bind(r.sender_id)
+                .push_bind(r.sender_name)
+                .push_bind(r.text)
+                .push_bind(r.client_id)
+                .push_bind(r.room_client_id)
+                .push_bind(at)
+                .push_bind(r.reply_to);
+        });
+        if skip_stored {
+            // Untargeted, so that it covers both client-id indexes (sender- and room-scoped).
+            insert.push(" ON CONFLICT DO NOTHING");
+        }
+        insert.push(" RETURNING id, ns, room, seq");
+        insert.build_query_as().fetch_all(conn).await
+    }
+
+    /// Nothing: FTS5's triggers re-index the edited row in the edit's own statement.
+    async fn index_edited_text(
+        _conn: &mut sqlx::SqliteConnection,
+        _ns: &str,
+        _room: &str,
+        _seq: i64,
+        _text: &str,
+    ) -> Result<(), sqlx::Error> {
+        Ok(())
     }
 }
 
@@ -824,35 +1002,13 @@ where
         if fresh.is_empty() {
             return Ok(HashMap::new());
         }
-        let mut insert = QueryBuilder::<DB>::new(
-            "INSERT INTO messages (ns, room, seq, sender_id, sender_name, text, client_id, room_client_id, created_at, reply_to) ",
-        );
-        insert.push_values(fresh, |mut row, &(i, seq)| {
-            let pending = &batch[i];
-            let room_client_id = match pending.message.client_id_scope {
-                super::ClientIdScope::Room => pending.message.client_id.as_deref(),
-                super::ClientIdScope::Sender => None,
-            };
-            row.push_bind(pending.ns.as_str())
-                .push_bind(pending.message.room.as_str())
-                .push_bind(seq)
-                .push_bind(pending.message.from.id.as_str())
-                .push_bind(pending.message.from.name.as_str())
-                .push_bind(pending.message.text.as_str())
-                .push_bind(pending.message.client_id.as_deref())
-                .push_bind(room_client_id)
-                .push_bind(at)
-                .push_bind(pending.message.reply_to.as_ref().map(|r| r.seq));
-        });
-        if retries == Retries::Optimistic {
-            // Untargeted, so that it covers both client-id indexes (sender- and room-scoped); the room locks
-            // keep (ns, room, seq) from conflicting.
-            insert.push(" ON CONFLICT DO NOTHING");
-        }
-        insert.push(" RETURNING id, ns, room, seq");
-        let rows: Vec<(i64, String, String, i64)> =
-            insert.build_query_as().fetch_all(&mut *tx).await?;
-        Ok(rows
+        let rows: Vec<MessageInsert<'_>> = fresh
+            .iter()
+            .map(|&(i, seq)| MessageInsert::new(&batch[i], seq))
+            .collect();
+        let skip_stored = retries == Retries::Optimistic;
+        let inserted = DB::insert_messages(tx, &rows, skip_stored, at).await?;
+        Ok(inserted
             .into_iter()
             .map(|(id, ns, room, seq)| ((ns, room, seq), id))
             .collect())
