@@ -4,6 +4,11 @@
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
+// Fan-out allocates and frees a frame per socket; glibc's malloc spent ~12% of the server's CPU on it under load
+// (BENCHMARKS.md §10).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let cli = palaver::cli::Cli::parse();
