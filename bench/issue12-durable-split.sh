@@ -6,6 +6,7 @@
 #
 # VARIANTS (default "before after-noreads after-reads after-nosearchindex"), any of:
 #   before               the build before issue 12
+#   alt-before           another build of it, the binary ALT_BEFORE names (a change applied to both builds)
 #   after-noreads        the after build with --read-receipts true, clients that never read
 #   after-reads          the same, clients reading once a second (palaver-bench --read-every 1)
 #   after-nosearchindex  after-noreads with the full-text index (messages_search) dropped once the server listens
@@ -13,6 +14,7 @@
 #   after-reads-nometrics after-reads with --metrics false (the before build has no metrics: issue 13 added them)
 #   after-reads-writersN after-reads with N message writers (--db-message-writers N; default 2)
 #   alt-reads            after-reads on another after build, the binary ALT names (a change against the after build)
+#   alt-reads-nometrics  alt-reads with --metrics false
 # ROUNDS (default 5). Needs Postgres on 127.0.0.1:5432.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -37,10 +39,12 @@ for round in $(seq "${ROUNDS:-5}"); do
     case $variant in
       after-reads-writers*) reads=(--read-every 1); writers=(--db-message-writers "${variant#after-reads-writers}") ;;
       before) bin=$before; flags=() ;;
+      alt-before) bin=${ALT_BEFORE:?ALT_BEFORE names the other before build}; flags=() ;;
       after-reads) reads=(--read-every 1) ;;
       after-nometrics) flags+=(--metrics false) ;;
       after-reads-nometrics) reads=(--read-every 1); flags+=(--metrics false) ;;
       alt-reads) bin=${ALT:?ALT names the other after build}; reads=(--read-every 1) ;;
+      alt-reads-nometrics) bin=${ALT:?ALT names the other after build}; reads=(--read-every 1); flags+=(--metrics false) ;;
     esac
     log=$logs/$variant-$round.log
     "$bin" --listen 127.0.0.1:3400 --send-rate 100000 --send-burst 100000 --jwt-secret "$PALAVER_BENCH_JWT_SECRET" \
