@@ -1,6 +1,7 @@
-//! The SQL both backends run, written once as code generic over the sqlx driver: every statement is valid in
-//! Postgres and in SQLite (`$1`… placeholders work in both), so a backend module only opens its pools, applies
-//! its migrations and names what little differs ([`Backend`]).
+//! The SQL both backends run, written once as code generic over the sqlx driver: nearly every statement is valid
+//! in Postgres and in SQLite (`$1`… placeholders work in both), so a backend module only opens its pools, applies
+//! its migrations and names what little differs ([`Backend`]: a few clauses, and the statements each backend
+//! writes its own way, the batch's insert of messages and an edit's search words).
 //!
 //! The sqlx bounds the generic code needs are spelled out on the two impl blocks below (the batch writer and the
 //! [`Store`] methods); Rust does not let a trait carry them for its users. Each backend satisfies them, which the
