@@ -126,14 +126,11 @@ pub fn words(query: &str) -> ChatResult<Vec<SearchWord>> {
             Some(stem) => (stem, true),
             None => (term, false),
         };
-        let runs: Vec<&str> = term
-            .split(|c: char| !c.is_alphanumeric())
-            .filter(|run| !run.is_empty())
-            .collect();
+        let runs: Vec<String> = crate::store::search::words_of(term).collect();
         let last = runs.len().saturating_sub(1);
         for (i, run) in runs.into_iter().enumerate() {
             let word = SearchWord {
-                text: run.to_lowercase(),
+                text: run,
                 prefix: prefix && i == last,
             };
             if !words.contains(&word) {

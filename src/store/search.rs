@@ -23,15 +23,20 @@ pub struct SearchWord {
 /// [`crate::chat::search::MAX_QUERY_CHARS`] characters.
 pub const MAX_WORD_BYTES: usize = 2047;
 
+/// The words of a text, in order, repeats included: its runs of letters and digits, lowercased. The one rule for
+/// what a word is, for the index ([`index_words`]) and for queries (`chat::search::words`).
+pub fn words_of(text: &str) -> impl Iterator<Item = String> + '_ {
+    text.split(|c: char| !c.is_alphanumeric())
+        .filter(|run| !run.is_empty())
+        .map(str::to_lowercase)
+}
+
 /// The words a message is found by, as Postgres's `search_words` stores them for a send and an edit: its runs of
 /// letters and digits, lowercased, each once, separated by spaces (a query's words are cut alike,
 /// `chat::search::words`). Cut here rather than by Postgres because its text-search parser and regular expressions
 /// cost the batch writer ~9 µs a message (BENCHMARKS.md §10).
 pub fn index_words(text: &str) -> String {
-    let mut words: Vec<String> = text
-        .split(|c: char| !c.is_alphanumeric())
-        .filter(|run| !run.is_empty())
-        .map(str::to_lowercase)
+    let mut words: Vec<String> = words_of(text)
         .filter(|word| word.len() <= MAX_WORD_BYTES)
         .collect();
     words.sort_unstable();
