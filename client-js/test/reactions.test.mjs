@@ -79,7 +79,10 @@ function reactionScenarios(on) {
 
   it("adding twice or removing what is not there changes nothing and tells nobody", async () => {
     const { room, a, b, seq } = await pairWithMessage(on);
+    // The first add's event reaches alice before anything is recorded: across two nodes it can come after her read.
+    const told = waitFor(a, "reaction", (e) => e.seq === seq && e.added === true);
     await ok(b, "reaction:add", { room, seq, emoji: "❤️" });
+    await told;
     const before = await read(a, room, seq);
     const none = noneOf(a, "reaction");
     await ok(b, "reaction:add", { room, seq, emoji: "❤️" });
